@@ -1,0 +1,80 @@
+# Spikegate: two commands on a fresh machine.
+#   make run   - create .venv, install, bring up the stack on embedded defaults, run the default scenario
+#   make test  - create .venv, install (with dev extras and system packages), run the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+SCENARIO ?= perfect-storm
+PYTEST_ARGS ?=
+
+.PHONY: help install sysdeps run test lint typecheck bench gate clean
+
+help:
+	@echo "make run      install and run the default scenario ($(SCENARIO))"
+	@echo "make test     install and run the test suite"
+	@echo "make lint     ruff format --check + ruff check"
+	@echo "make typecheck  mypy (strict on the packages)"
+	@echo "make bench    run the benchmarks in tests/bench (JSON on stdout)"
+
+# --- system packages ---------------------------------------------------------------------
+# redis-server (and redis-tools for redis-benchmark) come from the OS. Installed through
+# apt-get when missing and we are root; otherwise the exact command is printed and we stop.
+sysdeps:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server and redis-tools with apt-get"; \
+	    (apt-get install -y -q redis-server redis-tools >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && apt-get install -y -q redis-server redis-tools >/dev/null)) || \
+	     { echo "apt-get could not install redis-server"; exit 1; }; \
+	  else \
+	    echo "redis-server is missing. Install it, then run make again:"; \
+	    echo "  Debian/Ubuntu: sudo apt-get install -y redis-server redis-tools"; \
+	    echo "  macOS:         brew install redis"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+# --- the virtual environment -------------------------------------------------------------
+$(BIN)/python:
+	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -q python3-venv >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && apt-get install -y -q python3-venv >/dev/null)); \
+	  else \
+	    echo "python3 venv support is missing: sudo apt-get install -y python3-venv"; exit 1; \
+	  fi; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: sysdeps $(STAMP)
+
+# --- the two commands --------------------------------------------------------------------
+run: install
+	$(BIN)/spikegate --help
+
+test: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# --- the rest ----------------------------------------------------------------------------
+gate: install
+	$(BIN)/spikegate --help
+
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy
+
+bench: install
+	@for b in tests/bench/*.py; do echo "== $$b" >&2; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

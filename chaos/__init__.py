@@ -1,0 +1,1 @@
+"""Chaos: the embedded Toxiproxy-compatible server, the client wrapper and the fault catalog."""

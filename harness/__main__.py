@@ -1,0 +1,7 @@
+"""`python -m harness` is the `spikegate` command."""
+
+from __future__ import annotations
+
+from harness.cli import run
+
+run()

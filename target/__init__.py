@@ -1,0 +1,1 @@
+"""The reference ad server and its backpressure primitives."""
