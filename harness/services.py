@@ -25,6 +25,8 @@ aiokafka 0.14:
 - readiness is a raw Metadata v0 round trip (no event loop needed); Tansu answers it as soon
   as its listener is up ("ready in 0ms" in its log).
 - it rejects InitProducerId, so producers must use `enable_idempotence=False`; acks=all works.
+- topics auto-create on first produce with 4 partitions (create_topic() for a fixed count).
+- a produce sent while the broker is paused completes after resume().
 - the log lives in memory: a restart empties every topic, so outages are simulated with
   pause()/resume() (SIGSTOP/SIGCONT), never by restarting it.
 - see harness/kafka_util.py for topic creation and reading back.
