@@ -1,0 +1,214 @@
+"""The reference ad server: `create_app(config)` builds it, the lifespan owns every resource.
+
+    EdgeMiddleware (auth, token bucket, decision header, metrics)
+      POST /bid         -> Auction: limit -> Redis -> DSP fan-out -> winner    (auction.py)
+      POST /impression  -> ImpressionLogger.offer: 202 acknowledged or 503 shed (impressions.py)
+      GET  /healthz /readyz /metrics, and FastAPI's /docs and /openapi.json
+
+Nothing is created at import time: Redis, the DSP session and breakers, the impression
+logger, the metrics registry and the loop-lag monitor are built in the lifespan and kept
+on `app.state`; `uvicorn --factory target.app:create_app_from_env` serves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import Response
+
+from target.auction import Auction, AuctionOutcome, make_limit, make_redis
+from target.backpressure.decision import ADMITTED, Decision
+from target.config import TargetConfig, load_config
+from target.dsp_client import DspClient
+from target.edge import ARRIVAL_SCOPE_KEY, PUBLISHER_SCOPE_KEY, Edge, EdgeMiddleware
+from target.edge import retry_after_header as _retry_after
+from target.impressions import ImpressionLogger
+from target.metrics import CONTENT_TYPE, LevelsCollector, LoopLagMonitor, Metrics
+from target.models import (
+    DECISION_HEADER,
+    BidRequest,
+    BidResponse,
+    ErrorBody,
+    Impression,
+    ImpressionAck,
+)
+
+_READY_TIMEOUT_S = 0.5
+
+_REJECTIONS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "missing or unknown X-Api-Key (`unauthorized`)"},
+    429: {"model": ErrorBody, "description": "publisher over its rate (`rate_limited`)"},
+    503: {
+        "model": ErrorBody,
+        "description": "overloaded: `bulkhead_full`, `redis_unavailable` (with Retry-After)",
+    },
+}
+
+
+def _json(status: int, decision: str, body: Any, retry_after_s: float | None = None) -> Response:
+    headers = {DECISION_HEADER: decision}
+    if retry_after_s is not None:
+        headers["Retry-After"] = _retry_after(Decision(False, decision, retry_after_s))
+    if body is None:
+        return Response(status_code=status, headers=headers)
+    return Response(
+        json.dumps(body).encode(),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def _render(outcome: AuctionOutcome) -> Response:
+    if outcome.status == 204:
+        return _json(204, outcome.decision, None)
+    body = outcome.body
+    if body is None:
+        body = {"decision": outcome.decision, "detail": outcome.detail}
+    return _json(outcome.status, outcome.decision, body, outcome.retry_after_s)
+
+
+def _lifespan(
+    config: TargetConfig,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics = Metrics()
+        lag = LoopLagMonitor(config.event_loop_lag_interval_s)
+        redis = make_redis(config.redis_url, config.auction)
+        dsps = DspClient(config.dsps, config.breaker, config.dsp_client)
+        limit = make_limit(config.auction)
+        logger = ImpressionLogger(config.impressions, bootstrap=config.kafka_bootstrap)
+        app.state.config = config
+        app.state.metrics = metrics
+        app.state.edge = Edge(
+            config.publishers, enabled=config.edge.enabled, max_keys=config.edge.max_keys
+        )
+        app.state.redis = redis
+        app.state.auction = Auction(config.auction, redis, dsps, limit=limit)
+        app.state.impressions = logger
+        metrics.registry.register(
+            LevelsCollector(
+                limit=lambda: limit,
+                breakers=lambda: dsps.breakers,
+                impression_stats=logger.stats,
+                loop_lag=lag.snapshot,
+            )
+        )
+        await dsps.start()
+        try:
+            await logger.start()
+            lag.start()
+            yield
+        finally:
+            await lag.stop()
+            try:
+                await logger.stop()
+            finally:
+                await dsps.close()
+                await redis.aclose()
+
+    return lifespan
+
+
+def create_app(config: TargetConfig) -> FastAPI:
+    """The ad server for `config`; its resources come to life in the lifespan."""
+    app = FastAPI(
+        title="Spikegate reference ad server",
+        version="0.1.0",
+        description="An OpenRTB 2.x subset ad server that layers four backpressure patterns. "
+        "Every response carries `X-Spikegate-Decision`.",
+        lifespan=_lifespan(config),
+    )
+    app.add_middleware(EdgeMiddleware)
+
+    @app.post(
+        "/bid",
+        status_code=200,
+        response_model=BidResponse,
+        responses={204: {"description": "no bid (`no_bid`, `breaker_open_fallback`)"}}
+        | _REJECTIONS,
+    )
+    async def bid(
+        request: Request,
+        body: BidRequest,
+        x_api_key: Annotated[str | None, Header(alias="X-Api-Key")] = None,
+    ) -> Response:
+        """Run an auction: edge bucket -> concurrency limit -> Redis -> DSP fan-out."""
+        scope = request.scope
+        auction: Auction = request.app.state.auction
+        deadline = auction.deadline_ns(scope[ARRIVAL_SCOPE_KEY], body.tmax)
+        return _render(await auction.run(body, scope[PUBLISHER_SCOPE_KEY], deadline))
+
+    @app.post(
+        "/impression",
+        status_code=202,
+        response_model=ImpressionAck,
+        responses={503: {"model": ErrorBody, "description": "shed (Retry-After)"}},
+    )
+    async def impression(request: Request, body: Impression) -> Response:
+        """Acknowledge a win notice (202) or shed it (503) before touching Kafka."""
+        logger: ImpressionLogger = request.app.state.impressions
+        decision = logger.offer(body.model_dump())
+        if decision.admitted:
+            return _json(202, ADMITTED, {"impression_id": body.impression_id, "decision": ADMITTED})
+        return _json(
+            503,
+            decision.reason,
+            {"decision": decision.reason, "detail": "impression queue is shedding"},
+            decision.retry_after_s,
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"description": "Redis or Kafka unreachable"}})
+    async def readyz(request: Request) -> Response:
+        """Readiness: Redis answers PING and the Kafka bootstrap accepts a connection."""
+        redis_ok, kafka_ok = await asyncio.gather(
+            _redis_ok(request), _tcp_ok(request.app.state.config.kafka_bootstrap)
+        )
+        ok = redis_ok and kafka_ok
+        body = {"status": "ready" if ok else "not_ready", "redis": redis_ok, "kafka": kafka_ok}
+        return _json(200 if ok else 503, ADMITTED if ok else "not_ready", body)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus exposition of this app's registry."""
+        return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+async def _redis_ok(request: Request) -> bool:
+    try:
+        async with asyncio.timeout(_READY_TIMEOUT_S):
+            return bool(await request.app.state.redis.ping())
+    except Exception:
+        return False
+
+
+async def _tcp_ok(bootstrap: str) -> bool:
+    first = bootstrap.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    try:
+        async with asyncio.timeout(_READY_TIMEOUT_S):
+            _, writer = await asyncio.open_connection(host or "127.0.0.1", int(port))
+    except (OSError, ValueError, TimeoutError):
+        return False
+    writer.close()
+    with suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+def create_app_from_env() -> FastAPI:
+    """Zero-arg factory for `uvicorn --factory`: config from SPIKEGATE_TARGET_CONFIG + env."""
+    return create_app(load_config())

@@ -1,0 +1,215 @@
+"""The auction: Redis work behind a concurrency limit, then the DSP fan-out, then the winner.
+
+    deadline = arrival + tmax - margin
+      |
+      v
+    ConcurrencyLimit.acquire(deadline) --none within min(max_wait, left)--> 503 bulkhead_full
+      |  permit held only around Redis
+      v
+    Redis (one Lua script, atomic): frequency cap per user, pacing and budget per publisher
+      |  timeout = min(redis_timeout, what is left) --slow/down--> 503 (or 204) redis_unavailable
+      |  capped / paced / out of budget                 --------> 204 no_bid
+      v
+    DSP fan-out with what is left (dsp_client.py) --all breakers open--> 204 breaker_open_fallback
+      |
+      v
+    highest bid at or above its impression's floor --> 200 bid response, or 204 no_bid
+
+Nothing here waits past the deadline: every await is bounded by it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from target.backpressure.adaptive import GradientLimit
+from target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
+from target.backpressure.concurrency import ConcurrencyLimit
+from target.backpressure.decision import ADMITTED, BULKHEAD_FULL, Decision
+from target.config import AuctionConfig
+from target.dsp_client import DspBid, DspClient
+from target.models import (
+    BREAKER_OPEN_FALLBACK,
+    DEADLINE_EXCEEDED,
+    NO_BID,
+    REDIS_UNAVAILABLE,
+    BidRequest,
+    bid_response,
+)
+
+# Returns 0 = go, 1 = frequency capped, 2 = paced, 3 = out of budget. Checks first, then
+# counts, so a refused auction consumes nothing.
+_RESERVE_LUA = """
+local cap = tonumber(ARGV[1])
+local pacing = tonumber(ARGV[3])
+local budget = tonumber(ARGV[4])
+local cost = tonumber(ARGV[5])
+local seen = tonumber(redis.call('GET', KEYS[1]) or '0')
+if seen >= cap then return 1 end
+local paced = tonumber(redis.call('GET', KEYS[2]) or '0')
+if paced >= pacing then return 2 end
+local spent = tonumber(redis.call('GET', KEYS[3]) or '0')
+if spent + cost > budget then return 3 end
+if redis.call('INCR', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if redis.call('INCR', KEYS[2]) == 1 then redis.call('EXPIRE', KEYS[2], 2) end
+redis.call('INCRBY', KEYS[3], cost)
+return 0
+"""
+_GO, _CAPPED, _PACED, _BROKE = 0, 1, 2, 3
+NO_BID_REASONS = {_CAPPED: "frequency_capped", _PACED: "paced", _BROKE: "budget_exhausted"}
+
+
+@dataclass(frozen=True, slots=True)
+class AuctionOutcome:
+    """What the route answers: status, decision header, JSON body (or None), Retry-After."""
+
+    status: int
+    decision: str
+    body: dict[str, Any] | None = None
+    retry_after_s: float | None = None
+    detail: str = ""
+
+
+def make_redis(url: str, cfg: AuctionConfig) -> aioredis.Redis:
+    """A client that fails fast: no retries (the deadline is the budget), bounded pool."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=cfg.redis_max_connections,
+        timeout=cfg.redis_timeout_ms / 1000,
+        socket_connect_timeout=cfg.redis_timeout_ms / 1000,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_error=[],
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+def make_limit(cfg: AuctionConfig) -> ConcurrencyLimit | None:
+    if not cfg.enabled:
+        return None
+    adaptive = (
+        GradientLimit(cfg.limit, min_limit=cfg.adaptive_min_limit, max_limit=cfg.limit)
+        if cfg.adaptive
+        else None
+    )
+    return ConcurrencyLimit(cfg.limit, max_wait_s=cfg.max_wait_ms / 1000, adaptive=adaptive)
+
+
+class Auction:
+    """One auction per /bid; holds the limit, the Redis client and the DSP client."""
+
+    def __init__(
+        self,
+        cfg: AuctionConfig,
+        redis: aioredis.Redis,
+        dsps: DspClient,
+        *,
+        limit: ConcurrencyLimit | None = None,
+        clock: Clock = monotonic_ns,
+    ) -> None:
+        self.cfg = cfg
+        self.redis = redis
+        self.dsps = dsps
+        self.limit = limit
+        self._clock = clock
+        self._reserve = redis.register_script(_RESERVE_LUA)
+        self._redis_timeout_ns = round(cfg.redis_timeout_ms / 1000 * NS_PER_S)
+        self._redis_failure = AuctionOutcome(
+            cfg.redis_failure_status,
+            REDIS_UNAVAILABLE,
+            retry_after_s=1.0 if cfg.redis_failure_status == 503 else None,
+            detail="frequency cap / budget store is slow or down",
+        )
+
+    def deadline_ns(self, arrival_ns: int, tmax_ms: int | None) -> int:
+        tmax = min(tmax_ms or self.cfg.default_tmax_ms, self.cfg.max_tmax_ms)
+        return arrival_ns + round((tmax - self.cfg.deadline_margin_ms) * 1_000_000)
+
+    async def run(self, req: BidRequest, publisher_id: str, deadline_ns: int) -> AuctionOutcome:
+        if self.limit is None:
+            verdict = await self._redis_work(req, publisher_id, deadline_ns)
+        else:
+            permit = await self.limit.acquire(deadline_ns=deadline_ns)
+            if not permit.admitted:
+                return _bulkhead(permit)
+            started = self._clock()
+            verdict = -1
+            try:
+                verdict = await self._redis_work(req, publisher_id, deadline_ns)
+            finally:
+                self.limit.release(latency_ns=self._clock() - started, dropped=verdict < 0)
+        if verdict < 0:
+            return self._redis_failure if verdict == -1 else _deadline()
+        if verdict != _GO:
+            return AuctionOutcome(204, NO_BID, detail=NO_BID_REASONS[verdict])
+        return await self._bid(req, deadline_ns)
+
+    async def _redis_work(self, req: BidRequest, publisher_id: str, deadline_ns: int) -> int:
+        """The Lua verdict, -1 when Redis failed or was too slow, -2 when no time was left."""
+        left_ns = deadline_ns - self._clock()
+        if left_ns <= 0:
+            return -2
+        cost = sum(round(imp.bidfloor * 1_000_000) for imp in req.imp)
+        cfg = self.cfg
+        keys = [
+            f"fc:{req.user.id}",
+            f"pace:{publisher_id}:{int(time.time())}",
+            f"spend:{publisher_id}",
+        ]
+        args = [cfg.frequency_cap, cfg.frequency_window_s, cfg.pacing_per_s, cfg.budget_micros]
+        try:
+            async with asyncio.timeout(min(self._redis_timeout_ns, left_ns) / NS_PER_S):
+                verdict = await self._reserve(keys=keys, args=[*args, cost])
+        except (TimeoutError, RedisError, OSError):
+            return -1
+        return int(verdict)
+
+    async def _bid(self, req: BidRequest, deadline_ns: int) -> AuctionOutcome:
+        if self._clock() >= deadline_ns:
+            return _deadline()
+        request = {
+            "id": req.id,
+            "imp": [{"id": imp.id, "bidfloor": imp.bidfloor} for imp in req.imp],
+            "site": {"publisher": {"id": req.site.publisher.id}},
+            "user": {"id": req.user.id},
+        }
+        fan = await self.dsps.fan_out(request, deadline_ns)
+        winner = choose_winner(req, fan.bids)
+        if winner is not None:
+            return AuctionOutcome(200, ADMITTED, bid_response(req.id, winner.dsp, winner.bid))
+        if fan.all_open:
+            return AuctionOutcome(204, BREAKER_OPEN_FALLBACK, detail="every DSP breaker is open")
+        return AuctionOutcome(204, NO_BID)
+
+
+def choose_winner(req: BidRequest, bids: list[DspBid]) -> DspBid | None:
+    """The highest bid for a known impression at or above that impression's floor."""
+    floors = {imp.id: imp.bidfloor for imp in req.imp}
+    best: DspBid | None = None
+    for b in bids:
+        floor = floors.get(str(b.bid.get("impid")))
+        if floor is None or b.price < floor:
+            continue
+        if best is None or b.price > best.price:
+            best = b
+    return best
+
+
+def _bulkhead(decision: Decision) -> AuctionOutcome:
+    return AuctionOutcome(
+        503,
+        BULKHEAD_FULL,
+        retry_after_s=decision.retry_after_s,
+        detail="auction concurrency limit reached",
+    )
+
+
+def _deadline() -> AuctionOutcome:
+    return AuctionOutcome(204, DEADLINE_EXCEEDED, detail="tmax passed before the auction ran")

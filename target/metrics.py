@@ -1,0 +1,268 @@
+"""Metrics: every decision counted, every live level readable, on a per-app registry.
+
+Hot-path series (requests, decisions, latencies) are prometheus-client counters and
+histograms updated by the edge middleware. Levels that already live in the primitives
+(inflight, limit, breaker state, impression queue depth and sojourn, Kafka delivery counts,
+RSS, event-loop lag) are read only at scrape time by `LevelsCollector`, so they cost the
+request path nothing.
+
+Names (all prefixed `spikegate_`):
+    requests_total{route,status,decision}        decisions_total{layer,reason}
+    request_duration_seconds{route,outcome}      rejection_seconds{layer}  (429/503 cost)
+    auction_inflight / auction_limit / auction_limit_ceiling / auction_waiting
+    breaker_state{dsp,state} (1 = current)       breaker_state_code{dsp} (0 closed .. 4 disabled)
+    impressions_<stat> (one gauge per ImpressionLogger.stats() key)
+    event_loop_lag_seconds / event_loop_lag_max_seconds   process_rss_bytes
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
+
+import psutil
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from target.backpressure.breaker import BreakerState
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Which layer a decision belongs to (metric label); unknown reasons count under "app".
+LAYER_OF: dict[str, str] = {
+    "unauthorized": "edge",
+    "forbidden": "edge",
+    "rate_limited": "edge",
+    "bulkhead_full": "auction",
+    "redis_unavailable": "redis",
+    "frequency_capped": "redis",
+    "budget_exhausted": "redis",
+    "breaker_open_fallback": "dsp",
+    "no_bid": "dsp",
+    "deadline_exceeded": "auction",
+    "shed": "impressions",
+    "invalid": "validation",
+}
+
+_BREAKER_CODES: dict[BreakerState, int] = {
+    BreakerState.CLOSED: 0,
+    BreakerState.OPEN: 1,
+    BreakerState.HALF_OPEN: 2,
+    BreakerState.FORCED_OPEN: 3,
+    BreakerState.DISABLED: 4,
+}
+
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+# Fine buckets: the acceptance bar for a rejection is p99 <= 2 ms.
+_REJECTION_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.005,
+    0.01,
+    0.025,
+    0.1,
+)
+
+
+class LimitView(Protocol):
+    @property
+    def limit(self) -> int: ...
+    @property
+    def ceiling(self) -> int: ...
+    @property
+    def inflight(self) -> int: ...
+    @property
+    def waiting(self) -> int: ...
+
+
+class BreakerView(Protocol):
+    @property
+    def state(self) -> BreakerState: ...
+
+
+_METRIC_NAME = re.compile(r"[^a-zA-Z0-9_]")
+
+
+class LevelsCollector(Collector):
+    """Reads live levels from the runtime's objects at scrape time."""
+
+    def __init__(
+        self,
+        *,
+        limit: Callable[[], LimitView | None],
+        breakers: Callable[[], Mapping[str, BreakerView]],
+        impression_stats: Callable[[], Mapping[str, float] | None],
+        loop_lag: Callable[[], tuple[float, float]],
+    ) -> None:
+        self._limit = limit
+        self._breakers = breakers
+        self._impression_stats = impression_stats
+        self._loop_lag = loop_lag
+        self._process = psutil.Process()
+
+    def collect(self) -> Iterator[Metric]:
+        lim = self._limit()
+        if lim is not None:
+            for name, value, doc in (
+                ("auction_inflight", lim.inflight, "auctions holding a Redis permit"),
+                ("auction_limit", lim.limit, "current effective concurrency limit"),
+                ("auction_limit_ceiling", lim.ceiling, "fixed ceiling of the limit"),
+                ("auction_waiting", lim.waiting, "auctions waiting for a permit"),
+            ):
+                yield GaugeMetricFamily(f"spikegate_{name}", doc, value=float(value))
+        state = GaugeMetricFamily(
+            "spikegate_breaker_state", "1 for the current state", labels=["dsp", "state"]
+        )
+        code = GaugeMetricFamily(
+            "spikegate_breaker_state_code",
+            "0 closed, 1 open, 2 half_open, 3 forced_open, 4 disabled",
+            labels=["dsp"],
+        )
+        for dsp, breaker in self._breakers().items():
+            current = breaker.state
+            for s in BreakerState:
+                state.add_metric([dsp, s.name.lower()], 1.0 if s is current else 0.0)
+            code.add_metric([dsp], float(_BREAKER_CODES[current]))
+        yield state
+        yield code
+        stats = self._impression_stats()
+        if stats is not None:
+            for key, value in sorted(stats.items()):
+                name = "spikegate_impressions_" + _METRIC_NAME.sub("_", key)
+                yield GaugeMetricFamily(name, f"ImpressionLogger.stats()[{key!r}]", float(value))
+        last, worst = self._loop_lag()
+        yield GaugeMetricFamily(
+            "spikegate_event_loop_lag_seconds", "last timer drift of the event loop", last
+        )
+        yield GaugeMetricFamily(
+            "spikegate_event_loop_lag_max_seconds", "worst timer drift in the last second", worst
+        )
+        yield GaugeMetricFamily(
+            "spikegate_process_rss_bytes",
+            "resident set size of the target",
+            float(self._process.memory_info().rss),
+        )
+
+
+class Metrics:
+    """The per-app registry and the hot-path series; never the global registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = Counter(
+            "spikegate_requests",
+            "HTTP responses by route, status and decision",
+            ["route", "status", "decision"],
+            registry=self.registry,
+        )
+        self._decisions = Counter(
+            "spikegate_decisions",
+            "decisions by layer and reason",
+            ["layer", "reason"],
+            registry=self.registry,
+        )
+        self._duration = Histogram(
+            "spikegate_request_duration_seconds",
+            "server-side response time by route and outcome (admitted/rejected)",
+            ["route", "outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._rejection = Histogram(
+            "spikegate_rejection_seconds",
+            "server-side cost of a designed rejection (429/503), by layer",
+            ["layer"],
+            buckets=_REJECTION_BUCKETS,
+            registry=self.registry,
+        )
+        # Bound children, cached: label lookup is the expensive part of an update.
+        self._children: dict[tuple[str, int, str], Callable[[float], None]] = {}
+
+    def observe(self, route: str, status: int, decision: str, elapsed_s: float) -> None:
+        key = (route, status, decision)
+        record = self._children.get(key)
+        if record is None:
+            record = self._bind(route, status, decision)
+            self._children[key] = record
+        record(elapsed_s)
+
+    def _bind(self, route: str, status: int, decision: str) -> Callable[[float], None]:
+        layer = LAYER_OF.get(decision, "app")
+        requests = self._requests.labels(route, str(status), decision)
+        decisions = self._decisions.labels(layer, decision)
+        rejected = status in (429, 503)
+        duration = self._duration.labels(route, "rejected" if status >= 400 else "admitted")
+        rejection = self._rejection.labels(layer) if rejected else None
+
+        def record(elapsed_s: float) -> None:
+            requests.inc()
+            decisions.inc()
+            duration.observe(elapsed_s)
+            if rejection is not None:
+                rejection.observe(elapsed_s)
+
+        return record
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class LoopLagMonitor:
+    """Measures event-loop lag as timer drift: sleep `interval_s`, see how late we woke."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.last_s = 0.0
+        self.max_s = 0.0
+        self._window_max = 0.0
+        self._window_start = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def snapshot(self) -> tuple[float, float]:
+        return self.last_s, max(self.max_s, self._window_max)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        self._window_start = time.monotonic()
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(self.interval_s)
+            now = time.monotonic()
+            self.last_s = max(0.0, now - before - self.interval_s)
+            self._window_max = max(self._window_max, self.last_s)
+            if now - self._window_start >= 1.0:
+                self.max_s, self._window_max, self._window_start = self._window_max, 0.0, now
