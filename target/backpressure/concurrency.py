@@ -58,10 +58,12 @@ class ConcurrencyLimit:
             raise ValueError(f"max_wait_s must be a finite number >= 0 (got {max_wait_s!r})")
         if not _finite_non_negative(retry_after_s):
             raise ValueError(f"retry_after_s must be a finite number >= 0 (got {retry_after_s!r})")
-        if adaptive is not None and adaptive.min_limit > limit:
+        if adaptive is not None and adaptive.max_limit > limit:
+            # An estimate allowed to roam above the ceiling would have to fall all the way
+            # back before a latency rise could lower the effective limit.
             raise ValueError(
-                f"adaptive.min_limit ({adaptive.min_limit}) must be <= limit ({limit}): "
-                "the adaptive limit can never exceed the fixed ceiling"
+                f"adaptive.max_limit ({adaptive.max_limit}) must be <= limit ({limit}), "
+                f"the fixed ceiling: build the adaptive limit with max_limit={limit}"
             )
         self._ceiling = limit
         self._adaptive = adaptive
