@@ -9,7 +9,7 @@ Semantics are resilience4j's, tightened where it leaves holes (PATTERNS.md secti
     ^                                             ^                                 |   |
     |                                             +--- a probe rate too high, or ---+   |
     |                                                  half_open_max_wait_s passed      |
-    +-------------- all k probe results in, rates below the thresholds ---------------+
+    +-------------- all k probe results in, rates below the thresholds -----------------+
 
   force_open() -> FORCED_OPEN: rejects everything until reset()
   disable()    -> DISABLED: admits everything, records nothing
@@ -29,6 +29,7 @@ import enum
 import logging
 import math
 import random
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -179,12 +180,20 @@ class BreakerSnapshot:
 
 
 class _CountWindow:
-    """The last `size` outcomes in a ring, with running totals: O(1) per record."""
+    """The last `size` outcomes in a ring, with running totals: O(1) per record.
 
-    __slots__ = ("calls", "failures", "idx", "ring", "size", "slows")
+    `record` answers whether the window now says trip. A success can raise no rate, so it is
+    only evaluated when it brings the window up to `min_calls`.
+    """
 
-    def __init__(self, size: int) -> None:
+    __slots__ = ("calls", "fail_thr", "failures", "idx", "min_calls", "ring", "size", "slow_thr",
+                 "slows")  # fmt: skip
+
+    def __init__(self, size: int, min_calls: int, fail_thr: float, slow_thr: float) -> None:
         self.size = size
+        self.min_calls = min_calls
+        self.fail_thr = fail_thr
+        self.slow_thr = slow_thr
         self.ring = bytearray(size)
         self.clear()
 
@@ -194,30 +203,52 @@ class _CountWindow:
     def advance(self) -> None:
         return None
 
-    def record(self, code: int) -> None:
+    def record(self, code: int) -> bool:
         i = self.idx
+        self.idx = i + 1 if i + 1 < self.size else 0
+        ring = self.ring
         if self.calls == self.size:
-            old = self.ring[i]
-            self.failures -= old & _FAILED
-            self.slows -= old >> 1
+            old = ring[i]
+            if old == code:  # totals unchanged, and they were below the thresholds
+                return False
+            ring[i] = code
+            if old:
+                self.failures -= old & _FAILED
+                self.slows -= old >> 1
+            if not code:
+                return False
         else:
+            ring[i] = code
             self.calls += 1
-        self.ring[i] = code
+            if not code and self.calls != self.min_calls:
+                return False
         self.failures += code & _FAILED
         self.slows += code >> 1
-        self.idx = i + 1 if i + 1 < self.size else 0
+        calls = self.calls
+        # division, not multiplication: 5/10 >= 0.5 and 3/10 >= 0.3 hold exactly in floats
+        return calls >= self.min_calls and (
+            self.failures / calls >= self.fail_thr or self.slows / calls >= self.slow_thr
+        )
 
 
 class _TimeWindow:
     """The last `size` seconds in per-second buckets; a bucket is cleared when the clock
-    passes it, so each second is cleared at most once: O(1) amortised per record."""
+    passes it, so each second is cleared at most once: O(1) amortised per record.
 
-    __slots__ = (
-        "b_calls", "b_fail", "b_slow", "calls", "clock", "failures", "head", "size", "slows",
-    )  # fmt: skip
+    Forgetting old successes can raise a rate, so after any eviction the next record is
+    evaluated whatever its outcome.
+    """
 
-    def __init__(self, size: int, clock: Clock) -> None:
+    __slots__ = ("b_calls", "b_fail", "b_slow", "calls", "clock", "dirty", "fail_thr", "failures",
+                 "head", "min_calls", "size", "slow_thr", "slows")  # fmt: skip
+
+    def __init__(
+        self, size: int, min_calls: int, fail_thr: float, slow_thr: float, clock: Clock
+    ) -> None:
         self.size = size
+        self.min_calls = min_calls
+        self.fail_thr = fail_thr
+        self.slow_thr = slow_thr
         self.clock = clock
         self.b_calls = [0] * size
         self.b_fail = [0] * size
@@ -227,6 +258,7 @@ class _TimeWindow:
     def clear(self) -> None:
         self.calls = self.failures = self.slows = 0
         self.head = -1  # the latest second seen; -1 = nothing recorded
+        self.dirty = False
         for i in range(self.size):
             self.b_calls[i] = self.b_fail[i] = self.b_slow[i] = 0
 
@@ -238,13 +270,15 @@ class _TimeWindow:
         if head >= 0:
             for s in range(head + 1, min(sec, head + self.size) + 1):
                 j = s % self.size
-                self.calls -= self.b_calls[j]
-                self.failures -= self.b_fail[j]
-                self.slows -= self.b_slow[j]
-                self.b_calls[j] = self.b_fail[j] = self.b_slow[j] = 0
+                if self.b_calls[j]:
+                    self.calls -= self.b_calls[j]
+                    self.failures -= self.b_fail[j]
+                    self.slows -= self.b_slow[j]
+                    self.b_calls[j] = self.b_fail[j] = self.b_slow[j] = 0
+                    self.dirty = True
         self.head = sec
 
-    def record(self, code: int) -> None:
+    def record(self, code: int) -> bool:
         self.advance()
         j = self.head % self.size
         self.b_calls[j] += 1
@@ -255,6 +289,13 @@ class _TimeWindow:
             self.b_slow[j] += s
             self.failures += f
             self.slows += s
+        elif not self.dirty and self.calls != self.min_calls:
+            return False
+        self.dirty = False
+        calls = self.calls
+        return calls >= self.min_calls and (
+            self.failures / calls >= self.fail_thr or self.slows / calls >= self.slow_thr
+        )
 
 
 class CircuitBreaker:
@@ -266,7 +307,7 @@ class CircuitBreaker:
 
     __slots__ = (
         "_admit_permit", "_clock", "_consec", "_consec_limit", "_fail_thr", "_forced_permit",
-        "_gen", "_half_open_deadline_ns", "_listeners", "_max_wait_ns", "_min_calls",
+        "_gen", "_half_open_deadline_ns", "_listeners", "_max_wait_ns",
         "_nominal_wait_ns", "_open_until_ns", "_opened_total", "_opens_in_row", "_probe_fail",
         "_probe_permit", "_probe_results", "_probe_slow", "_probes", "_probes_out",
         "_rejected_total", "_rng", "_slow_ns", "_slow_thr", "_state", "_window", "config",
@@ -290,14 +331,16 @@ class CircuitBreaker:
         self._clock = clock
         # seeded by name by default: reproducible, yet breakers of different DSPs de-synchronise
         self._rng = rng if rng is not None else random.Random(name)
+        # in consecutive-failures mode the window only feeds snapshot(): it must never trip
+        min_calls = config.minimum_calls if config.consecutive_failures is None else sys.maxsize
+        f, s = config.failure_rate_threshold, config.slow_call_rate_threshold
         self._window: _CountWindow | _TimeWindow = (
-            _CountWindow(config.window_size)
+            _CountWindow(config.window_size, min_calls, f, s)
             if config.window_type == "count"
-            else _TimeWindow(config.window_size, clock)
+            else _TimeWindow(config.window_size, min_calls, f, s, clock)
         )
         self._fail_thr = config.failure_rate_threshold
         self._slow_thr = config.slow_call_rate_threshold
-        self._min_calls = config.minimum_calls
         self._slow_ns = round(config.slow_call_duration_s * NS_PER_S)
         self._consec_limit = config.consecutive_failures
         self._max_wait_ns = round(config.max_wait_open_s * NS_PER_S)
@@ -390,7 +433,8 @@ class CircuitBreaker:
         state = self._state
         if state is BreakerState.CLOSED:
             self._consec = 0
-            self._record_closed(code)
+            if self._window.record(code):
+                self._open(self._clock())
         elif state is BreakerState.HALF_OPEN:
             self._record_probe(code)
 
@@ -404,11 +448,10 @@ class CircuitBreaker:
         state = self._state
         if state is BreakerState.CLOSED:
             self._consec += 1
-            if self._consec_limit is not None and self._consec >= self._consec_limit:
-                self._window.record(code)
+            tripped = self._window.record(code)
+            limit = self._consec_limit
+            if tripped or (limit is not None and self._consec >= limit):
                 self._open(self._clock())
-                return
-            self._record_closed(code)
         elif state is BreakerState.HALF_OPEN:
             self._record_probe(code)
 
@@ -445,18 +488,6 @@ class CircuitBreaker:
     def _reject(self, retry_after_ns: int) -> Permit:
         self._rejected_total += 1
         return Permit(False, Decision(False, BREAKER_OPEN, retry_after_ns / NS_PER_S), -1)
-
-    def _record_closed(self, code: int) -> None:
-        w = self._window
-        w.record(code)
-        if self._consec_limit is not None:
-            return
-        calls = w.calls
-        # division, not multiplication: 5/10 >= 0.5 and 3/10 >= 0.3 hold exactly in floats
-        if calls >= self._min_calls and (
-            w.failures / calls >= self._fail_thr or w.slows / calls >= self._slow_thr
-        ):
-            self._open(self._clock())
 
     def _record_probe(self, code: int) -> None:
         now = self._clock()
