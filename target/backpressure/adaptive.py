@@ -12,6 +12,9 @@ the new limit, which the bulkhead then clamps to its fixed ceiling. Two strategi
 
   where `baseline_rtt` is a long exponential average of window RTTs (`long_window`
   windows), so a latency step lowers the limit at once while slow drift is absorbed.
+  A window holding a dropped call (timeout, error) multiplies the limit by 0.9 instead;
+  a window whose peak in-flight stayed under half the limit may lower it but not raise it
+  (too little load to learn that more would be safe).
 - `AIMDLimit`: additive increase while utilised, multiplicative decrease on a drop or a
   sample over `timeout_s`.
 
