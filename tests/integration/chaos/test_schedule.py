@@ -1,0 +1,237 @@
+"""FaultSchedule against the real embedded server, on the real clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaos.client import ChaosClient
+from chaos.errors import ChaosUnavailable
+from chaos.faults import FaultSpec
+from chaos.schedule import FaultSchedule
+
+pytestmark = [pytest.mark.integration]
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def chaos_server(log_path: Path) -> Iterator[str]:
+    """Run `python -m chaos.server` on a free port; yield its URL; stop it afterwards."""
+    for _attempt in range(3):
+        port = free_port()
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "chaos.server", "--host", "127.0.0.1", "--port", str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        url = f"http://127.0.0.1:{port}"
+        probe = ChaosClient(url, timeout_s=1.0)
+        deadline = time.monotonic() + 20
+        ready = False
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                probe.version()
+                ready = True
+                break
+            except ChaosUnavailable:
+                time.sleep(0.05)
+        if ready:
+            try:
+                yield url
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+            return
+        proc.kill()
+        proc.wait(5)
+    pytest.fail(f"chaos server did not start; log: {log_path.read_text(errors='replace')[-2000:]}")
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+@pytest.fixture
+def upstream() -> Iterator[str]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def client(tmp_path: Path, upstream: str) -> Iterator[ChaosClient]:
+    """A client on a fresh server with proxies redis and kafka in front of an echo server."""
+    with chaos_server(tmp_path / "chaos-server.log") as url:
+        chaos = ChaosClient(url, timeout_s=3.0)
+        chaos.create_proxy("redis", upstream)
+        chaos.create_proxy("kafka", upstream)
+        yield chaos
+
+
+def round_trip_ms(listen: str) -> float:
+    """One echo round trip through ``listen`` on a fresh connection, in milliseconds."""
+    host, _, port = listen.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        started = time.perf_counter()
+        sock.sendall(b"x")
+        assert sock.recv(1) == b"x"
+        return (time.perf_counter() - started) * 1000
+
+
+def names(client: ChaosClient, proxy: str) -> list[str]:
+    return [t.name for t in client.toxics(proxy)]
+
+
+@pytest.mark.timeout(60)
+async def test_fault_at_half_a_second_for_half_a_second_appears_then_is_gone(
+    client: ChaosClient,
+) -> None:
+    events: list[dict[str, Any]] = []
+    spec = FaultSpec(0.5, 0.5, None, "redis_latency", {"latency_ms": 200})
+    schedule = FaultSchedule(client, [spec], on_event=events.append)
+    listen = client.get_proxy("redis").listen
+    start = time.monotonic()
+    task = asyncio.create_task(schedule.run(start))
+
+    await asyncio.sleep(0.2)
+    assert names(client, "redis") == []  # not yet
+    while not events and time.monotonic() - start < 5:
+        await asyncio.sleep(0.01)
+    assert names(client, "redis") == ["spikegate_s1_latency"]
+    during = await asyncio.to_thread(round_trip_ms, listen)
+    await asyncio.wait_for(task, 10)
+
+    assert client.is_clean()
+    after = await asyncio.to_thread(round_trip_ms, listen)
+    assert during >= 190  # the toxic really delayed traffic
+    assert after < 150
+    assert [e["kind"] for e in events] == ["fault_start", "fault_stop"]
+    assert 0.5 <= events[0]["t"] < 0.9  # loose: a busy 2-core machine
+    assert 1.0 <= events[1]["t"] < 1.6
+    assert events[1]["reason"] == "expired"
+
+
+@pytest.mark.timeout(60)
+async def test_down_fault_refuses_connections_until_it_expires(client: ChaosClient) -> None:
+    events: list[dict[str, Any]] = []
+    listen = client.get_proxy("kafka").listen
+    schedule = FaultSchedule(
+        client, [FaultSpec(0.0, 0.6, None, "kafka_down")], on_event=events.append
+    )
+    task = asyncio.create_task(schedule.run())
+    while not events:
+        await asyncio.sleep(0.01)
+    with pytest.raises(OSError):
+        await asyncio.to_thread(round_trip_ms, listen)
+    await asyncio.wait_for(task, 10)
+    assert await asyncio.to_thread(round_trip_ms, listen) < 1000
+    assert client.get_proxy("kafka").enabled
+
+
+@pytest.mark.timeout(60)
+async def test_cancelling_the_run_leaves_the_server_clean(client: ChaosClient) -> None:
+    events: list[dict[str, Any]] = []
+    specs = [
+        FaultSpec(0.0, 30.0, None, "redis_down"),
+        FaultSpec(0.0, 30.0, None, "kafka_stall"),
+        FaultSpec(20.0, 5.0, None, "redis_latency"),
+    ]
+    schedule = FaultSchedule(client, specs, on_event=events.append)
+    task = asyncio.create_task(schedule.run())
+    while len(events) < 2:
+        await asyncio.sleep(0.01)
+    assert not client.is_clean()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert client.is_clean()
+    stops = [e for e in events if e["kind"] == "fault_stop"]
+    assert sorted(e["id"] for e in stops) == ["s1", "s2"]
+    assert all(e["reason"] == "shutdown" for e in stops)
+    assert schedule.reset_ok is True
+
+
+@pytest.mark.timeout(60)
+async def test_manual_faults_inside_the_context_manager_are_recorded_and_reset(
+    client: ChaosClient,
+) -> None:
+    events: list[dict[str, Any]] = []
+    async with FaultSchedule(client, [], on_event=events.append) as schedule:
+        fault = await asyncio.to_thread(schedule.add, "redis_reset")
+        assert names(client, "redis") == ["spikegate_m1_reset"]
+        await asyncio.to_thread(schedule.add, "latency", "kafka", {"latency_ms": 5}, duration_s=0.3)
+        assert names(client, "kafka") == ["spikegate_m2_latency"]
+        await asyncio.sleep(0.8)
+        assert names(client, "kafka") == []  # expired on its own
+        await asyncio.to_thread(schedule.remove, fault.id)
+        assert client.is_clean()
+        await asyncio.to_thread(schedule.add, "kafka_down")
+    assert client.is_clean()
+    assert [(e["kind"], e["id"], e.get("reason")) for e in events] == [
+        ("fault_start", "m1", None),
+        ("fault_start", "m2", None),
+        ("fault_stop", "m2", "expired"),
+        ("fault_stop", "m1", "manual"),
+        ("fault_start", "m3", None),
+        ("fault_stop", "m3", "shutdown"),
+    ]
+    assert all(e["source"] == "manual" for e in events)
+
+
+@pytest.mark.timeout(60)
+def test_thread_runner_applies_and_resets_on_exit(client: ChaosClient) -> None:
+    events: list[dict[str, Any]] = []
+    specs = [FaultSpec(0.1, 0.3, None, "redis_latency"), FaultSpec(0.1, 60.0, None, "kafka_down")]
+    with FaultSchedule(client, specs, on_event=events.append):
+        deadline = time.monotonic() + 10
+        while len(events) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [e["kind"] for e in events] == ["fault_start", "fault_start", "fault_stop"]
+        assert not client.get_proxy("kafka").enabled
+    assert client.is_clean()
+    assert events[-1] == {**events[-1], "kind": "fault_stop", "id": "s2", "reason": "shutdown"}
+
+
+@pytest.mark.timeout(60)
+async def test_a_fault_the_server_rejects_is_a_fault_error_event(
+    client: ChaosClient,
+) -> None:
+    events: list[dict[str, Any]] = []
+    spec = FaultSpec(0.0, 0.2, "no-such-proxy", "latency")
+    await FaultSchedule(client, [spec], on_event=events.append).run()
+    assert [(e["kind"], e["action"]) for e in events] == [("fault_error", "start")]
+    assert "proxy not found" in events[0]["error"]
+    assert client.is_clean()
