@@ -13,9 +13,11 @@ as folly's Codel uses it for admission) adds a latency signal:
 
 - Every `interval_s` (100 ms) the minimum sojourn of the items dequeued in that interval is
   compared with `target_s` (5 ms). Above it, the queue is standing (not a burst that drains
-  by itself) and the shedder enters shedding; at or below it, shedding stops. An interval in
-  which nothing was dequeued while the queue held items counts with the head item's age,
-  which is a lower bound of its sojourn (a stalled worker must not hide the standing queue).
+  by itself) and the shedder enters shedding; at or below it, shedding stops. A whole
+  interval in which nothing was dequeued while the queue held items counts with the head
+  item's age, a lower bound of its sojourn (a stalled worker must not hide the standing
+  queue). Intervals are closed lazily by the next call; a silent stretch is never merged
+  into the samples of the interval before it.
 - While shedding, new work is shed when its expected sojourn exceeds 2 x target (10 ms).
 - `max_depth` is a hard memory cap in every mode; `threshold` (optional) is the seed's
   depth rule. Both shed with the sub-reason "queue_full"; CoDel sheds with "codel".
@@ -89,6 +91,7 @@ class LoadShedder:
         "_interval_min",
         "_interval_ns",
         "_interval_start",
+        "_last_dequeue",
         "_nonempty_since",
         "_rate",
         "_shedding",
@@ -143,6 +146,7 @@ class LoadShedder:
         self._interval_min: int | None = None
         self._count = 0
         self._busy_ns = 0
+        self._last_dequeue = now
         self._depth = 0
         self._nonempty_since: int | None = None
         self._rate: float | None = None
@@ -198,6 +202,7 @@ class LoadShedder:
         if self._interval_min is None or sojourn_ns < self._interval_min:
             self._interval_min = sojourn_ns
         self._count += 1
+        self._last_dequeue = now
         self._set_depth(max(0, self._depth - 1) if depth is None else depth, now)
 
     def observe_depth(self, depth: int) -> None:
@@ -240,9 +245,11 @@ class LoadShedder:
         if since is not None:
             busy += now - max(since, start)
         minimum = self._interval_min
-        if minimum is None and since is not None:
-            # Nothing dequeued while items waited: the head has waited at least this long.
-            minimum = now - max(since, start)
+        # Samples all precede interval_end (every call rolls first). If no dequeue happened
+        # for a whole interval since, judge by the head item instead: it has waited at least
+        # since the queue became non-empty or since the last dequeue, whichever is later.
+        if minimum is None or now - self._interval_end >= self._interval_ns:
+            minimum = None if since is None else now - max(since, self._last_dequeue)
         if self._codel:
             self._shedding = minimum is not None and minimum > self._target_ns
         if busy * 2 >= length and busy > 0:

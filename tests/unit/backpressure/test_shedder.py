@@ -205,6 +205,21 @@ def test_a_stalled_consumer_counts_as_a_standing_queue() -> None:
     assert q.shedding
 
 
+def test_a_consumer_that_stalls_after_a_fast_dequeue_is_still_detected() -> None:
+    """Quick dequeues, then silence for several intervals: the earlier samples do not mask it."""
+    q, clock = make_queue(10_000, codel=True)
+    clock.advance(0.5)  # idle: no calls at all
+    for i in range(30):
+        assert q.offer(i).admitted
+    clock.advance(0.001)
+    for _ in range(10):
+        q.get_nowait()  # a worker takes a batch with ~1 ms sojourn, then hangs
+    clock.advance(0.35)
+    d = q.offer(99)
+    assert isinstance(d, ShedDecision) and d.cause == SHED_CODEL
+    assert q.shedding
+
+
 @pytest.mark.parametrize("codel", [True, False], ids=["codel", "threshold"])
 @pytest.mark.parametrize("overload", [2, 10])
 def test_accepted_throughput_stays_at_least_90_percent_of_capacity(
