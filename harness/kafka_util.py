@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 import time
 from typing import Any
 
-__all__ = ["create_topic", "read_topic_ids", "read_topic_values"]
+__all__ = ["create_topic", "kafka_metadata_ok", "read_topic_ids", "read_topic_values"]
 
 
 async def create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
@@ -102,3 +104,30 @@ async def read_topic_ids(bootstrap: str, topic: str, *, timeout_s: float) -> set
     """The `impression_id` of every record in `topic` (duplicates collapse: at-least-once)."""
     values = await read_topic_values(bootstrap, topic, timeout_s=timeout_s)
     return {str(v["impression_id"]) for v in values if isinstance(v, dict) and "impression_id" in v}
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed")
+        buf += chunk
+    return bytes(buf)
+
+
+def kafka_metadata_ok(port: int, timeout_s: float = 1.0) -> bool:
+    """True when a Kafka-protocol broker on `port` answers a Metadata v0 request.
+
+    Request: size, api_key=3, api_version=0, correlation_id, client_id, topics=[] (all).
+    The response must echo the correlation id and list at least one broker.
+    """
+    client_id = b"spikegate-probe"
+    corr = 0x5347
+    body = struct.pack(">hhih", 3, 0, corr, len(client_id)) + client_id + struct.pack(">i", 0)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        sock.sendall(struct.pack(">i", len(body)) + body)
+        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+        payload = _recv_exact(sock, size)
+    got_corr, n_brokers = struct.unpack(">ii", payload[:8])
+    return bool(got_corr == corr and n_brokers >= 1)

@@ -42,7 +42,6 @@ import re
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -52,8 +51,10 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, ClassVar
 
+import psutil
+
 from harness.errors import EnvironmentProblem
-from harness.kafka_util import create_topic, read_topic_ids
+from harness.kafka_util import create_topic, kafka_metadata_ok, read_topic_ids
 
 __all__ = [
     "DspBidders",
@@ -68,10 +69,12 @@ __all__ = [
     "TargetServer",
     "create_topic",
     "free_port",
+    "kafka_metadata_ok",
     "kafka_service",
     "live_processes",
     "read_topic_ids",
     "reap_on_sigterm",
+    "redis_ping",
     "redis_service",
     "running",
     "stop_all",
@@ -80,6 +83,7 @@ __all__ = [
 LOG_TAIL_LINES = 20
 _PORT_IN_USE = re.compile(r"address already in use|addrinuse|address in use", re.IGNORECASE)
 _POLL_S = 0.05
+_STOPPED = frozenset({psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP})
 
 
 class ServiceError(EnvironmentProblem):
@@ -139,7 +143,7 @@ def live_processes() -> list[ManagedProcess]:
         return list(_LIVE)
 
 
-def stop_all(timeout_s: float = 5.0) -> None:
+def stop_all(timeout_s: float | None = None) -> None:
     """Stop every child this process still owns (newest first)."""
     for proc in sorted(live_processes(), key=lambda p: p.started_at, reverse=True):
         with contextlib.suppress(Exception):
@@ -176,6 +180,7 @@ class ManagedProcess:
 
     name: ClassVar[str] = "process"
     ready_timeout_s: ClassVar[float] = 15.0
+    stop_timeout_s: ClassVar[float] = 5.0
     start_attempts: ClassVar[int] = 3
     install_hint: ClassVar[str | None] = None
 
@@ -299,26 +304,33 @@ class ManagedProcess:
                 self.stop()
                 raise
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """SIGTERM the group, SIGKILL it after `timeout_s`; the child is always reaped."""
+    def stop(self, timeout_s: float | None = None) -> None:
+        """SIGTERM the group, SIGKILL it after `timeout_s`; the child is always reaped.
+
+        The default bound is the class's `stop_timeout_s` (5 s; longer for the target,
+        whose shutdown flushes the impression queue).
+        """
         proc = self._proc
         if proc is None:
             return
+        bound = self.stop_timeout_s if timeout_s is None else timeout_s
         try:
             if proc.poll() is None:
                 pgid = proc.pid  # leader of its own group; cannot be reused until reaped
                 self._signal_group(pgid, signal.SIGCONT)  # a stopped child ignores SIGTERM
                 self._signal_group(pgid, signal.SIGTERM)
-                if not self._wait_exited(proc.pid, timeout_s):
+                if not self._wait_exited(proc.pid, bound):
                     self._signal_group(pgid, signal.SIGKILL)
                 # stragglers the child left behind in its group
                 self._signal_group(pgid, signal.SIGKILL)
             proc.wait()
-        finally:
-            self._paused = False
-            self._close_log()
+            # only now: an interrupted stop() leaves it registered for the atexit backstop
             with _LIVE_LOCK:
                 _LIVE.discard(self)
+        finally:
+            self._paused = False
+            if proc.returncode is not None:
+                self._close_log()
 
     @staticmethod
     def _wait_exited(pid: int, timeout_s: float) -> bool:
@@ -340,18 +352,36 @@ class ManagedProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
 
-    def pause(self) -> None:
-        """SIGSTOP the child's group (simulates a hung dependency)."""
+    def pause(self, timeout_s: float = 2.0) -> None:
+        """SIGSTOP the child's group (simulates a hung dependency).
+
+        Returns once the child is seen stopped: signal delivery is asynchronous, and a test
+        that acts right after pause() must find the dependency already frozen.
+        """
         if not self.alive or self.pid is None:
             raise RuntimeError(f"{self.name} is not running")
         self._signal_group(self.pid, signal.SIGSTOP)
         self._paused = True
+        self._await_stopped(self.pid, stopped=True, timeout_s=timeout_s)
 
-    def resume(self) -> None:
-        """SIGCONT the child's group."""
+    def resume(self, timeout_s: float = 2.0) -> None:
+        """SIGCONT the child's group; returns once it runs again."""
         if self.pid is not None and self.alive:
             self._signal_group(self.pid, signal.SIGCONT)
+            self._await_stopped(self.pid, stopped=False, timeout_s=timeout_s)
         self._paused = False
+
+    @staticmethod
+    def _await_stopped(pid: int, *, stopped: bool, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                status = psutil.Process(pid).status()
+            except psutil.Error:
+                return
+            if (status in _STOPPED) == stopped or time.monotonic() >= deadline:
+                return
+            time.sleep(0.005)
 
     @property
     def paused(self) -> bool:
@@ -393,38 +423,11 @@ def _http_ok(port: int, path: str = "/healthz", timeout_s: float = 1.0) -> bool:
         conn.close()
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("connection closed")
-        buf += chunk
-    return bytes(buf)
-
-
 def redis_ping(port: int, timeout_s: float = 1.0) -> bool:
     """True when redis-server on `port` answers PING with PONG."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
         sock.sendall(b"*1\r\n$4\r\nPING\r\n")
         return sock.recv(64).startswith(b"+PONG")
-
-
-def kafka_metadata_ok(port: int, timeout_s: float = 1.0) -> bool:
-    """True when a Kafka-protocol broker on `port` answers a Metadata v0 request.
-
-    Request: size, api_key=3, api_version=0, correlation_id, client_id, topics=[] (all).
-    The response must echo the correlation id and list at least one broker.
-    """
-    client_id = b"spikegate-probe"
-    corr = 0x5347
-    body = struct.pack(">hhih", 3, 0, corr, len(client_id)) + client_id + struct.pack(">i", 0)
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
-        sock.sendall(struct.pack(">i", len(body)) + body)
-        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-        payload = _recv_exact(sock, size)
-    got_corr, n_brokers = struct.unpack(">ii", payload[:8])
-    return bool(got_corr == corr and n_brokers >= 1)
 
 
 # --- the concrete children -------------------------------------------------------------
@@ -578,6 +581,8 @@ class TargetServer(ManagedProcess):
 
     name = "target"
     ready_timeout_s = 30.0
+    stop_timeout_s = 20.0  # lifespan shutdown flushes and spools the impression queue
+    graceful_shutdown_s = 3  # uvicorn stops waiting for open connections after this
 
     def __init__(
         self,
@@ -586,12 +591,14 @@ class TargetServer(ManagedProcess):
         config_path: Path | None = None,
         env: dict[str, str] | None = None,
         port: int = 0,
+        access_log: bool = False,
     ) -> None:
         super().__init__(log_dir)
         self.config_path = config_path
         self.extra_env = dict(env or {})
         self._fixed_port = port
         self.port = port
+        self.access_log = access_log
 
     @property
     def url(self) -> str:
@@ -606,6 +613,8 @@ class TargetServer(ManagedProcess):
             "--factory", "target.app:create_app_from_env",
             "--host", "127.0.0.1",
             "--port", str(self.port),
+            "--timeout-graceful-shutdown", str(self.graceful_shutdown_s),
+            "--access-log" if self.access_log else "--no-access-log",
         ]  # fmt: skip
 
     def env(self) -> dict[str, str]:
@@ -641,13 +650,13 @@ class ExternalService:
     def up(self, timeout_s: float | None = None) -> None:
         """Nothing to start."""
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def stop(self, timeout_s: float | None = None) -> None:
         """Never stops what it does not own."""
 
-    def pause(self) -> None:
+    def pause(self, timeout_s: float = 2.0) -> None:
         raise RuntimeError("an external service cannot be paused by the harness")
 
-    def resume(self) -> None:
+    def resume(self, timeout_s: float = 2.0) -> None:
         raise RuntimeError("an external service cannot be resumed by the harness")
 
     def __enter__(self) -> ExternalService:
