@@ -1,0 +1,200 @@
+"""One accepted client and its dialled upstream: two sockets, two links.
+
+    client ──> [_Side client] ── upstream link ───> [_Side upstream] ──> upstream server
+    client <── [_Side client] <─ downstream link ── [_Side upstream] <── upstream server
+
+The upstream is dialled per client, concurrently, with a timeout; until it answers the client
+socket is not read. A failed dial closes the client (it reads EOF). EOF is forwarded as a
+half-close; the connection closes when both directions ended, when either socket fails, or
+when a toxic or the API closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import struct
+from typing import Protocol, cast
+
+from .link import Counters, Link
+from .schema import ToxicWrapper
+
+log = logging.getLogger("chaos.server")
+
+CLOSE_GRACE_S = 5.0  # a peer that never reads cannot keep a closed connection's buffer alive
+_WRITE_HIGH = 1024 * 1024
+
+
+class Owner(Protocol):
+    """What a connection needs from its proxy."""
+
+    name: str
+    upstream: str
+    rng: random.Random
+    dial_timeout_s: float
+    counters: dict[str, Counters]
+
+    def chain(self, stream: str) -> tuple[ToxicWrapper, ...]: ...
+
+    def adopt(self, conn: Connection) -> None: ...
+
+    def forget(self, conn: Connection) -> None: ...
+
+
+class _Side(asyncio.Protocol):
+    """One socket of a connection; forwards its events to the links."""
+
+    def __init__(self, conn: Connection, role: str) -> None:
+        self.conn = conn
+        self.role = role
+        self.transport: asyncio.Transport | None = None
+        self.out: Link | None = None  # the link this socket feeds
+        self.into: Link | None = None  # the link writing to this socket
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport; they implement it
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        transport.pause_reading()  # until both sockets and their links exist
+        transport.set_write_buffer_limits(high=_WRITE_HIGH)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.role == "client":
+            self.conn.accepted(self)
+
+    def data_received(self, data: bytes) -> None:
+        link = self.out
+        if link is None:
+            return
+        if link.direct:  # the fast path, inlined
+            link.dest.write(data)
+            counters = link.counters
+            counters.received += len(data)
+            counters.sent += len(data)
+        else:
+            link.feed(data)
+
+    def eof_received(self) -> bool:
+        if self.out is not None:
+            self.out.feed_eof()
+        return True  # keep the socket open for the other direction (half-close)
+
+    def pause_writing(self) -> None:
+        if self.into is not None:
+            self.into.set_dest_blocked(True)
+
+    def resume_writing(self) -> None:
+        if self.into is not None:
+            self.into.set_dest_blocked(False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.conn.close()
+
+
+class Connection:
+    def __init__(self, owner: Owner) -> None:
+        self.owner = owner
+        self.client: _Side | None = None
+        self.upstream: _Side | None = None
+        self.links: dict[str, Link] = {}
+        self.closed = False
+        self._dial: asyncio.Task[None] | None = None
+
+    @classmethod
+    def protocol_factory(cls, owner: Owner) -> _Side:
+        return _Side(cls(owner), "client")
+
+    def accepted(self, side: _Side) -> None:
+        self.client = side
+        self.owner.adopt(self)
+        self._dial = asyncio.get_running_loop().create_task(self._connect())
+
+    async def _connect(self) -> None:
+        host, _, port = self.owner.upstream.rpartition(":")
+        host = host.strip("[]")
+        loop = asyncio.get_running_loop()
+        try:
+            transport, side = await asyncio.wait_for(
+                loop.create_connection(lambda: _Side(self, "upstream"), host, int(port)),
+                self.owner.dial_timeout_s,
+            )
+        except (OSError, TimeoutError, ValueError) as exc:
+            log.warning("proxy %s: dial %s failed: %s", self.owner.name, self.owner.upstream, exc)
+            self.close()
+            return
+        side = cast(_Side, side)
+        self.upstream = side
+        if self.closed:
+            transport.close()
+            return
+        client = self.client
+        assert client is not None and client.transport is not None
+        assert side.transport is not None
+        owner = self.owner
+        up = Link(
+            self, client.transport, side.transport, owner.counters["upstream"], owner.rng,
+            owner.chain("upstream"),
+        )  # fmt: skip
+        down = Link(
+            self, side.transport, client.transport, owner.counters["downstream"], owner.rng,
+            owner.chain("downstream"),
+        )  # fmt: skip
+        self.links = {"upstream": up, "downstream": down}
+        client.out, client.into = up, down
+        side.out, side.into = down, up
+        if not self.closed:
+            client.transport.resume_reading()
+            side.transport.resume_reading()
+
+    def rechain(
+        self,
+        stream: str,
+        removed: ToxicWrapper | None = None,
+        updated: ToxicWrapper | None = None,
+        reroll: bool = False,
+    ) -> None:
+        link = self.links.get(stream)
+        if link is not None:
+            link.rechain(self.owner.chain(stream), removed, updated, reroll)
+
+    def link_finished(self) -> None:
+        if self.links and all(link.finished for link in self.links.values()):
+            self.close()
+
+    def close(self, reset: bool = False) -> None:
+        """Close both sockets (flushing what was written), or reset them (RST, no flush)."""
+        if self.closed:
+            return
+        self.closed = True
+        for link in self.links.values():
+            link.shutdown()
+        loop = asyncio.get_running_loop()
+        for side in (self.client, self.upstream):
+            if side is None or side.transport is None or side.lost:
+                continue
+            if reset:
+                _reset(side.transport)
+            else:
+                side.transport.close()
+                loop.call_later(CLOSE_GRACE_S, _abort_if_open, side)
+        self.owner.forget(self)
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def _abort_if_open(side: _Side) -> None:
+    if not side.lost and side.transport is not None:
+        side.transport.abort()
