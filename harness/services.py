@@ -349,8 +349,12 @@ class ManagedProcess:
 
     @staticmethod
     def _signal_group(pgid: int, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
+        """Signal the child's group; the child alone if it is not a group leader."""
+        try:
             os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pgid, sig)
 
     def pause(self, timeout_s: float = 2.0) -> None:
         """SIGSTOP the child's group (simulates a hung dependency).

@@ -358,8 +358,16 @@ with RedisServer(log_dir) as r, KafkaBroker(log_dir) as k, DspBidders(log_dir, c
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signalling_the_parent_leaves_no_child_behind(log_dir: Path, sig: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    ("sig", "to_group"),
+    [(signal.SIGINT, True), (signal.SIGINT, False), (signal.SIGTERM, False)],
+    ids=["ctrl-c-to-foreground-group", "SIGINT-to-parent", "SIGTERM-to-parent"],
+)
+def test_signalling_the_parent_leaves_no_child_behind(
+    log_dir: Path, sig: signal.Signals, to_group: bool
+) -> None:
+    """Children are stopped by their parent's cleanup, and a terminal's Ctrl-C (SIGINT to the
+    whole foreground group) never reaches them directly: redis logs SIGTERM, not SIGINT."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with subprocess.Popen(
         [sys.executable, "-c", PARENT_SCRIPT, str(log_dir)],
@@ -367,6 +375,7 @@ def test_signalling_the_parent_leaves_no_child_behind(log_dir: Path, sig: signal
         stderr=subprocess.PIPE,
         env=env,
         cwd=ROOT,
+        start_new_session=True,  # the parent leads a group, like a shell's foreground job
     ) as parent:
         try:
             assert parent.stdout is not None and parent.stderr is not None
@@ -374,12 +383,17 @@ def test_signalling_the_parent_leaves_no_child_behind(log_dir: Path, sig: signal
             assert line, parent.stderr.read().decode()
             pids = json.loads(line)
             assert all(psutil.pid_exists(p) for p in pids)
-            parent.send_signal(sig)
+            if to_group:
+                os.killpg(parent.pid, sig)
+            else:
+                parent.send_signal(sig)
             parent.wait(timeout=30)
         finally:
             if parent.poll() is None:
                 parent.kill()
                 parent.wait()
+    redis_log = (log_dir / "redis.log").read_text()
+    assert "Received SIGTERM" in redis_log and "SIGINT" not in redis_log
     assert parent.returncode != 0
     try:
         for pid in pids:
