@@ -198,7 +198,13 @@ class TokenBucket:
             _check_n(n)
             cost = n * self._unit
         now = self._clock()
-        at, tokens = self._refilled(now)
+        at = self._last
+        tokens = self._tokens
+        if now > at:
+            tokens += (now - at) * self._per_ns
+            if tokens > self._cap:
+                tokens = self._cap
+            at = now
         if tokens >= cost:
             self._tokens = tokens - cost
             self._last = at
