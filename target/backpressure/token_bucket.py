@@ -8,9 +8,14 @@ deadline) and gives the tokens back when cancelled.
 
 Arithmetic is exact. Every finite float rate is a rational p/q, so the bucket counts in
 integer *units* (`_unit` units = one token) chosen so that one nanosecond refills a whole
-number of units (`_per_ns`). No rounding happens anywhere, so a bucket run for days admits
-exactly floor(burst + rate * t) and never drifts. Changing the rate only ever refines the unit
-(lcm of old and new), so converting the stored tokens is exact too.
+number of units (`_per_ns`). No rounding happens anywhere, so the refill over any interval
+is exact to the nanosecond after days of uptime: nothing drifts. Changing the rate only ever
+refines the unit (lcm of old and new), so converting the stored tokens is exact too. An
+unlimited bucket has unit 0: tokens cost nothing, so the hot path needs no extra branch.
+
+Cancelling a reservation before its time to act gives back all n tokens (capped at the
+burst). x/time/rate also withholds tokens "used" by later reservations; that is not needed
+for the bound, since a later reservation keeps its own debt and its own time to act.
 
 Time never runs backwards here: `_last` only moves forward, so a clock stepping back refills
 nothing (and stepping forward again refills only time not yet credited).
