@@ -105,6 +105,9 @@ def round_trip_ms(listen: str) -> float:
     host, _, port = listen.rpartition(":")
     with socket.create_connection((host, int(port)), timeout=5) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # The embedded server (uvloop) currently drops bytes that arrive before its upstream
+        # dial completes (reported); give the dial a moment so these tests measure the schedule.
+        time.sleep(0.1)
         started = time.perf_counter()
         sock.sendall(b"x")
         assert sock.recv(1) == b"x"
@@ -122,7 +125,6 @@ async def test_fault_at_half_a_second_for_half_a_second_appears_then_is_gone(
     events: list[dict[str, Any]] = []
     spec = FaultSpec(0.5, 0.5, None, "redis_latency", {"latency_ms": 200})
     schedule = FaultSchedule(client, [spec], on_event=events.append)
-    listen = client.get_proxy("redis").listen
     start = time.monotonic()
     task = asyncio.create_task(schedule.run(start))
 
@@ -131,17 +133,28 @@ async def test_fault_at_half_a_second_for_half_a_second_appears_then_is_gone(
     while not events and time.monotonic() - start < 5:
         await asyncio.sleep(0.01)
     assert names(client, "redis") == ["spikegate_s1_latency"]
-    during = await asyncio.to_thread(round_trip_ms, listen)
     await asyncio.wait_for(task, 10)
 
     assert client.is_clean()
-    after = await asyncio.to_thread(round_trip_ms, listen)
-    assert during >= 190  # the toxic really delayed traffic
-    assert after < 150
     assert [e["kind"] for e in events] == ["fault_start", "fault_stop"]
     assert 0.5 <= events[0]["t"] < 0.9  # loose: a busy 2-core machine
     assert 1.0 <= events[1]["t"] < 1.6
     assert events[1]["reason"] == "expired"
+
+
+@pytest.mark.timeout(60)
+async def test_latency_fault_delays_traffic_only_while_it_is_active(client: ChaosClient) -> None:
+    events: list[dict[str, Any]] = []
+    spec = FaultSpec(0.0, 2.0, None, "redis_latency", {"latency_ms": 200})
+    listen = client.get_proxy("redis").listen
+    task = asyncio.create_task(FaultSchedule(client, [spec], on_event=events.append).run())
+    while not events:
+        await asyncio.sleep(0.01)
+    during = await asyncio.to_thread(round_trip_ms, listen)
+    await asyncio.wait_for(task, 10)
+    after = await asyncio.to_thread(round_trip_ms, listen)
+    assert during >= 190
+    assert after < 150
 
 
 @pytest.mark.timeout(60)
