@@ -54,12 +54,13 @@ class _Side(asyncio.Protocol):
         self.out: Link | None = None  # the link this socket feeds
         self.into: Link | None = None  # the link writing to this socket
         self.lost = False
+        self.early: list[bytes] = []  # read before the links existed
+        self.early_eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they implement it
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
-        transport.pause_reading()  # until both sockets and their links exist
         transport.set_write_buffer_limits(high=_WRITE_HIGH)
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -70,7 +71,10 @@ class _Side(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         link = self.out
-        if link is None:
+        if link is None:  # uvloop starts reading right after connection_made: hold it
+            self.early.append(data)
+            if self.transport is not None:
+                self.transport.pause_reading()
             return
         if link.direct:  # the fast path, inlined
             link.dest.write(data)
@@ -83,6 +87,8 @@ class _Side(asyncio.Protocol):
     def eof_received(self) -> bool:
         if self.out is not None:
             self.out.feed_eof()
+        else:
+            self.early_eof = True
         return True  # keep the socket open for the other direction (half-close)
 
     def pause_writing(self) -> None:
@@ -147,11 +153,15 @@ class Connection:
             owner.chain("downstream"),
         )  # fmt: skip
         self.links = {"upstream": up, "downstream": down}
-        client.out, client.into = up, down
-        side.out, side.into = down, up
-        if not self.closed:
-            client.transport.resume_reading()
-            side.transport.resume_reading()
+        for sock_side, out, into in ((client, up, down), (side, down, up)):
+            sock_side.out, sock_side.into = out, into
+            for data in sock_side.early:
+                out.feed(data)
+            if sock_side.early_eof:
+                out.feed_eof()
+            if sock_side.early and not self.closed and sock_side.transport is not None:
+                sock_side.transport.resume_reading()
+            sock_side.early = []
 
     def rechain(
         self,

@@ -107,7 +107,10 @@ class Proxy:
             host = await _resolve(host)
             sock = _bind(host, port)
         except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if isinstance(exc, OSError) and exc.strerror:  # Go's wording: "bind: address ..."
+                reason = "bind: " + exc.strerror[0].lower() + exc.strerror[1:]
+            else:
+                reason = str(exc)
             raise ApiError(500, f"listen tcp {self.listen}: {reason}") from None
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
