@@ -119,12 +119,13 @@ def free_port() -> int:
         return port
 
 
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+def _tail(path: Path, lines: int = LOG_TAIL_LINES, *, start: int = 0) -> str:
+    """The last `lines` lines of `path` written after byte offset `start`."""
     try:
         with path.open("rb") as fh:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
-            fh.seek(max(0, size - 64 * 1024))
+            fh.seek(max(start, size - 64 * 1024))
             data = fh.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
@@ -191,6 +192,7 @@ class ManagedProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._paused = False
+        self._log_start = 0
 
     # -- to override ------------------------------------------------------------------
 
@@ -228,6 +230,7 @@ class ManagedProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         cmd = self.command()
         self._log = self.log_path.open("ab")
+        self._log_start = self._log.tell()  # the tail of this attempt only, not earlier runs
         self._log.write(f"--- spikegate: starting {' '.join(cmd)}\n".encode())
         self._log.flush()
         try:
@@ -254,7 +257,11 @@ class ManagedProcess:
             _LIVE.add(self)
 
     def wait_ready(self, timeout_s: float | None = None) -> None:
-        """Block until `is_ready()` holds; raise ServiceCrashed/ServiceNotReady otherwise."""
+        """Block until `is_ready()` holds; raise ServiceCrashed/ServiceNotReady otherwise.
+
+        A crashed child is reaped here; after ServiceNotReady it is still running and the
+        caller stops it (up() and the context manager do).
+        """
         bound = self.ready_timeout_s if timeout_s is None else timeout_s
         if self._proc is None:
             raise RuntimeError(f"{self.name} was not started")
@@ -266,20 +273,20 @@ class ManagedProcess:
             try:
                 if self.is_ready():
                     return
-            except OSError:
+            except Exception:  # a probe that fails in any way means "not ready yet"
                 pass
             if time.monotonic() >= deadline:
                 raise ServiceNotReady(
                     f"{self.name} (pid {self.pid}) was not ready within {bound:g} s",
                     name=self.name,
                     log_path=self.log_path,
-                    log_tail=_tail(self.log_path),
+                    log_tail=_tail(self.log_path, start=self._log_start),
                     hint="the machine may be overloaded; see the log above",
                 )
             time.sleep(_POLL_S)
 
     def _raise_crashed(self, code: int) -> None:
-        tail = _tail(self.log_path)
+        tail = _tail(self.log_path, start=self._log_start)
         self.stop()
         cls = PortInUse if _PORT_IN_USE.search(tail) else ServiceCrashed
         raise cls(

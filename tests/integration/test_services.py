@@ -208,6 +208,9 @@ def test_dsp_bidders_reject_a_bad_count(log_dir: Path) -> None:
 
 @pytest.mark.timeout(30)
 def test_a_child_that_exits_during_readiness_raises_with_its_log_tail(log_dir: Path) -> None:
+    earlier = ScriptChild(log_dir, "print('earlier run: address already in use', flush=True)")
+    with pytest.raises(ServiceCrashed):
+        earlier.up(timeout_s=10)
     child = ScriptChild(
         log_dir, "import sys; print('config is broken: marker-123', flush=True); sys.exit(3)"
     )
@@ -217,6 +220,8 @@ def test_a_child_that_exits_during_readiness_raises_with_its_log_tail(log_dir: P
     assert isinstance(err, EnvironmentProblem) and err.exit_code == 4
     assert "exited with code 3" in err.message
     assert "marker-123" in err.log_tail and "marker-123" in str(err)
+    assert "earlier run" not in err.log_tail, "the tail is this attempt's, not the log file's"
+    assert not isinstance(err, PortInUse)
     assert err.log_path == log_dir / "script.log"
     assert not child.alive and child not in live_processes()
 
