@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from target.backpressure.clock import NS_PER_S, FakeClock
 from target.backpressure.decision import ADMITTED, RATE_LIMITED
-from target.backpressure.token_bucket import NEVER_NS, TokenBucket
+from target.backpressure.token_bucket import NEVER_NS, Reservation, TokenBucket
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -117,6 +117,52 @@ def test_admitted_tokens_never_exceed_burst_plus_rate_times_t(
             admitted += n
         if not math.isinf(rate):
             assert admitted <= burst + Fraction(rate) * Fraction(clock() - start, NS_PER_S) + 1
+
+
+@SETTINGS
+@given(
+    rate=st.sampled_from([0.0, 1e-10, 0.1, 1 / 3, 1.0, 7.5, 1000.0]),
+    burst=st.integers(1, 10),
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["allow", "reserve", "reserve_by", "cancel"]),
+            st.integers(1, 5),
+            st.integers(0, NS_PER_S),
+        ),
+        max_size=60,
+    ),
+)
+def test_reservations_and_cancels_never_let_more_than_burst_plus_rate_t_act(
+    rate: float, burst: int, ops: list[tuple[str, int, int]]
+) -> None:
+    """Tokens that act by t (admitted now, or reserved with time to act <= t and not
+    cancelled before it) never exceed b + r*t (+1), whatever is reserved and cancelled."""
+    clock = FakeClock()
+    start = clock()
+    bucket = TokenBucket(rate, burst, clock=clock)
+    taken_now = 0
+    held: list[tuple[int, int, Reservation]] = []  # (time to act, n, reservation)
+    cancelled_at: dict[int, int] = {}
+    for op, n, gap_ns in ops:
+        clock.advance_ns(gap_ns)
+        now = clock()
+        if op == "allow":
+            taken_now += n if bucket.allow(n) else 0
+        elif op in ("reserve", "reserve_by"):
+            deadline = now + gap_ns if op == "reserve_by" else None
+            reservation = bucket.reserve(n, deadline_ns=deadline)
+            if reservation.ok:
+                held.append((now + reservation.delay_ns, n, reservation))
+        elif held:
+            reservation = held[n % len(held)][2]
+            reservation.cancel()
+            cancelled_at.setdefault(id(reservation), now)
+        acted = taken_now + sum(
+            k
+            for act_ns, k, r in held
+            if act_ns <= now and cancelled_at.get(id(r), act_ns + 1) > act_ns
+        )
+        assert acted <= burst + Fraction(rate) * Fraction(now - start, NS_PER_S) + 1
 
 
 @SETTINGS
