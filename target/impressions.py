@@ -258,7 +258,7 @@ class ImpressionLogger:
             if unconfirmed:
                 log.warning("spooled %d unconfirmed impressions to %s", len(unconfirmed),
                             self._spool_path)  # fmt: skip
-            await self._close_producer(max(0.2, deadline - loop.time()))
+            await self._close_producer(max(0.2, deadline - loop.time()), abort=bool(unconfirmed))
         finally:
             self._unlock_spool()
             self._stopped = True
@@ -424,11 +424,11 @@ class ImpressionLogger:
             retry_backoff_ms=s.retry_backoff_ms,
         )
 
-    async def _close_producer(self, timeout_s: float) -> None:
+    async def _close_producer(self, timeout_s: float, *, abort: bool = False) -> None:
         producer, self._producer = self._producer, None
         self._kafka_up = False
         if producer is not None:
-            await _stop_producer(producer, timeout_s)
+            await _stop_producer(producer, timeout_s, abort=abort)
 
     # -- the spool --------------------------------------------------------------------------
 
@@ -527,12 +527,47 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-async def _stop_producer(producer: AIOKafkaProducer, timeout_s: float) -> None:
-    """Close `producer` within `timeout_s`; past it, drop its connections (what it still
-    buffered is either confirmed already or spooled by the caller)."""
+async def _stop_producer(
+    producer: AIOKafkaProducer, timeout_s: float, *, abort: bool = False
+) -> None:
+    """Close `producer` within `timeout_s`.
+
+    `abort`: the caller has spooled everything unconfirmed, so the producer's buffered
+    batches are failed instead of flushed and its connections dropped first; otherwise
+    aiokafka's stop() waits for a stalled broker until the requests time out.
+    """
+    if abort:
+        _fail_buffered(producer)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.client.close(), 1.0)
     try:
         await asyncio.wait_for(producer.stop(), timeout_s)
     except Exception as exc:
-        log.debug("producer stop did not finish cleanly: %r", exc)
+        log.debug("producer stop did not finish in %.1f s: %r", timeout_s, exc)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(producer.client.close(), 1.0)
+
+
+def _fail_buffered(producer: AIOKafkaProducer) -> None:
+    """Fail every batch the producer still buffers (aiokafka has no public abort).
+
+    Reaches into aiokafka's accumulator, so every step tolerates its absence; the futures'
+    exceptions are marked retrieved (the workers that awaited them are gone), which keeps
+    "Future exception was never retrieved" out of the log.
+    """
+    accumulator: Any = getattr(producer, "_message_accumulator", None)
+    if accumulator is None:
+        return
+    try:
+        batches = [b for bs in accumulator._batches.values() for b in bs]
+        batches += list(accumulator._pending_batches)
+        accumulator.fail_all(KafkaError("impression logger stopped; records were spooled"))
+    except Exception as exc:
+        log.debug("could not fail the producer's buffered batches: %r", exc)
+        return
+    for batch in batches:
+        futures = [getattr(batch, "future", None), getattr(batch, "_drain_waiter", None)]
+        futures += [f for f, _ in getattr(batch, "_msg_futures", ())]
+        for fut in futures:
+            if isinstance(fut, asyncio.Future) and fut.done() and not fut.cancelled():
+                fut.exception()

@@ -69,12 +69,17 @@ def all_delivered(logger: ImpressionLogger) -> Callable[[], bool]:
     return pred
 
 
-def offer_many(logger: ImpressionLogger, count: int) -> tuple[set[str], int, list[int]]:
-    """Offer `count` impressions; returns (acked ids, shed count, per-offer cost in ns)."""
+async def offer_many(logger: ImpressionLogger, count: int) -> tuple[set[str], int, list[int]]:
+    """Offer `count` impressions, yielding to the loop every 50 as concurrent requests would.
+
+    Returns (acked ids, shed count, per-offer cost in ns).
+    """
     acked: set[str] = set()
     shed = 0
     costs: list[int] = []
     for n in range(count):
+        if n and n % 50 == 0:
+            await asyncio.sleep(0)
         imp = impression(n)
         t0 = time.perf_counter_ns()
         decision = logger.offer(imp)
@@ -100,7 +105,7 @@ async def test_acked_impressions_all_reach_the_topic(
     await logger.start()
     try:
         assert await logger.wait_ready(30)
-        acked, shed, _ = offer_many(logger, 2_000)
+        acked, shed, _ = await offer_many(logger, 2_000)
         assert shed == 0 and len(acked) == 2_000
         await until(all_delivered(logger), 30, "delivery of 2000 impressions")
     finally:
@@ -120,7 +125,7 @@ async def test_impressions_acked_during_a_10s_broker_pause_all_reach_the_topic(
     acked: set[str] = set()
     try:
         assert await logger.wait_ready(30)
-        first, _, _ = offer_many(logger, 200)
+        first, _, _ = await offer_many(logger, 200)
         acked |= first
         await until(all_delivered(logger), 30, "delivery before the pause")
         kafka_broker.pause()
@@ -129,7 +134,7 @@ async def test_impressions_acked_during_a_10s_broker_pause_all_reach_the_topic(
         shed_total = 0
         try:
             while time.monotonic() - paused_at < 10.0:
-                more, shed, c = offer_many(logger, 50)
+                more, shed, c = await offer_many(logger, 50)
                 acked |= more
                 shed_total += shed
                 costs += c
@@ -163,7 +168,7 @@ async def test_a_deep_queue_sheds_at_once_without_kafka_io(
         t0 = time.monotonic()
         await logger.start()
         assert time.monotonic() - t0 < 1.0  # a hung Kafka does not block startup
-        acked, shed, costs = offer_many(logger, 1_000)
+        acked, shed, costs = await offer_many(logger, 1_000)
         assert len(acked) == 100 and shed == 900
         assert p99(costs) < 2_000_000
         decision = logger.offer(impression())
@@ -197,7 +202,7 @@ async def test_codel_sheds_when_kafka_stalls_with_a_standing_queue(
         assert await logger.wait_ready(30)
         kafka_broker.pause()
         try:
-            more, shed, _ = offer_many(logger, 30)  # the worker takes 10 and hangs on Kafka
+            more, shed, _ = await offer_many(logger, 30)  # the worker takes 10 and hangs on Kafka
             acked |= more
             assert shed == 0
             await asyncio.sleep(0.35)  # > 2 CoDel intervals of a standing queue
@@ -219,15 +224,15 @@ async def test_codel_sheds_when_kafka_stalls_with_a_standing_queue(
 async def test_stop_with_kafka_paused_spools_and_the_next_start_replays_with_zero_loss(
     kafka_broker: KafkaBroker, tmp_path: Path
 ) -> None:
-    conf = settings(tmp_path)
+    conf = settings(tmp_path, codel=False)  # about the spool, not about shedding
     first = ImpressionLogger(conf, bootstrap=kafka_broker.bootstrap)
     await first.start()
     assert await first.wait_ready(30)
-    acked, _, _ = offer_many(first, 300)
+    acked, _, _ = await offer_many(first, 300)
     await until(all_delivered(first), 30, "delivery before the pause")
     kafka_broker.pause()
     try:
-        late, shed, _ = offer_many(first, 500)
+        late, shed, _ = await offer_many(first, 500)
         assert shed == 0
         acked |= late
         t0 = time.monotonic()
@@ -268,9 +273,9 @@ async def test_disabled_mode_never_sheds_and_the_queue_grows_unbounded(
     )
     try:
         await logger.start()
-        acked, shed, _ = offer_many(logger, 5_000)
+        acked, shed, _ = await offer_many(logger, 5_000)
         await asyncio.sleep(0.3)  # a CoDel interval would have passed
-        more, shed_more, _ = offer_many(logger, 100)
+        more, shed_more, _ = await offer_many(logger, 100)
         acked |= more
         assert shed == 0 and shed_more == 0 and len(acked) == 5_100
         stats = logger.stats()
@@ -298,7 +303,7 @@ async def test_stop_without_a_reachable_kafka_spools_every_acked_impression(
     conf = settings(tmp_path, request_timeout_ms=500)
     logger = ImpressionLogger(conf, bootstrap=f"127.0.0.1:{free_port()}")
     await logger.start()  # returns although nothing listens there
-    acked, _, _ = offer_many(logger, 50)
+    acked, _, _ = await offer_many(logger, 50)
     assert not await logger.wait_ready(0.5)
     await logger.stop(timeout_s=1.0)
     lines = (conf.spool_dir / "impressions.jsonl").read_bytes().splitlines()
