@@ -33,7 +33,8 @@ as too slow. A queue that holds items but dequeues nothing in an interval gives 
 
 Every SHED is a `ShedDecision`: a `Decision` with reason SHED, `retry_after_s > 0` (the time
 the queue needs to drain at the measured rate, clamped to [interval, 60 s]; 1 s while the rate
-is unknown) and `cause` ("queue_full" or "codel"); per-cause counts are in `shed_counts`.
+is unknown) and the sub-reason in `detail` (alias `cause`: "queue_full" or "codel"); it is
+also `last_cause` right after the call, and per-cause counts are in `shed_counts`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ import asyncio
 import contextlib
 import math
 from collections import deque
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
@@ -67,11 +67,14 @@ _UNKNOWN_RATE_RETRY_AFTER_S = 1.0
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
 class ShedDecision(Decision):
-    """A SHED `Decision` that also says which rule shed (`cause`), for counters."""
+    """A SHED `Decision` whose `cause` (its `detail`) says which rule shed, for counters."""
 
-    cause: str = SHED_QUEUE_FULL
+    __slots__ = ()
+
+    @property
+    def cause(self) -> str:
+        return self.detail
 
 
 class LoadShedder:
@@ -98,6 +101,7 @@ class LoadShedder:
         "_slough_ns",
         "_target_ns",
         "_threshold",
+        "last_cause",
         "max_depth",
         "shed_counts",
     )
@@ -152,6 +156,7 @@ class LoadShedder:
         self._rate: float | None = None
         self._shedding = False
         self.shed_counts: dict[str, int] = {SHED_QUEUE_FULL: 0, SHED_CODEL: 0}
+        self.last_cause: str | None = None  # sub-reason of the latest SHED
 
     # -- properties -------------------------------------------------------------------------
 
@@ -213,6 +218,7 @@ class LoadShedder:
 
     def _shed(self, cause: str, depth: int, allowed: int, now: int) -> ShedDecision:
         self.shed_counts[cause] += 1
+        self.last_cause = cause
         self._depth = depth  # keeps the busy-time accounting right for callers of admit()
         if self._nonempty_since is None and depth > 0:
             self._nonempty_since = now
