@@ -144,6 +144,30 @@ def test_count_window_slides_oldest_call_out() -> None:
     assert r.cb.state is OPEN
 
 
+def test_failures_that_slide_out_of_the_count_window_are_forgotten() -> None:
+    r = Rig()
+    for o in "ffffssssss" + "ssss" + "ffff":  # the first four failures slide out: 4/10 again
+        r.ok() if o == "s" else r.fail()
+    assert r.cb.state is CLOSED
+    assert r.cb.snapshot().failures == 4
+    r.fail()  # 5/10
+    assert r.cb.state is OPEN
+
+
+def test_slow_calls_that_slide_out_of_the_count_window_are_forgotten() -> None:
+    r = Rig(slow_call_rate_threshold=0.5)
+    for _ in range(4):
+        r.fail(150 * MS)  # slow failures: count toward both rates
+    for _ in range(10):
+        r.ok()
+    assert r.cb.snapshot().slow_calls == 0
+    for _ in range(4):
+        r.ok(150 * MS)
+    assert r.cb.state is CLOSED
+    r.ok(150 * MS)
+    assert r.cb.state is OPEN
+
+
 # --- tripping: slow calls -------------------------------------------------------------------
 def test_dsp_answering_in_150ms_trips_on_slow_calls_alone() -> None:
     """A DSP answering 200 in 150 ms, against an 80 ms slow threshold, trips with no failure."""
@@ -343,13 +367,16 @@ def test_results_from_before_a_state_change_are_ignored() -> None:
     assert r.cb.generation == gen_open
     r.to_half_open()
     probe = r.cb.try_acquire()
-    for p in stale:  # closed-state permits must not pose as probe results
+    for p in stale[:5]:  # closed-state permits must not pose as probe results, either way
         r.cb.on_failure(p, FAST_NS)
+    assert r.cb.state is HALF_OPEN
+    r.cb.on_success(stale[5], FAST_NS)
     assert r.cb.state is HALF_OPEN
     r.cb.on_success(probe, FAST_NS)
     assert r.cb.state is CLOSED
     for p in stale:  # nor count in the new closed period
         r.cb.on_failure(p, FAST_NS)
+        r.cb.on_success(p, FAST_NS)
     assert r.cb.state is CLOSED
     assert r.cb.snapshot().calls == 0
 
