@@ -90,7 +90,8 @@ def _lifespan(
             config.publishers, enabled=config.edge.enabled, max_keys=config.edge.max_keys
         )
         app.state.redis = redis
-        app.state.auction = Auction(config.auction, redis, dsps, limit=limit)
+        auction = Auction(config.auction, redis, dsps, limit=limit)
+        app.state.auction = auction
         app.state.impressions = logger
         metrics.registry.register(
             LevelsCollector(
@@ -101,6 +102,7 @@ def _lifespan(
             )
         )
         await dsps.start()
+        await auction.warm_up()
         try:
             await logger.start()
             lag.start()
@@ -111,7 +113,7 @@ def _lifespan(
                 await logger.stop()
             finally:
                 await dsps.close()
-                await redis.aclose()
+                await redis.aclose(close_connection_pool=True)
 
     return lifespan
 
@@ -131,8 +133,10 @@ def create_app(config: TargetConfig) -> FastAPI:
         "/bid",
         status_code=200,
         response_model=BidResponse,
-        responses={204: {"description": "no bid (`no_bid`, `breaker_open_fallback`)"}}
-        | _REJECTIONS,
+        responses={
+            204: {"description": "no bid (`no_bid`, `breaker_open_fallback`)"},
+            **_REJECTIONS,
+        },
     )
     async def bid(
         request: Request,

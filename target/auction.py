@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,7 +96,9 @@ def make_limit(cfg: AuctionConfig) -> ConcurrencyLimit | None:
     if not cfg.enabled:
         return None
     adaptive = (
-        GradientLimit(cfg.limit, min_limit=cfg.adaptive_min_limit, max_limit=cfg.limit)
+        GradientLimit(
+            cfg.limit, min_limit=min(cfg.adaptive_min_limit, cfg.limit), max_limit=cfg.limit
+        )
         if cfg.adaptive
         else None
     )
@@ -120,6 +123,7 @@ class Auction:
         self.limit = limit
         self._clock = clock
         self._reserve = redis.register_script(_RESERVE_LUA)
+        self.last_redis_error = ""
         self._redis_timeout_ns = round(cfg.redis_timeout_ms / 1000 * NS_PER_S)
         self._redis_failure = AuctionOutcome(
             cfg.redis_failure_status,
@@ -127,6 +131,25 @@ class Auction:
             retry_after_s=1.0 if cfg.redis_failure_status == 503 else None,
             detail="frequency cap / budget store is slow or down",
         )
+
+    async def warm_up(self, timeout_s: float = 2.0) -> bool:
+        """Load the script and open `warm_connections` before traffic, so the first burst
+        does not pay for connection setup. False if Redis is not there (the server still
+        starts; requests then answer redis_unavailable)."""
+        pool = self.redis.connection_pool
+        conns: list[Any] = []
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.redis.script_load(_RESERVE_LUA)
+                n = min(self.cfg.warm_connections, self.cfg.redis_max_connections)
+                acquire: Callable[[], Awaitable[Any]] = pool.get_connection
+                conns = list(await asyncio.gather(*(acquire() for _ in range(n))))
+        except (TimeoutError, RedisError, OSError):
+            return False
+        finally:
+            for conn in conns:
+                await pool.release(conn)
+        return True
 
     def deadline_ns(self, arrival_ns: int, tmax_ms: int | None) -> int:
         tmax = min(tmax_ms or self.cfg.default_tmax_ms, self.cfg.max_tmax_ms)
@@ -164,10 +187,24 @@ class Auction:
             f"spend:{publisher_id}",
         ]
         args = [cfg.frequency_cap, cfg.frequency_window_s, cfg.pacing_per_s, cfg.budget_micros]
+        # A separate task, abandoned at the timeout: redis-py may await its own cleanup
+        # (closing the connection, bounded only by its socket timeouts) after a cancel, and
+        # that must never hold the request past its deadline.
+        call = asyncio.ensure_future(self._reserve(keys=keys, args=[*args, cost]))
         try:
-            async with asyncio.timeout(min(self._redis_timeout_ns, left_ns) / NS_PER_S):
-                verdict = await self._reserve(keys=keys, args=[*args, cost])
-        except (TimeoutError, RedisError, OSError):
+            done, _ = await asyncio.wait(
+                (call,), timeout=min(self._redis_timeout_ns, left_ns) / NS_PER_S
+            )
+        except asyncio.CancelledError:
+            _abandon(call)
+            raise
+        if not done:
+            _abandon(call)
+            return -1
+        try:
+            verdict = call.result()
+        except (RedisError, OSError) as exc:
+            self.last_redis_error = repr(exc)
             return -1
         return int(verdict)
 
@@ -200,6 +237,16 @@ def choose_winner(req: BidRequest, bids: list[DspBid]) -> DspBid | None:
         if best is None or b.price > best.price:
             best = b
     return best
+
+
+def _abandon(call: asyncio.Future[Any]) -> None:
+    call.cancel()
+    call.add_done_callback(_consume)
+
+
+def _consume(call: asyncio.Future[Any]) -> None:
+    if not call.cancelled():
+        call.exception()  # retrieved: no "exception was never retrieved" noise
 
 
 def _bulkhead(decision: Decision) -> AuctionOutcome:

@@ -60,6 +60,7 @@ class AuctionConfig(_Section):
     adaptive_min_limit: int = Field(default=4, ge=1)
     redis_timeout_ms: float = Field(default=50.0, gt=0, le=60_000)
     redis_max_connections: int = Field(default=256, ge=1)
+    warm_connections: int = Field(default=32, ge=0, description="opened at startup")
     # 503 (default) or 204 when Redis is slow or down: both are fast, neither hangs.
     redis_failure_status: Literal[503, 204] = 503
     # Frequency cap: at most `frequency_cap` auctions per user per window.
@@ -75,7 +76,7 @@ class AuctionConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> AuctionConfig:
-        if self.adaptive_min_limit > self.limit:
+        if self.adaptive and self.adaptive_min_limit > self.limit:
             raise ValueError(
                 f"adaptive_min_limit ({self.adaptive_min_limit}) must be <= limit ({self.limit})"
             )
@@ -140,7 +141,9 @@ class TargetConfig(_Section):
     dsps: list[DspConfig] = Field(default_factory=list)
     dsp_client: DspClientConfig = DspClientConfig()
     breaker: BreakerSection = BreakerSection()
-    impressions: ImpressionLoggerSettings = Field(default_factory=ImpressionLoggerSettings)
+    impressions: ImpressionLoggerSettings = Field(
+        default_factory=lambda: ImpressionLoggerSettings.model_validate({})
+    )
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://")
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", min_length=3)
     event_loop_lag_interval_s: float = Field(default=0.1, gt=0, le=10)

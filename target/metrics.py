@@ -128,12 +128,13 @@ class LevelsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         lim = self._limit()
         if lim is not None:
-            for name, value, doc in (
+            levels: tuple[tuple[str, float, str], ...] = (
                 ("auction_inflight", lim.inflight, "auctions holding a Redis permit"),
                 ("auction_limit", lim.limit, "current effective concurrency limit"),
                 ("auction_limit_ceiling", lim.ceiling, "fixed ceiling of the limit"),
                 ("auction_waiting", lim.waiting, "auctions waiting for a permit"),
-            ):
+            )
+            for name, value, doc in levels:
                 yield GaugeMetricFamily(f"spikegate_{name}", doc, value=float(value))
         state = GaugeMetricFamily(
             "spikegate_breaker_state", "1 for the current state", labels=["dsp", "state"]
