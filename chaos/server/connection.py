@@ -135,7 +135,6 @@ class Connection:
             log.warning("proxy %s: dial %s failed: %s", self.owner.name, self.owner.upstream, exc)
             self.close()
             return
-        side = cast(_Side, side)
         self.upstream = side
         if self.closed:
             transport.close()
