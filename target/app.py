@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Annotated, Any
@@ -214,5 +215,10 @@ async def _tcp_ok(bootstrap: str) -> bool:
 
 
 def create_app_from_env() -> FastAPI:
-    """Zero-arg factory for `uvicorn --factory`: config from SPIKEGATE_TARGET_CONFIG + env."""
-    return create_app(load_config())
+    """Zero-arg factory for `uvicorn --factory`: config from SPIKEGATE_TARGET_CONFIG + env.
+
+    uvicorn's per-request access log is switched off unless `access_log = true`: at the
+    rates the harness drives, logging every request costs more than the four layers do."""
+    config = load_config()
+    logging.getLogger("uvicorn.access").disabled = not config.access_log
+    return create_app(config)

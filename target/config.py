@@ -147,6 +147,7 @@ class TargetConfig(_Section):
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://")
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", min_length=3)
     event_loop_lag_interval_s: float = Field(default=0.1, gt=0, le=10)
+    access_log: bool = False  # uvicorn's per-request log line, off on the hot path
 
     @model_validator(mode="after")
     def _check(self) -> TargetConfig:

@@ -122,7 +122,8 @@ class DspClient:
     async def fan_out(self, request: dict[str, Any], deadline_ns: int) -> FanOutResult:
         """Ask every DSP whose breaker admits; return the bids that came back in time."""
         result = FanOutResult()
-        remaining_ns = deadline_ns - self._clock()
+        started_ns = self._clock()
+        remaining_ns = deadline_ns - started_ns
         if remaining_ns <= 0 or not self._dsps:
             return result
         body = json.dumps({**request, "tmax": max(1, remaining_ns // 1_000_000)}).encode()
@@ -153,7 +154,7 @@ class DspClient:
             dsp, permit = calls[task]
             result.timed_out += 1
             if permit is not None:
-                dsp.breaker.on_failure(permit, self._clock() - (deadline_ns - remaining_ns))
+                dsp.breaker.on_failure(permit, self._clock() - started_ns)
         for task in done:
             dsp, permit = calls[task]
             kind, bids, duration_ns = task.result()
