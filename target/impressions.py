@@ -159,6 +159,7 @@ class ImpressionLogger:
         self._failing = False
         self._kafka_up = False
         self._stopping_decision = ShedDecision(False, SHED, 1.0, SHED_STOPPING)
+        self._last_shed_cause: str | None = None
         self._counts = {
             "accepted": 0,
             SHED_STOPPING: 0,
@@ -175,16 +176,26 @@ class ImpressionLogger:
     def offer(self, impression: dict[str, Any]) -> Decision:
         """Acknowledge (ADMIT: answer 202) or shed (SHED: 503 + Retry-After). No Kafka I/O.
 
+        A shed decision's `detail` is its sub-reason: "queue_full", "codel" or "stopping".
+
         Raises ValueError when `impression` has no string `impression_id` or is not JSON.
         """
         if self._stopping:
             self._counts[SHED_STOPPING] += 1
+            self._last_shed_cause = SHED_STOPPING
             return self._stopping_decision
         record = _encode(impression)
         decision = self._queue.offer(record)
         if decision.admitted:
             self._counts["accepted"] += 1
+        else:
+            self._last_shed_cause = decision.detail
         return decision
+
+    @property
+    def last_shed_cause(self) -> str | None:
+        """Sub-reason of the latest SHED from offer(): "queue_full", "codel" or "stopping"."""
+        return self._last_shed_cause
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -308,7 +319,7 @@ class ImpressionLogger:
             producer = self._make_producer()
             try:
                 await asyncio.wait_for(
-                    producer.start(), self.settings.request_timeout_ms / 1000 + 1.0
+                    self._start_producer(producer), self.settings.request_timeout_ms / 1000 + 1.0
                 )
             except Exception as exc:  # any start failure is a retry, never a crash
                 self._kafka_up = False
@@ -328,6 +339,12 @@ class ImpressionLogger:
             await asyncio.to_thread(_remove_file, self._spool_path)
         self._ready.set()
         self._progress.set()
+
+    async def _start_producer(self, producer: AIOKafkaProducer) -> None:
+        await producer.start()
+        # Fetch the topic's metadata now (Tansu auto-creates it on this request), so the
+        # first batches do not stall on it and look like a standing queue to CoDel.
+        await producer.partitions_for(self.settings.topic)
 
     def _confirm_replayed(self, records: list[_Record]) -> None:
         done = {id(r) for r in records}

@@ -92,7 +92,8 @@ def test_at_the_cap_the_answer_is_shed_at_once_and_nothing_is_enqueued() -> None
     assert [q.offer(i) for i in range(3)] == [ADMIT, ADMIT, ADMIT]
     d = q.offer(99)
     assert not d.admitted and d.reason == SHED
-    assert isinstance(d, ShedDecision) and d.cause == SHED_QUEUE_FULL
+    assert isinstance(d, ShedDecision) and d.detail == d.cause == SHED_QUEUE_FULL
+    assert q.shedder.last_cause == SHED_QUEUE_FULL
     assert d.retry_after_s > 0
     assert q.depth == 3
     assert q.drain_nowait() == [0, 1, 2]
@@ -301,12 +302,13 @@ def test_shedder_used_directly_counts_sheds_by_cause() -> None:
     clock = FakeClock()
     s = LoadShedder(10, threshold=4, codel=True, clock=clock)
     assert s.admit(3) is ADMIT
+    assert s.last_cause is None
     d = s.admit(4)
     assert isinstance(d, ShedDecision) and d.cause == SHED_QUEUE_FULL
     s.on_dequeue(int(0.05 * NS_PER_S))
     clock.advance(0.11)
     d = s.admit(3)
-    assert isinstance(d, ShedDecision) and d.cause == SHED_CODEL
+    assert isinstance(d, ShedDecision) and d.cause == SHED_CODEL == s.last_cause
     assert s.shed_counts == {SHED_QUEUE_FULL: 1, SHED_CODEL: 1}
     assert s.admit(0) is ADMIT  # an empty queue always admits
 
