@@ -472,10 +472,10 @@ class ImpressionLogger:
 
     def _write_spool(self, records: list[_Record]) -> None:
         path = self._spool_path
-        path.parent.mkdir(parents=True, exist_ok=True)
         if not self._spool_loaded:
             # Never started: the file (if any) holds entries nobody replayed; keep them.
             if records:
+                path.parent.mkdir(parents=True, exist_ok=True)
                 with open(path, "ab") as fh:
                     fh.writelines(value + b"\n" for _, value in records)
                     fh.flush()
@@ -485,6 +485,7 @@ class ImpressionLogger:
         if not records:
             _remove_file(path)
             return
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "wb") as fh:
             fh.writelines(value + b"\n" for _, value in records)

@@ -350,6 +350,20 @@ async def test_unreadable_spool_lines_are_skipped_and_counted(tmp_path: Path) ->
     assert [json.loads(line)["impression_id"] for line in lines] == [good["impression_id"]]
 
 
+async def test_stop_without_start_spools_acked_items_and_creates_nothing_when_empty(
+    tmp_path: Path,
+) -> None:
+    idle = ImpressionLogger(settings(tmp_path / "a"), bootstrap="127.0.0.1:9")
+    await idle.stop(timeout_s=0.1)
+    assert not (tmp_path / "a").exists()
+    conf = settings(tmp_path / "b")
+    busy = ImpressionLogger(conf, bootstrap="127.0.0.1:9")
+    acked, _, _ = await offer_many(busy, 3)
+    await busy.stop(timeout_s=0.1)
+    lines = (conf.spool_dir / "impressions.jsonl").read_bytes().splitlines()
+    assert {json.loads(line)["impression_id"] for line in lines} == acked
+
+
 def test_offer_rejects_an_impression_without_an_id_or_not_json(tmp_path: Path) -> None:
     logger = ImpressionLogger(settings(tmp_path), bootstrap="127.0.0.1:9")
     with pytest.raises(ValueError, match="impression_id"):
