@@ -83,3 +83,49 @@ async def test_impression_is_acknowledged_202_admitted(make_config, kit):
     assert resp.status_code == 202
     assert resp.headers[kit.DECISION] == "admitted"
     assert resp.json() == {"impression_id": "imp-1", "decision": "admitted"}
+
+
+async def test_impressions_are_shed_503_with_retry_after_when_kafka_stalls(
+    make_config, kit, kafka_broker
+):
+    config = make_config(
+        impressions={"max_depth": 5, "codel": False, "workers": 1, "flush_timeout_s": 3.0}
+    )
+    async with kit.serve(config) as client:
+        kafka_broker.pause()
+        try:
+            responses = [
+                await client.post(
+                    "/impression",
+                    json={
+                        "impression_id": f"imp-{i}",
+                        "request_id": "r",
+                        "bid_id": "b",
+                        "publisher_id": "pub-hot",
+                        "dsp": "dsp-1",
+                        "price": 1.0,
+                    },
+                )
+                for i in range(60)
+            ]
+            text = (await client.get("/metrics")).text
+        finally:
+            kafka_broker.resume()
+    shed = [r for r in responses if r.status_code == 503]
+    assert len(shed) >= 30
+    assert all(r.headers[kit.DECISION] == "shed" for r in shed)
+    assert all(int(r.headers["retry-after"]) >= 1 for r in shed)
+    assert {r.status_code for r in responses} == {202, 503}
+    assert kit.metric_value(text, "spikegate_impressions_queue_depth") <= 5
+    assert kit.metric_value(text, "spikegate_decisions_total", layer="impressions", reason="shed")
+
+
+async def test_adaptive_limit_stays_within_its_ceiling(make_config, kit):
+    config = make_config(auction={"limit": 16, "adaptive": True, "adaptive_min_limit": 2})
+    async with kit.serve(config) as client:
+        for i in range(30):
+            await kit.timed_bid(client, kit.bid_body(user=f"u{i}"))
+        text = (await client.get("/metrics")).text
+    limit = kit.metric_value(text, "spikegate_auction_limit")
+    assert 2 <= limit <= 16
+    assert kit.metric_value(text, "spikegate_auction_limit_ceiling") == 16.0
