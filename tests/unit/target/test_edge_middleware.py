@@ -4,7 +4,6 @@ before routing, and a JSON 500 (with its header) when a route crashes."""
 from __future__ import annotations
 
 import httpx
-import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
