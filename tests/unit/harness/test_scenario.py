@@ -1,0 +1,177 @@
+"""Scenario loading: validation with precise errors, overrides, derived phases and configs."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ScenarioError
+from harness.scenario import Scenario, load_scenario, parse_scenario, shipped
+
+SHIPPED = ["dsp-brownout", "flash-crowd", "hot-publisher", "kafka-stall", "perfect-storm",
+           "redis-outage", "smoke"]  # fmt: skip
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "s.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_scenario_loads_and_round_trips_through_toml(name: str) -> None:
+    s = load_scenario(name)
+    assert s.name == name
+    again = parse_scenario(tomllib.loads(s.to_toml()), source="resolved")
+    assert again == s
+
+
+def test_shipped_lists_the_scenarios_directory() -> None:
+    assert set(SHIPPED) <= set(shipped())
+
+
+def test_unknown_field_names_the_field_and_its_line(tmp_path: Path) -> None:
+    p = write(tmp_path, 'name = "x"\n[load]\nshape = "steady"\npeak_rsp = 10\n')
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(p)
+    msg = str(err.value)
+    assert "load.peak_rsp" in msg and "line 4" in msg and "unknown field" in msg
+    assert err.value.exit_code == 2
+
+
+def test_bad_shape_names_the_allowed_values(tmp_path: Path) -> None:
+    p = write(tmp_path, 'name = "x"\n[load]\nshape = "spiky"\n')
+    with pytest.raises(ScenarioError, match=r"load\.shape \(line 3\).*flash_crowd.*'spiky'"):
+        load_scenario(p)
+
+
+def test_invalid_toml_is_a_scenario_error_with_the_file(tmp_path: Path) -> None:
+    p = write(tmp_path, 'name = "x"\n[load\n')
+    with pytest.raises(ScenarioError, match=r"s\.toml: invalid TOML"):
+        load_scenario(p)
+
+
+def test_unknown_scenario_name_lists_the_shipped_ones() -> None:
+    with pytest.raises(ScenarioError) as err:
+        load_scenario("no-such-scenario")
+    assert "smoke" in (err.value.hint or "")
+
+
+def test_fault_past_the_end_of_the_run_is_rejected_with_the_fix(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        'name = "x"\n[load]\nduration_s = 10\n[[faults]]\nat_s = 8\nfor_s = 5\n'
+        'fault = "dsp_latency"\nparams = { latency_ms = 10 }\n',
+    )
+    with pytest.raises(ScenarioError, match=r"faults\[0\] ends at 13 s.*shorten for_s"):
+        load_scenario(p)
+
+
+def test_fault_with_unknown_parameter_is_rejected(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        'name = "x"\n[[faults]]\nat_s = 1\nfor_s = 1\nfault = "dsp_latency"\n'
+        "params = { latncy_ms = 10 }\n",
+    )
+    with pytest.raises(ScenarioError, match=r"faults\[0\]"):
+        load_scenario(p)
+
+
+def test_fault_on_a_proxy_that_does_not_exist_is_rejected(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        'name = "x"\n[stack]\ndsp_count = 2\n[[faults]]\nat_s = 1\nfor_s = 1\n'
+        'fault = "latency"\nproxy = "dsp-3"\nparams = { latency_ms = 10 }\n',
+    )
+    with pytest.raises(ScenarioError, match=r"'dsp-3' is not one of redis, kafka, dsp-1, dsp-2"):
+        load_scenario(p)
+
+
+def test_set_overrides_parse_values_as_toml_and_create_tables() -> None:
+    s = load_scenario("smoke", ["load.base_rps=75", "seed=99", "target.config.auction.limit=5"])
+    assert s.load.base_rps == 75 and s.seed == 99
+    assert s.target.config["auction"]["limit"] == 5
+
+
+def test_set_override_without_equals_is_a_usage_error() -> None:
+    with pytest.raises(ScenarioError, match="expected key.path=value"):
+        load_scenario("smoke", ["load.base_rps"])
+
+
+def test_set_override_with_a_bad_value_names_the_field() -> None:
+    with pytest.raises(ScenarioError, match=r"load\.base_rps"):
+        load_scenario("smoke", ["load.base_rps=-5"])
+
+
+def test_flash_crowd_needs_peak_above_base(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        'name = "x"\n[load]\nshape = "flash_crowd"\nduration_s = 30\nbase_rps = 100\n'
+        "peak_rps = 50\nspike_at_s = 10\nspike_for_s = 5\n",
+    )
+    with pytest.raises(ScenarioError, match=r"peak_rps \(50.0\) must exceed load.base_rps"):
+        load_scenario(p)
+
+
+def test_phases_cover_the_run_contiguously_from_spike_and_faults() -> None:
+    s = load_scenario("perfect-storm")
+    phases = s.phase_list()
+    assert [p.name for p in phases] == ["warmup", "baseline", "stress", "recovery", "post"]
+    assert phases[0].start_s == 0 and phases[-1].end_s == s.load.duration_s
+    assert all(a.end_s == b.start_s for a, b in zip(phases, phases[1:], strict=False))
+    stress = phases[2]
+    assert (stress.start_s, stress.end_s) == (20.0, 35.0)  # spike 20-35 covers all faults
+    assert phases[3].end_s - phases[3].start_s == s.phases.recovery_s
+
+
+def test_a_steady_run_without_faults_is_all_baseline() -> None:
+    s = parse_scenario({"name": "calm", "load": {"duration_s": 20, "warmup_s": 2}}, source="t")
+    assert [(p.name, p.start_s, p.end_s) for p in s.phase_list()] == [
+        ("warmup", 0.0, 2.0),
+        ("baseline", 2.0, 20.0),
+    ]
+
+
+def test_target_config_carries_publishers_dsps_and_overrides() -> None:
+    s = load_scenario("perfect-storm")
+    cfg = s.target_config(
+        redis_url="redis://127.0.0.1:1/0",
+        kafka_bootstrap="127.0.0.1:2",
+        dsp_urls={"dsp-1": "http://127.0.0.1:3"},
+    )
+    assert cfg["publishers"]["pub-1"] == {"api_key": "key-pub-1", "rate_per_s": 150.0,
+                                          "burst": 40}  # fmt: skip
+    assert cfg["auction"]["limit"] == 12 and cfg["dsps"][0]["name"] == "dsp-1"
+    from target.config import TargetConfig
+
+    TargetConfig.model_validate(cfg)  # the reference target accepts what we generate
+
+
+def test_load_env_is_json_of_the_load_section_and_publishers() -> None:
+    s = load_scenario("smoke")
+    env = s.load_env()
+    assert json.loads(env["SPIKEGATE_LOAD"])["base_rps"] == s.load.base_rps
+    assert json.loads(env["SPIKEGATE_PUBLISHERS"]) == s.publishers()
+    assert env["SPIKEGATE_SEED"] == str(s.seed)
+
+
+def test_external_target_needs_a_url_and_knows_loopback() -> None:
+    with pytest.raises(ScenarioError, match="target.url is required"):
+        parse_scenario({"name": "x", "target": {"kind": "external"}}, source="t")
+    local = parse_scenario(
+        {"name": "x", "target": {"kind": "external", "url": "http://localhost:9/"}}, source="t"
+    )
+    remote = parse_scenario(
+        {"name": "x", "target": {"kind": "external", "url": "http://10.1.2.3/"}}, source="t"
+    )
+    assert local.target.is_loopback() and not remote.target.is_loopback()
+
+
+def test_json_schema_names_every_section() -> None:
+    schema = Scenario.model_json_schema()
+    assert {"target", "stack", "load", "faults", "phases", "checks", "seed"} <= set(
+        schema["properties"]
+    )
