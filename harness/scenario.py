@@ -127,12 +127,12 @@ class LoadSection(_Model):
                 )
             if self.spike_at_s < self.warmup_s:
                 raise ValueError("load.spike_at_s must not start before load.warmup_s ends")
-        if self.shape in ("flash_crowd", "hot_publisher", "sawtooth", "ramp_to_knee"):
-            if self.peak_rps <= self.base_rps:
-                raise ValueError(
-                    f"load.peak_rps ({self.peak_rps}) must exceed load.base_rps "
-                    f"({self.base_rps}) for shape {self.shape!r}"
-                )
+        rising = self.shape in ("flash_crowd", "hot_publisher", "sawtooth", "ramp_to_knee")
+        if rising and self.peak_rps <= self.base_rps:
+            raise ValueError(
+                f"load.peak_rps ({self.peak_rps}) must exceed load.base_rps "
+                f"({self.base_rps}) for shape {self.shape!r}"
+            )
         if self.shape == "step" and not self.steps:
             raise ValueError("load.steps must list at least one {at_s, rps} for shape 'step'")
         if self.shape == "hot_publisher":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import tomllib
 from pathlib import Path
@@ -97,7 +98,7 @@ def test_set_overrides_parse_values_as_toml_and_create_tables() -> None:
 
 
 def test_set_override_without_equals_is_a_usage_error() -> None:
-    with pytest.raises(ScenarioError, match="expected key.path=value"):
+    with pytest.raises(ScenarioError, match=r"expected key\.path=value"):
         load_scenario("smoke", ["load.base_rps"])
 
 
@@ -121,7 +122,7 @@ def test_phases_cover_the_run_contiguously_from_spike_and_faults() -> None:
     phases = s.phase_list()
     assert [p.name for p in phases] == ["warmup", "baseline", "stress", "recovery", "post"]
     assert phases[0].start_s == 0 and phases[-1].end_s == s.load.duration_s
-    assert all(a.end_s == b.start_s for a, b in zip(phases, phases[1:], strict=False))
+    assert all(a.end_s == b.start_s for a, b in itertools.pairwise(phases))
     stress = phases[2]
     assert (stress.start_s, stress.end_s) == (20.0, 35.0)  # spike 20-35 covers all faults
     assert phases[3].end_s - phases[3].start_s == s.phases.recovery_s
@@ -159,7 +160,7 @@ def test_load_env_is_json_of_the_load_section_and_publishers() -> None:
 
 
 def test_external_target_needs_a_url_and_knows_loopback() -> None:
-    with pytest.raises(ScenarioError, match="target.url is required"):
+    with pytest.raises(ScenarioError, match=r"target\.url is required"):
         parse_scenario({"name": "x", "target": {"kind": "external"}}, source="t")
     local = parse_scenario(
         {"name": "x", "target": {"kind": "external", "url": "http://localhost:9/"}}, source="t"
