@@ -1,0 +1,627 @@
+"""The orchestrator: one scenario, run end to end into a run directory (DESIGN.md steps 1-6).
+
+    run dir + scenario.toml + meta.json
+      -> Stack.up()            redis, chaos server + proxies, kafka, DSP bidders, target
+      -> t0: Locust (subprocess) | FaultSchedule (thread) | Sampler (thread) | phases, view
+      -> watch: Locust ends / a component dies / SIGINT / SIGTERM
+      -> load_stop, faults off, drain, impressions read back (complete runs only)
+      -> reset chaos, stop in reverse order, verify: no child, no toxic, no listening port
+      -> run_end, meta.json status: complete | interrupted | failed
+
+SIGINT and SIGTERM are caught for the whole run: during bring-up the first one unwinds the
+start (every started child is stopped); during load it ends the run at the next tick; a
+second one means hurry (short stop bounds, no drain), never skipped cleanup. A component that
+dies mid-run ends the run with a component_crash event and EnvironmentProblem (exit 4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psutil
+from rich.console import Console
+
+from chaos.client import ChaosClient
+from chaos.errors import ChaosError
+from chaos.schedule import FaultSchedule
+from harness import __version__
+from harness.accounting import account_impressions, read_acked, unavailable, wait_drained
+from harness.errors import EnvironmentProblem, UsageError
+from harness.live import LiveStatus, LiveView, PlainProgress, Progress, RequestsTail, target_rate
+from harness.loadgen import LocustProcess
+from harness.rundir import (
+    EVENTS_FILE,
+    IMPRESSIONS_FILE,
+    LOGS_DIR,
+    META_FILE,
+    REQUESTS_FILE,
+    SAMPLES_FILE,
+    SCENARIO_FILE,
+    JsonlWriter,
+    read_jsonl,
+)
+from harness.sampler import Sampler
+from harness.scenario import Scenario
+from harness.services import ManagedProcess, ServiceError
+from harness.stack import Stack, StackSettings, leftover_children, port_listening
+
+__all__ = ["RunResult", "new_run_dir", "run_scenario"]
+
+TICK_S = 0.2
+LOCUST_GRACE_S = 30.0  # past duration_s, Locust is stopped (its shape should have ended it)
+DRAIN_TIMEOUT_S = 10.0
+READ_BACK_TIMEOUT_S = 20.0
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass
+class RunResult:
+    """What a run left behind; `exit_code` is 0 complete, 130/143 interrupted."""
+
+    run_dir: Path
+    status: str
+    exit_code: int
+    startup_s: float = 0.0
+    signal: str | None = None
+    totals: dict[str, int] = field(default_factory=dict)
+    requests_rows: int = 0
+    sample_rows: int = 0
+    impressions: dict[str, Any] = field(default_factory=dict)
+    cleanup: dict[str, Any] = field(default_factory=dict)
+
+
+class _Interrupted(BaseException):
+    """Raised by the signal handler while the stack is starting (unwinds the bring-up)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _Signals:
+    """SIGINT/SIGTERM for the duration of a run: remember, and raise only while starting."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.count = 0
+        self.raise_now = False
+        self._saved: dict[int, Any] = {}
+
+    @property
+    def hurry(self) -> bool:
+        return self.count >= 2
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.count += 1
+        if self.signum is None:
+            self.signum = signum
+        if self.raise_now and self.count == 1:
+            self.raise_now = False
+            raise _Interrupted(signum)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Signals]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # only the main thread can catch signals; the caller's own problem
+            return
+        for sig in _SIGNALS:
+            self._saved[int(sig)] = signal.signal(sig, self._handle)
+        try:
+            yield self
+        finally:
+            for signum, old in self._saved.items():
+                signal.signal(signum, old)
+
+
+class _EventLog:
+    """events.jsonl, shared by threads; rows before t0 wait and get negative `t`."""
+
+    def __init__(self, path: Path) -> None:
+        self._writer = JsonlWriter(path)
+        self._lock = threading.Lock()
+        self._t0: float | None = None
+        self._early: list[tuple[float, dict[str, Any]]] = []
+
+    def set_t0(self, t0_mono: float) -> None:
+        with self._lock:
+            self._t0 = t0_mono
+            for mono, row in self._early:
+                self._writer.write({"t": round(mono - t0_mono, 6), **row})
+            self._early.clear()
+
+    @property
+    def started(self) -> bool:
+        return self._t0 is not None
+
+    def now_t(self) -> float:
+        return 0.0 if self._t0 is None else time.monotonic() - self._t0
+
+    def emit(self, kind: str, *, t: float | None = None, **details: Any) -> None:
+        with self._lock:
+            if self._t0 is None:
+                self._early.append((time.monotonic(), {"kind": kind, **details}))
+                return
+            when = time.monotonic() - self._t0 if t is None else t
+            self._writer.write({"t": round(when, 6), "kind": kind, **details})
+
+    def write(self, row: dict[str, Any]) -> None:
+        """A row that carries its own `t` (the fault schedule's)."""
+        with self._lock:
+            self._writer.write(row)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._t0 is None:
+                self._t0 = time.monotonic()
+                for mono, row in self._early:
+                    self._writer.write({"t": round(mono - self._t0, 6), **row})
+            self._writer.close()
+
+
+def new_run_dir(name: str, out_dir: Path | None, root: Path = Path("runs")) -> Path:
+    """`out_dir`, or runs/<UTC timestamp>-<name>/ (a suffix if that exists); created empty."""
+    if out_dir is not None:
+        if (out_dir / META_FILE).exists():
+            raise UsageError(
+                f"--out {out_dir} already holds a run (meta.json)",
+                hint="choose a new directory or remove the old run",
+            )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return out_dir
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for i in range(1, 1000):
+        path = root / (f"{stamp}-{name}" if i == 1 else f"{stamp}-{name}-{i}")
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return path
+    raise EnvironmentProblem(f"cannot create a run directory under {root}")
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        data = path.read_bytes()[-32_768:].decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _totals(run_dir: Path) -> tuple[int, dict[str, int]]:
+    path = run_dir / REQUESTS_FILE
+    totals: dict[str, int] = {"intended": 0, "sent": 0}
+    rows = 0
+    if not path.exists():
+        return 0, totals
+    with contextlib.suppress(ValueError, OSError):
+        for _, row in read_jsonl(path):
+            rows += 1
+            totals["intended"] += int(row.get("intended") or 0)
+            totals["sent"] += int(row.get("sent") or 0)
+            for outcome, n in (row.get("outcomes") or {}).items():
+                totals[outcome] = totals.get(outcome, 0) + int(n)
+    return rows, totals
+
+
+class _Run:
+    """The state of one run; `execute()` is the whole lifecycle."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        run_dir: Path,
+        console: Console,
+        live: bool,
+        argv: Sequence[str],
+    ) -> None:
+        self.scenario = scenario
+        self.run_dir = run_dir
+        self.console = console
+        self.live = live
+        self.signals = _Signals()
+        self.events = _EventLog(run_dir / EVENTS_FILE)
+        self.samples = JsonlWriter(run_dir / SAMPLES_FILE)
+        self.stack: Stack | None = None
+        self.chaos: ChaosClient | None = None
+        self.locust: LocustProcess | None = None
+        self.sampler: Sampler | None = None
+        self.schedule: FaultSchedule | None = None
+        self.target_url = ""
+        self.t0_epoch: float | None = None
+        self.t0_mono = 0.0
+        self.status = "failed"
+        self.failure: EnvironmentProblem | None = None
+        self.impressions: dict[str, Any] = {}
+        self.cleanup: dict[str, Any] = {}
+        self.meta: dict[str, Any] = {
+            "scenario": scenario.name,
+            "seed": scenario.seed,
+            "t0_epoch": None,
+            "started_utc": _utc_now(),
+            "ended_utc": None,
+            "spikegate_version": __version__,
+            "argv": list(argv),
+            "status": "running",
+            "components": {},
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def execute(self) -> RunResult:
+        (self.run_dir / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+        (self.run_dir / SCENARIO_FILE).write_text(self.scenario.to_toml(), encoding="utf-8")
+        _write_json(self.run_dir / META_FILE, self.meta)
+        with self.signals.installed():
+            try:
+                self.signals.raise_now = True
+                try:
+                    self._bring_up()
+                finally:
+                    self.signals.raise_now = False
+                self._load()
+            except _Interrupted:
+                self.status = "interrupted"
+            except ServiceError as exc:
+                self.events.emit(
+                    "component_crash", name=exc.name, returncode=None, log_tail=exc.log_tail
+                )
+                self.failure = exc
+            except EnvironmentProblem as exc:
+                self.failure = exc
+            finally:
+                self._teardown()
+        return self._result()
+
+    def _bring_up(self) -> None:
+        sc = self.scenario
+        if sc.target.kind == "external":
+            self.target_url = (sc.target.url or "").rstrip("/")
+            if sc.stack.toxiproxy_url:
+                self.chaos = ChaosClient(sc.stack.toxiproxy_url)
+            return
+        settings = StackSettings(
+            dsp_count=sc.stack.dsp_count,
+            seed=sc.seed,
+            redis_url=sc.stack.redis_url,
+            kafka_bootstrap=sc.stack.kafka_bootstrap,
+            toxiproxy_url=sc.stack.toxiproxy_url,
+            start_timeout_s=sc.stack.start_timeout_s,
+        )
+        self.stack = Stack(self.run_dir, settings)
+        spool = str((self.run_dir / "spool").resolve())
+
+        def config(redis: str, kafka: str, dsps: dict[str, str]) -> dict[str, Any]:
+            return sc.target_config(
+                redis_url=redis, kafka_bootstrap=kafka, dsp_urls=dsps, spool_dir=spool
+            )
+
+        try:
+            self.stack.up(config)
+        finally:
+            self.meta["components"] = self.stack.components()
+            self.meta["startup_s"] = round(self.stack.startup_s, 3)
+        assert self.stack.target is not None
+        self.target_url = self.stack.target.url
+        self.chaos = self.stack.chaos
+
+    def _load(self) -> None:
+        sc = self.scenario
+        self.t0_epoch = time.time()
+        self.t0_mono = time.monotonic()
+        self.events.set_t0(self.t0_mono)
+        self.meta["t0_epoch"] = self.t0_epoch
+        _write_json(self.run_dir / META_FILE, self.meta)
+        self.events.emit(
+            "run_start",
+            t=0.0,
+            scenario=sc.name,
+            seed=sc.seed,
+            target=self.target_url,
+            startup_s=self.meta.get("startup_s"),
+        )
+        self.locust = LocustProcess(
+            self.run_dir / LOGS_DIR,
+            host=self.target_url,
+            shape=sc.load.shape,
+            processes=sc.load.processes,
+            env=sc.load_env(),
+            run_dir=self.run_dir.resolve(),
+            t0_epoch=self.t0_epoch,
+        )
+        self.locust.start()
+        self.meta["components"]["locust"] = {"pid": self.locust.pid, "log": "logs/locust.log"}
+        self.events.emit("load_start", shape=sc.load.shape, duration_s=sc.load.duration_s)
+        self.sampler = Sampler(
+            f"{self.target_url}/metrics",
+            on_row=self.samples.write,
+            on_warning=lambda m: self.events.emit("warning", message=m),
+        )
+        self.sampler.start(self.t0_mono)
+        if self.chaos is not None and sc.faults:
+            self.schedule = FaultSchedule(self.chaos, sc.fault_specs(), on_event=self.events.write)
+            self.schedule.begin(self.t0_mono)
+            self.schedule.__enter__()
+        self._watch()
+
+    def _watch(self) -> None:
+        """Tick until Locust ends, a component dies, a signal arrives or the bound passes."""
+        assert self.locust is not None and self.sampler is not None
+        sc = self.scenario
+        phases = list(sc.phase_list())
+        current = "warmup"
+        tail = RequestsTail(self.run_dir / REQUESTS_FILE)
+        prev_sample: dict[str, Any] | None = None
+        last_sample: dict[str, Any] | None = None
+        view = self._progress()
+        with view:
+            while True:
+                elapsed = time.monotonic() - self.t0_mono
+                while phases and phases[0].start_s <= elapsed:
+                    p = phases.pop(0)
+                    current = p.name
+                    self.events.emit(
+                        "phase", t=p.start_s, name=p.name, start_t=p.start_s, end_t=p.end_s
+                    )
+                if self.signals.signum is not None:
+                    self.status = "interrupted"
+                    self._load_stop("interrupted")
+                    return
+                dead = self.stack.dead_child() if self.stack is not None else None
+                if dead is not None:
+                    self._crashed(dead)
+                    return
+                if not self.locust.alive:
+                    self._locust_ended(elapsed)
+                    return
+                if elapsed > sc.load.duration_s + LOCUST_GRACE_S:
+                    self.events.emit(
+                        "warning", message=f"Locust still ran {LOCUST_GRACE_S:g} s past the end"
+                    )
+                    self.status = "complete"
+                    self._load_stop("timeout")
+                    return
+                tail.poll()
+                if self.sampler.latest is not last_sample:
+                    prev_sample, last_sample = last_sample, self.sampler.latest
+                active = self.schedule.active() if self.schedule is not None else []
+                faults = [f"{a.fault}@{a.proxy}" for a in active]
+                view.update(
+                    LiveStatus(
+                        elapsed_s=elapsed,
+                        duration_s=sc.load.duration_s,
+                        phase=current,
+                        request_row=tail.last,
+                        sample=last_sample,
+                        target_rps=target_rate(prev_sample, last_sample),
+                        faults=faults,
+                    )
+                )
+                time.sleep(TICK_S)
+
+    def _progress(self) -> Progress:
+        title = f"spikegate run {self.scenario.name} -> {self.run_dir}"
+        if self.live and self.console.is_terminal:
+            return LiveView(self.console, title)
+        return PlainProgress(self.console)
+
+    def _load_stop(self, reason: str) -> None:
+        self.events.emit("load_stop", reason=reason)
+
+    def _locust_ended(self, elapsed: float) -> None:
+        assert self.locust is not None
+        code = self.locust.returncode
+        if code not in (0, None):
+            self._crashed(self.locust)
+            return
+        if elapsed < self.scenario.load.duration_s - 2.0:
+            self.events.emit(
+                "warning",
+                message=f"Locust ended at {elapsed:.1f} s, before load.duration_s",
+            )
+        self.status = "complete"
+        self._load_stop("done")
+
+    def _crashed(self, proc: ManagedProcess) -> None:
+        tail = _log_tail(proc.log_path)
+        self.events.emit(
+            "component_crash", name=proc.name, returncode=proc.returncode, log_tail=tail
+        )
+        self._load_stop("component_crash")
+        self.failure = EnvironmentProblem(
+            f"{proc.name} (pid {proc.pid}) exited with code {proc.returncode} during the run"
+            f"\n--- last lines of {proc.log_path} ---\n{tail}",
+            hint=f"the partial run directory is {self.run_dir}",
+        )
+
+    # -- teardown ----------------------------------------------------------------------------
+
+    def _teardown(self) -> None:
+        """Stop everything, newest first; every step runs even if one before it failed."""
+        sig = self.signals
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("locust", self._stop_locust),
+            ("faults", self._stop_faults),
+            ("drain", self._drain_and_account),
+            ("sampler", self._stop_sampler),
+            ("stack", self._stop_stack),
+            ("verify", self._verify),
+        ]
+        for name, step in steps:
+            try:
+                step()
+            except _Interrupted:  # pragma: no cover - raise_now is off here
+                pass
+            except Exception as exc:
+                self.events.emit("warning", message=f"teardown step {name} failed: {exc!r}")
+        if sig.signum is not None:
+            self.status = "interrupted"
+            self.events.emit("interrupted", signal=signal.Signals(sig.signum).name)
+        elif self.failure is not None:
+            self.status = "failed"
+        self.events.emit("run_end", status=self.status, clean=self.cleanup.get("clean"))
+        self.events.close()
+        self.samples.close()
+        self.meta["status"] = self.status
+        self.meta["ended_utc"] = _utc_now()
+        self.meta["cleanup"] = self.cleanup
+        if self.t0_epoch is None:
+            self.meta["t0_epoch"] = None
+        _write_json(self.run_dir / META_FILE, self.meta)
+
+    def _stop_locust(self) -> None:
+        if self.locust is not None:
+            self.locust.stop(1.0 if self.signals.hurry else None)
+
+    def _stop_faults(self) -> None:
+        if self.schedule is not None:
+            self.schedule.__exit__(None, None, None)
+
+    def _drain_and_account(self) -> None:
+        sig = self.signals
+        path = self.run_dir / IMPRESSIONS_FILE
+        acked = len(read_acked(self.run_dir))
+        bootstrap = self._kafka_bootstrap()
+        if self.status != "complete" or sig.signum is not None or not self.target_url:
+            reason = "the run did not complete" if sig.signum is None else "interrupted"
+            _write_json(path, unavailable(acked, f"not read back: {reason}"))
+            return
+        if bootstrap is None:
+            _write_json(path, unavailable(acked, "no Kafka to read back (external target)"))
+            return
+        drained = wait_drained(
+            f"{self.target_url}/metrics",
+            timeout_s=DRAIN_TIMEOUT_S,
+            should_stop=lambda: sig.signum is not None,
+        )
+        if not drained:
+            self.events.emit("warning", message="the impression queue did not drain in time")
+        self.impressions = account_impressions(
+            self.run_dir, bootstrap, self._topic(), timeout_s=READ_BACK_TIMEOUT_S
+        )
+        _write_json(path, self.impressions)
+
+    def _kafka_bootstrap(self) -> str | None:
+        if self.stack is not None and "kafka" in self.stack.proxies:
+            return self.stack.proxies["kafka"].listen
+        return self.scenario.stack.kafka_bootstrap
+
+    def _topic(self) -> str:
+        cfg = self.stack.target_config if self.stack is not None else {}
+        topic = (cfg.get("impressions") or {}).get("topic", "impressions")
+        return str(topic)
+
+    def _stop_sampler(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+
+    def _stop_stack(self) -> None:
+        toxics: list[str] = []
+        if self.stack is not None:
+            reset = self.stack.reset_chaos()
+            try:
+                toxics = self.stack.toxics_left()
+            except ChaosError as exc:
+                toxics = [f"unknown: {exc}"] if reset else []
+            self.stack.close(hurry=self.signals.hurry)
+        elif self.chaos is not None and self.scenario.faults:
+            with contextlib.suppress(ChaosError):
+                self.chaos.reset()
+        self.cleanup["toxics_left"] = toxics
+
+    def _verify(self) -> None:
+        """No child alive (a straggler is killed and named), no toxic left, no port bound."""
+        left: list[str] = []
+        for proc in leftover_children():
+            with contextlib.suppress(psutil.Error):
+                left.append(f"{proc.name()} (pid {proc.pid})")
+                proc.kill()
+                proc.wait(2.0)
+        ports = sorted(self.stack.ports()) if self.stack is not None else []
+        bound = [p for p in ports if port_listening(p)]
+        self.cleanup.update(
+            {"children_left": left, "ports_checked": len(ports), "ports_bound": bound}
+        )
+        self.cleanup["clean"] = not left and not bound and not self.cleanup.get("toxics_left")
+        if not self.cleanup["clean"]:
+            self.events.emit("warning", message=f"left behind after the run: {self.cleanup}")
+
+    def _result(self) -> RunResult:
+        if self.failure is not None and self.status != "interrupted":
+            self.failure.hint = self.failure.hint or f"the partial run directory is {self.run_dir}"
+            raise self.failure
+        rows, totals = _totals(self.run_dir)
+        samples = 0
+        with contextlib.suppress(OSError, ValueError):
+            samples = sum(1 for _ in read_jsonl(self.run_dir / SAMPLES_FILE))
+        signum = self.signals.signum
+        return RunResult(
+            run_dir=self.run_dir,
+            status=self.status,
+            exit_code=0 if signum is None else 128 + signum,
+            startup_s=float(self.meta.get("startup_s") or 0.0),
+            signal=None if signum is None else signal.Signals(signum).name,
+            totals=totals,
+            requests_rows=rows,
+            sample_rows=samples,
+            impressions=self.impressions,
+            cleanup=self.cleanup,
+        )
+
+
+def check_target_allowed(scenario: Scenario) -> None:
+    """Refuse a non-loopback external target unless the scenario allows it."""
+    if scenario.target.kind != "external" or scenario.target.allow_remote:
+        return
+    if not scenario.target.is_loopback():
+        raise UsageError(
+            f"target.url {scenario.target.url} is not a loopback address: refusing to load it",
+            hint="pass --allow-remote-target (or set target.allow_remote = true) if you own it",
+        )
+
+
+def run_scenario(
+    scenario: Scenario,
+    *,
+    out_dir: Path | None = None,
+    console: Console | None = None,
+    live: bool = False,
+    argv: Sequence[str] | None = None,
+) -> RunResult:
+    """Run `scenario` end to end into a new run directory and return what happened.
+
+    Raises UsageError (remote target not allowed, --out already used) before anything
+    starts, and EnvironmentProblem (exit 4) after a full cleanup when a component failed to
+    start or died mid-run. An interrupted run returns status "interrupted", exit 130/143.
+    """
+    check_target_allowed(scenario)
+    run_dir = new_run_dir(scenario.name, out_dir)
+    run = _Run(
+        scenario,
+        run_dir,
+        console or Console(),
+        live,
+        list(sys.argv if argv is None else argv),
+    )
+    return run.execute()

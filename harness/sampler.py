@@ -1,0 +1,191 @@
+"""The sampler: the target's Prometheus /metrics, scraped once a second into samples.jsonl.
+
+    tick k (t0 + k s) --GET /metrics--> parse_metrics(text) --> SampleRow {"t": k, "ok": true, ...}
+                        \\-- failure ----------------------------> {"t": k, "ok": false, "error"}
+
+One row per second whatever happens: a scrape that fails or times out still yields a row
+(ok: false), so gaps in the history are visible rather than silent. A tick missed because
+the machine stalled is written late with its own `t`, never skipped. `parse_metrics` is a
+pure function of the exposition text (unit-tested on text, not on a server).
+"""
+
+from __future__ import annotations
+
+import http.client
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from prometheus_client.parser import text_string_to_metric_families
+
+__all__ = ["SCRAPE_TIMEOUT_S", "Sampler", "parse_metrics", "scrape"]
+
+SCRAPE_TIMEOUT_S = 0.8
+_PREFIX = "spikegate_"
+_LEVELS = {
+    "spikegate_auction_inflight": "auction_inflight",
+    "spikegate_auction_limit": "auction_limit",
+    "spikegate_auction_limit_ceiling": "auction_limit_ceiling",
+    "spikegate_auction_waiting": "auction_waiting",
+    "spikegate_impressions_queue_depth": "queue_depth",
+    "spikegate_impressions_queue_max_depth": "queue_max_depth",
+    "spikegate_process_rss_bytes": "rss_bytes",
+}
+_MS = {
+    "spikegate_impressions_last_sojourn_s": "queue_sojourn_ms",
+    "spikegate_event_loop_lag_seconds": "loop_lag_ms",
+    "spikegate_event_loop_lag_max_seconds": "loop_lag_max_ms",
+}
+_IMPRESSIONS = "spikegate_impressions_"
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no infinity (an unbounded queue's max depth): None stands for it."""
+    return value if math.isfinite(value) else None
+
+
+def parse_metrics(text: str) -> dict[str, Any]:
+    """The SampleRow fields (without t/ok/scrape_ms) found in a Prometheus exposition.
+
+    Fields whose metrics are absent are left out (a user's own service has none of ours).
+    Raises ValueError when the text is not a Prometheus exposition.
+    """
+    row: dict[str, Any] = {}
+    breakers: dict[str, str] = {}
+    decisions: dict[str, float] = {}
+    requests: dict[str, float] = {}
+    impressions: dict[str, float | None] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name, labels, value = sample.name, sample.labels, float(sample.value)
+            if not name.startswith(_PREFIX):
+                continue
+            if name in _LEVELS:
+                row[_LEVELS[name]] = _finite(value)
+            if name in _MS:
+                row[_MS[name]] = value * 1000.0
+            if name.startswith(_IMPRESSIONS):
+                impressions[name[len(_IMPRESSIONS) :]] = _finite(value)
+            elif name == "spikegate_breaker_state" and value == 1.0:
+                breakers[labels.get("dsp", "?")] = labels.get("state", "?")
+            elif name == "spikegate_decisions_total":
+                decisions[f"{labels.get('layer', '')}:{labels.get('reason', '')}"] = value
+            elif name == "spikegate_requests_total":
+                key = f"{labels.get('route', '')}:{labels.get('status', '')}:"
+                requests[key + labels.get("decision", "")] = value
+    if breakers:
+        row["breakers"] = dict(sorted(breakers.items()))
+    if decisions:
+        row["decisions_total"] = decisions
+    if requests:
+        row["requests_total"] = requests
+    if impressions:
+        row["impressions"] = impressions
+    return row
+
+
+def scrape(url: str, timeout_s: float = SCRAPE_TIMEOUT_S) -> tuple[int, str]:
+    """GET `url` (http only); return (status, body). Raises OSError on I/O failure."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"metrics url must look like http://HOST:PORT/metrics (got {url!r})")
+    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout_s)
+    try:
+        conn.request("GET", parts.path or "/metrics")
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode("utf-8", errors="replace")
+    except http.client.HTTPException as exc:
+        raise OSError(f"bad HTTP response: {exc}") from exc
+    finally:
+        conn.close()
+
+
+Fetch = Callable[[str], tuple[int, str]]
+
+
+class Sampler:
+    """Scrape `metrics_url` at t0 + k seconds in a thread; hand each row to `on_row`.
+
+    `on_warning(message)` is called once if the service has no /metrics (404) or does not
+    speak Prometheus, so the history records why every row is ok: false.
+    """
+
+    def __init__(
+        self,
+        metrics_url: str,
+        *,
+        on_row: Callable[[dict[str, Any]], None],
+        on_warning: Callable[[str], None] = lambda _m: None,
+        fetch: Fetch = scrape,
+        clock: Callable[[], float] = time.monotonic,
+        interval_s: float = 1.0,
+    ) -> None:
+        if not 0 < interval_s <= 60:
+            raise ValueError(f"interval_s must be in (0, 60] seconds (got {interval_s!r})")
+        self.metrics_url = metrics_url
+        self._on_row = on_row
+        self._on_warning = on_warning
+        self._fetch = fetch
+        self._clock = clock
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._warned = False
+        self.latest: dict[str, Any] | None = None
+        self.rows = 0
+        self.failures = 0
+
+    def sample(self, t: float) -> dict[str, Any]:
+        """One scrape, as the SampleRow for second `t` (never raises for a failed scrape)."""
+        started = self._clock()
+        row: dict[str, Any]
+        try:
+            status, body = self._fetch(self.metrics_url)
+            if status != 200:
+                if status == 404:
+                    self._warn_once(f"{self.metrics_url} answered 404: the service has no /metrics")
+                raise OSError(f"HTTP {status}")
+            try:
+                fields = parse_metrics(body)
+            except ValueError as exc:
+                self._warn_once(f"{self.metrics_url} is not a Prometheus exposition: {exc}")
+                raise OSError("not a Prometheus exposition") from exc
+            row = {"t": t, "ok": True, **fields}
+        except (OSError, ValueError) as exc:
+            self.failures += 1
+            row = {"t": t, "ok": False, "error": str(exc) or type(exc).__name__}
+        row["scrape_ms"] = round((self._clock() - started) * 1000.0, 3)
+        self.rows += 1
+        if row["ok"]:
+            self.latest = row
+        return row
+
+    def _warn_once(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            self._on_warning(message)
+
+    def run(self, start_monotonic: float) -> None:
+        """Blocking loop: one row per tick from `start_monotonic` until stop()."""
+        k = 0
+        while not self._stop.is_set():
+            due = start_monotonic + k * self.interval_s
+            wait = due - self._clock()
+            if wait > 0 and self._stop.wait(wait):
+                return
+            self._on_row(self.sample(round(k * self.interval_s, 6)))
+            k += 1
+
+    def start(self, start_monotonic: float) -> None:
+        self._thread = threading.Thread(
+            target=self.run, args=(start_monotonic,), name="sampler", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)

@@ -1,0 +1,371 @@
+"""The stack of one run: every dependency of the target, brought up in order, torn down in reverse.
+
+    redis-server ─┐                      ┌─ proxy "redis"  ─> redis
+    chaos server ─┼─> proxies ───────────┼─ proxy "kafka"  ─> broker (advertises the proxy)
+    DSP bidders  ─┘   (before the broker)└─ proxy "dsp-N"  ─> bidder N
+                                   then: broker, target (talks to all of them via proxies)
+
+The target reaches Redis, Kafka and every DSP only through their proxies, so every toxic
+lands on real traffic. The broker's port is picked first so its proxy can exist before it
+starts: the broker then advertises the proxy's address and clients that bootstrap anywhere
+end up talking through the proxy. `Stack.close()` stops everything in reverse order and
+`verify_clean()` proves nothing is left: no child process, no toxic, no listening port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psutil
+import tomli_w
+
+from chaos.client import ChaosClient, ProxyInfo
+from chaos.errors import ChaosError
+from harness.errors import EnvironmentProblem
+from harness.services import (
+    DspBidders,
+    ExternalService,
+    KafkaBroker,
+    ManagedProcess,
+    PortInUse,
+    RedisServer,
+    TargetServer,
+    free_port,
+    redis_service,
+)
+
+__all__ = [
+    "ChaosServerProcess",
+    "Stack",
+    "StackSettings",
+    "leftover_children",
+    "port_listening",
+    "python_env",
+]
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This environment with the project root importable (children run `python -m ...`)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra or {})
+    return env
+
+
+class ChaosServerProcess(ManagedProcess):
+    """`python -m chaos.server` on a free loopback port; `.url` is its API."""
+
+    name = "chaos"
+    ready_timeout_s = 15.0
+
+    def __init__(self, log_dir: Path, *, seed: int | None = None) -> None:
+        super().__init__(log_dir)
+        self.port = 0
+        self.seed = seed
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def choose_ports(self) -> None:
+        self.port = free_port()
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "chaos.server", "--host", "127.0.0.1", "--port"]
+        cmd.append(str(self.port))
+        if self.seed is not None:
+            cmd += ["--seed", str(self.seed)]
+        return [*cmd, "--log-level", "WARNING"]
+
+    def env(self) -> dict[str, str]:
+        return python_env()
+
+    def is_ready(self) -> bool:
+        ChaosClient(self.url, timeout_s=0.5).version()
+        return True
+
+
+def port_listening(port: int) -> bool:
+    """True when something listens on 127.0.0.1:`port` (a bind with SO_REUSEADDR fails)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+def _host_port(url: str, default_port: int) -> str:
+    """ "redis://h:p/0" -> "h:p"; "h:p" -> "h:p"."""
+    if "://" not in url:
+        return url.split(",")[0].strip()
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or default_port}"
+
+
+class StackSettings:
+    """What the stack needs from a scenario (kept apart so tests can build one by hand)."""
+
+    def __init__(
+        self,
+        *,
+        dsp_count: int = 3,
+        seed: int = 0,
+        redis_url: str | None = None,
+        kafka_bootstrap: str | None = None,
+        toxiproxy_url: str | None = None,
+        start_timeout_s: float = 30.0,
+    ) -> None:
+        if not 1 <= dsp_count <= 64:
+            raise ValueError(f"dsp_count must be between 1 and 64 (got {dsp_count})")
+        if not start_timeout_s > 0:
+            raise ValueError(f"start_timeout_s must be > 0 (got {start_timeout_s})")
+        self.dsp_count = dsp_count
+        self.seed = seed
+        self.redis_url = redis_url
+        self.kafka_bootstrap = kafka_bootstrap
+        self.toxiproxy_url = toxiproxy_url
+        self.start_timeout_s = start_timeout_s
+
+
+class Stack:
+    """Redis, the chaos server and its proxies, Kafka, the DSP bidders and the target.
+
+    `up(target_config)` starts them in dependency order, where `target_config(redis_url,
+    kafka_bootstrap, dsp_urls)` returns the target's config dict for those (proxied)
+    addresses. `close()` stops whatever was started, in reverse order, always.
+    """
+
+    def __init__(self, run_dir: Path, settings: StackSettings) -> None:
+        self.run_dir = run_dir
+        self.log_dir = run_dir / "logs"
+        self.settings = settings
+        self.redis: RedisServer | ExternalService | None = None
+        self.chaos_proc: ChaosServerProcess | None = None
+        self.chaos: ChaosClient | None = None
+        self.kafka: KafkaBroker | ExternalService | None = None
+        self.dsps: DspBidders | None = None
+        self.target: TargetServer | None = None
+        self.proxies: dict[str, ProxyInfo] = {}
+        self.kafka_direct = ""  # the broker's own address (read-back bypasses nothing: same data)
+        self.target_config: dict[str, Any] = {}
+        self.startup_s = 0.0
+        self._started: list[ManagedProcess] = []
+        self._ports: set[int] = set()
+
+    # -- bring-up ------------------------------------------------------------------------
+
+    def _up(self, proc: ManagedProcess) -> None:
+        self._started.append(proc)
+        proc.up(self.settings.start_timeout_s)
+
+    def up(self, target_config: Any) -> None:
+        s = self.settings
+        started = time.monotonic()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        # the bidders take longest to import: start them first, wait for them later
+        self.dsps = DspBidders(self.log_dir, count=s.dsp_count, seed=s.seed)
+        self.dsps.choose_ports()
+        self._started.append(self.dsps)
+        self.dsps.start()
+        self.redis = redis_service(self.log_dir, url=s.redis_url)
+        if isinstance(self.redis, RedisServer):
+            self._up(self.redis)
+        self._up_chaos()
+        assert self.chaos is not None
+        redis_upstream = _host_port(self.redis.url, 6379)
+        kafka_port = 0
+        if s.kafka_bootstrap:
+            kafka_upstream = _host_port(s.kafka_bootstrap, 9092)
+        else:
+            kafka_port = free_port()
+            kafka_upstream = f"127.0.0.1:{kafka_port}"
+        self._proxy("redis", redis_upstream)
+        kafka_proxy = self._proxy("kafka", kafka_upstream)
+        self.kafka_direct = kafka_upstream
+        if s.kafka_bootstrap:
+            self.kafka = ExternalService(bootstrap=s.kafka_bootstrap)
+        else:
+            self.kafka = KafkaBroker(self.log_dir, port=kafka_port, advertised=kafka_proxy.listen)
+            self._up(self.kafka)
+        self._await_dsps()
+        dsp_urls = {name: f"http://{self.proxies[name].listen}" for name in self.dsps.names}
+        redis_proxy = f"redis://{self.proxies['redis'].listen}/0"
+        self.target_config = dict(target_config(redis_proxy, kafka_proxy.listen, dsp_urls))
+        config_path = self.run_dir / "target.toml"
+        config_path.write_text(tomli_w.dumps(_toml_ready(self.target_config)), encoding="utf-8")
+        self.target = TargetServer(self.log_dir, config_path=config_path)
+        self._up(self.target)
+        try:
+            clean = self.chaos.is_clean()
+        except ChaosError as exc:
+            raise EnvironmentProblem(f"the chaos server stopped answering: {exc}") from exc
+        if not clean:
+            raise EnvironmentProblem(
+                f"the chaos server at {self.chaos.url} has toxics or disabled proxies before load",
+                hint="reset it (POST /reset) or use a toxiproxy no other run is using",
+            )
+        self._ports.update(self._own_ports())
+        self.startup_s = time.monotonic() - started
+
+    def _up_chaos(self) -> None:
+        if self.settings.toxiproxy_url:
+            self.chaos = ChaosClient(self.settings.toxiproxy_url)
+            try:
+                self.chaos.wait_ready(self.settings.start_timeout_s)
+            except ChaosError as exc:
+                raise EnvironmentProblem(
+                    f"toxiproxy at {self.settings.toxiproxy_url} does not answer: {exc}",
+                    hint="start toxiproxy-server, or drop stack.toxiproxy_url for the embedded one",
+                ) from exc
+            return
+        self.chaos_proc = ChaosServerProcess(self.log_dir, seed=self.settings.seed)
+        self._up(self.chaos_proc)
+        self.chaos = ChaosClient(self.chaos_proc.url)
+
+    def _proxy(self, name: str, upstream: str) -> ProxyInfo:
+        assert self.chaos is not None
+        try:
+            info = self.chaos.create_proxy(name, upstream, "127.0.0.1:0")
+        except ChaosError as exc:
+            raise EnvironmentProblem(
+                f"cannot create the chaos proxy {name!r} -> {upstream}: {exc}",
+                hint="a proxy of that name may exist on a shared toxiproxy; remove it",
+            ) from exc
+        self.proxies[name] = info
+        return info
+
+    def _await_dsps(self) -> None:
+        assert self.dsps is not None
+        try:
+            self.dsps.wait_ready(self.settings.start_timeout_s)
+        except PortInUse:  # lost the bind race: up() retries with fresh ports
+            self.dsps.up(self.settings.start_timeout_s)
+        except BaseException:
+            self.dsps.stop()
+            raise
+        for name, port in zip(self.dsps.names, self.dsps.ports, strict=True):
+            self._proxy(name, f"127.0.0.1:{port}")
+
+    def _own_ports(self) -> set[int]:
+        ports: set[int] = set()
+        for proc in self._started:
+            for attr in ("port",):
+                value = getattr(proc, attr, 0)
+                if isinstance(value, int) and value:
+                    ports.add(value)
+        if self.dsps is not None:
+            ports.update(self.dsps.ports)
+        if self.chaos_proc is not None:  # proxies of an external toxiproxy are not ours to check
+            ports.update(p.port for p in self.proxies.values())
+        return ports
+
+    # -- during the run --------------------------------------------------------------------
+
+    def children(self) -> list[ManagedProcess]:
+        """The processes this stack started, in start order."""
+        return list(self._started)
+
+    def dead_child(self) -> ManagedProcess | None:
+        """The first child that exited on its own, if any."""
+        for proc in self._started:
+            if proc.returncode is not None:
+                return proc
+        return None
+
+    def components(self) -> dict[str, dict[str, Any]]:
+        """meta.json's `components`: name -> url/bootstrap, pid, log."""
+        out: dict[str, dict[str, Any]] = {}
+        for proc in self._started:
+            entry: dict[str, Any] = {"pid": proc.pid, "log": f"logs/{proc.log_path.name}"}
+            if isinstance(proc, KafkaBroker):
+                entry["bootstrap"] = proc.bootstrap
+            elif isinstance(proc, DspBidders):
+                entry["urls"] = dict(zip(proc.names, proc.urls, strict=True))
+            else:
+                url = getattr(proc, "url", None)
+                if isinstance(url, str):
+                    entry["url"] = url
+            out[proc.name] = entry
+        for name, info in self.proxies.items():
+            out[f"proxy:{name}"] = {"listen": info.listen, "upstream": info.upstream}
+        if self.chaos is not None and self.chaos_proc is None:
+            out["chaos"] = {"url": self.chaos.url, "external": True}
+        return out
+
+    # -- teardown --------------------------------------------------------------------------
+
+    def reset_chaos(self) -> bool:
+        """POST /reset; False when the server could not be reached."""
+        if self.chaos is None:
+            return True
+        try:
+            self.chaos.reset()
+        except ChaosError:
+            return False
+        return True
+
+    def toxics_left(self) -> list[str]:
+        """'proxy/toxic' (or 'proxy (disabled)') still on the chaos server."""
+        if self.chaos is None:
+            return []
+        if self.chaos_proc is not None and not self.chaos_proc.alive:
+            return []  # stopped with everything in it
+        left: list[str] = []
+        for name, info in self.chaos.proxies().items():
+            if name not in self.proxies:
+                continue
+            left += [f"{name}/{t.name}" for t in info.toxics]
+            if not info.enabled:
+                left.append(f"{name} (disabled)")
+        return left
+
+    def close(self, *, hurry: bool = False) -> None:
+        """Stop everything started, newest first; on an external toxiproxy remove our proxies."""
+        if self.chaos is not None and self.chaos_proc is None:
+            for name in list(self.proxies):
+                with contextlib.suppress(ChaosError):
+                    self.chaos.delete_proxy(name)
+        for proc in reversed(self._started):
+            with contextlib.suppress(Exception):
+                proc.stop(1.0 if hurry else None)
+
+    def ports(self) -> set[int]:
+        return set(self._ports) | self._own_ports()
+
+
+def _toml_ready(value: Any) -> Any:
+    """Drop None (TOML has no null) and stringify paths, recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): _toml_ready(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_toml_ready(v) for v in value if v is not None]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def leftover_children() -> list[psutil.Process]:
+    """Live (non-zombie) children of this process, recursively."""
+    alive: list[psutil.Process] = []
+    try:
+        kids = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return alive
+    for kid in kids:
+        with contextlib.suppress(psutil.Error):
+            if kid.status() != psutil.STATUS_ZOMBIE:
+                alive.append(kid)
+    return alive
