@@ -1,0 +1,394 @@
+"""Thresholds: the scenario's `[checks]` section, parsed from readable k6-like strings.
+
+    [checks]                         Thresholds (pydantic, frozen)
+    slo = "p99 < 150ms"    ---->     slo = LatencyBound(percentile=99.0, op="<", bound_ms=150.0)
+    recover = "within 15s" ---->     recover = Within(seconds=15.0)
+
+Every key, its default and its meaning (the README copies this table):
+
+| key                 | default         | meaning                                                  |
+|---------------------|-----------------|----------------------------------------------------------|
+| `slo`               | `"p99 < 150ms"` | admitted-latency SLO: baseline, post, recovery           |
+| `error_rate`        | `"rate < 1%"`   | failed share of sent, baseline/post/recovered (1)        |
+| `unexpected_errors` | `"rate < 1%"`   | failed share of sent during stress (1)                   |
+| `goodput_floor`     | `">= 80%"`      | stress goodput / capacity (2)                            |
+| `capacity_rps`      | none            | declared capacity in admitted/s (2)                      |
+| `latency_factor`    | `3.0`           | stress admitted p99 <= max(SLO bound, factor x baseline) |
+| `fast_reject`       | half the SLO    | latency bound of designed rejections (429/503)           |
+| `inflight_max`      | the target's    | auction inflight ceiling (3)                             |
+| `queue_max`         | the target's    | impression queue depth cap (4)                           |
+| `rss_growth`        | `"< 200MB"`     | target RSS growth over its baseline level                |
+| `detect`            | `"within 5s"`   | stress start -> first protective decision (5)            |
+| `recover`           | `"within 15s"`  | end of last disturbance -> recovered (6)                 |
+| `hold`              | `3`             | consecutive healthy seconds that count as recovered (6)  |
+| `generator_min`     | `">= 95%"`      | sent / intended per judged phase, else inconclusive      |
+| `generator_cpu`     | `"< 90%"`       | generator CPU p90 (one core = 100%), else inconclusive   |
+| `min_seconds`       | `3`             | seconds of data a judged phase needs, else inconclusive  |
+| `min_requests`      | `50`            | samples a latency percentile needs, else inconclusive    |
+| `isolation`         | `"rate < 5%"`   | non-admitted share of each non-hot publisher in a spike  |
+| `lost_impressions`  | `0`             | acked impressions allowed to be missing from Kafka       |
+| `layers`            | `true`          | judge layer signatures (always skipped for external)     |
+
+(1) failures: 5xx without a decision header, other 4xx, timeouts, connection errors;
+    designed rejections (rate_limited, overloaded, shed) never count.
+(2) goodput = admitted responses (ok, no_bid, accepted) per second over the stress window;
+    capacity = min(offered rate in stress, `capacity_rps` or else the admitted rate
+    measured in baseline; without a baseline, the offered rate).
+(3) none = the ceiling the target exports, else target.config auction.limit (64).
+(4) none = target.config impressions.max_depth (10000).
+(5) a designed rejection, or a breaker leaving closed; none at all passes only if the
+    stress SLO held anyway.
+(6) a healthy second: load was sent, admitted p99 meets `slo`, failures meet
+    `error_rate`, and the admitted share meets `goodput_floor`.
+
+Accepted forms: a latency bound `pNN[.N] (<|<=) N(us|ms|s)` (also `p(99)`), a rate
+`rate (<|<=) N%`, a floor `(>=|>) N%`, a duration `within N(ms|s|m)`, a size
+`(<|<=) N(B|KB|MB|GB|KiB|MiB|GiB)`. Errors name the key and the accepted form.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+)
+
+from harness.errors import UsageError
+
+__all__ = [
+    "Floor",
+    "LatencyBound",
+    "RateBound",
+    "SizeBound",
+    "Thresholds",
+    "Within",
+    "apply_check_overrides",
+    "parse_floor",
+    "parse_latency",
+    "parse_rate",
+    "parse_size",
+    "parse_within",
+    "thresholds_from_checks",
+]
+
+Op = Literal["<", "<="]
+
+
+def _holds(value: float, op: str, bound: float) -> bool:
+    if op == "<":
+        return value < bound
+    if op == "<=":
+        return value <= bound
+    if op == ">":
+        return value > bound
+    return value >= bound
+
+
+def _num(text: str) -> str:
+    return f"{float(text):g}"
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyBound:
+    """`p99 < 150ms`: the given percentile of a latency distribution stays under a bound."""
+
+    percentile: float
+    op: Op
+    bound_ms: float
+
+    def ok(self, value_ms: float) -> bool:
+        return _holds(value_ms, self.op, self.bound_ms)
+
+    def __str__(self) -> str:
+        return f"p{self.percentile:g} {self.op} {self.bound_ms:g}ms"
+
+
+@dataclass(frozen=True, slots=True)
+class RateBound:
+    """`rate < 1%`: a share stays under a bound (fraction in [0, 1])."""
+
+    op: Op
+    fraction: float
+
+    def ok(self, value: float) -> bool:
+        return _holds(value, self.op, self.fraction)
+
+    def __str__(self) -> str:
+        return f"rate {self.op} {self.fraction * 100:g}%"
+
+
+@dataclass(frozen=True, slots=True)
+class Floor:
+    """`>= 80%`: a share reaches at least a floor (fraction in [0, 1])."""
+
+    op: Literal[">", ">="]
+    fraction: float
+
+    def ok(self, value: float) -> bool:
+        return _holds(value, self.op, self.fraction)
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.fraction * 100:g}%"
+
+
+@dataclass(frozen=True, slots=True)
+class Within:
+    """`within 10s`: a duration budget (inclusive)."""
+
+    seconds: float
+
+    def ok(self, value_s: float) -> bool:
+        return value_s <= self.seconds
+
+    def __str__(self) -> str:
+        return f"within {self.seconds:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class SizeBound:
+    """`< 200MB`: a size stays under a bound, in bytes."""
+
+    op: Op
+    bytes: float
+
+    def ok(self, value: float) -> bool:
+        return _holds(value, self.op, self.bytes)
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.bytes / 1e6:g}MB"
+
+
+_LATENCY = re.compile(
+    r"^p\(?(\d{1,2}(?:\.\d+)?|100)\)?\s*(<=|<)\s*(\d+(?:\.\d+)?)\s*(us|µs|ms|s)$", re.I
+)
+_RATE = re.compile(r"^rate\s*(<=|<)\s*(\d+(?:\.\d+)?)\s*%$", re.I)
+_FLOOR = re.compile(r"^(>=|>)\s*(\d+(?:\.\d+)?)\s*%$")
+_WITHIN = re.compile(r"^within\s+(\d+(?:\.\d+)?)\s*(ms|s|m)$", re.I)
+_SIZE = re.compile(r"^(<=|<)\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)$", re.I)
+_DURATION = re.compile(r"^(\d+)\s*s?$", re.I)
+
+_TIME_MS = {"us": 0.001, "µs": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+_BYTES = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def _text(value: Any, form: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string like {form}, got {value!r}")
+    return value.strip()
+
+
+def parse_latency(value: Any) -> LatencyBound:
+    """`"p99 < 150ms"`, `"p99.9 <= 1s"`, `"p(95)<200ms"` -> LatencyBound."""
+    if isinstance(value, LatencyBound):
+        return value
+    form = '"p99 < 150ms" (percentile p0..p100, < or <=, a number with us, ms or s)'
+    m = _LATENCY.match(_text(value, form))
+    if not m:
+        raise ValueError(f"expected a latency bound like {form}, got {value!r}")
+    pct = float(m.group(1))
+    if not 0 < pct <= 100:
+        raise ValueError(f"the percentile must be in (0, 100], got {value!r}")
+    op: Op = "<=" if m.group(2) == "<=" else "<"
+    return LatencyBound(pct, op, float(m.group(3)) * _TIME_MS[m.group(4).lower()])
+
+
+def parse_rate(value: Any) -> RateBound:
+    """`"rate < 1%"`, `"rate <= 0.5%"` -> RateBound."""
+    if isinstance(value, RateBound):
+        return value
+    form = '"rate < 1%" (< or <=, a percentage 0..100)'
+    m = _RATE.match(_text(value, form))
+    if not m or float(m.group(2)) > 100:
+        raise ValueError(f"expected a rate like {form}, got {value!r}")
+    op: Op = "<=" if m.group(1) == "<=" else "<"
+    return RateBound(op, float(m.group(2)) / 100)
+
+
+def parse_floor(value: Any) -> Floor:
+    """`">= 80%"` -> Floor."""
+    if isinstance(value, Floor):
+        return value
+    form = '">= 80%" (>= or >, a percentage 0..100)'
+    m = _FLOOR.match(_text(value, form))
+    if not m or float(m.group(2)) > 100:
+        raise ValueError(f"expected a floor like {form}, got {value!r}")
+    op: Literal[">", ">="] = ">" if m.group(1) == ">" else ">="
+    return Floor(op, float(m.group(2)) / 100)
+
+
+def parse_within(value: Any) -> Within:
+    """`"within 10s"`, `"within 500ms"`, `"within 2m"` -> Within."""
+    if isinstance(value, Within):
+        return value
+    form = '"within 10s" (a number with ms, s or m)'
+    m = _WITHIN.match(_text(value, form))
+    if not m:
+        raise ValueError(f"expected a duration budget like {form}, got {value!r}")
+    return Within(float(m.group(1)) * _TIME_MS[m.group(2).lower()] / 1000)
+
+
+def parse_size(value: Any) -> SizeBound:
+    """`"< 200MB"`, `"<= 1GiB"` -> SizeBound."""
+    if isinstance(value, SizeBound):
+        return value
+    form = '"< 200MB" (< or <=, a number with B, KB, MB, GB, KiB, MiB or GiB)'
+    m = _SIZE.match(_text(value, form))
+    if not m:
+        raise ValueError(f"expected a size bound like {form}, got {value!r}")
+    op: Op = "<=" if m.group(1) == "<=" else "<"
+    return SizeBound(op, float(m.group(2)) * _BYTES[m.group(3).lower()])
+
+
+def _parse_hold(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f'expected whole seconds like 3 or "3s" (1..3600), got {value!r}')
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, str) and _DURATION.match(value.strip()):
+        n = int(_DURATION.match(value.strip()).group(1))  # type: ignore[union-attr]
+    else:
+        raise ValueError(f'expected whole seconds like 3 or "3s" (1..3600), got {value!r}')
+    if not 1 <= n <= 3600:
+        raise ValueError(f'expected whole seconds like 3 or "3s" (1..3600), got {value!r}')
+    return n
+
+
+def _ser(v: object) -> str:
+    return str(v)
+
+
+def _ser_cpu(v: RateBound) -> str:
+    return f"{v.op} {v.fraction * 100:g}%"
+
+
+_CPU = re.compile(r"^(<=|<)\s*(\d+(?:\.\d+)?)\s*%$")
+
+
+def _parse_cpu(value: Any) -> RateBound:
+    if isinstance(value, RateBound):
+        return value
+    form = '"< 90%" (< or <=, a percentage of one core, 1..100)'
+    m = _CPU.match(_text(value, form))
+    if not m or not 0 < float(m.group(2)) <= 100:
+        raise ValueError(f"expected a CPU bound like {form}, got {value!r}")
+    return RateBound("<=" if m.group(1) == "<=" else "<", float(m.group(2)) / 100)
+
+
+Latency = Annotated[LatencyBound, BeforeValidator(parse_latency), PlainSerializer(_ser)]
+Rate = Annotated[RateBound, BeforeValidator(parse_rate), PlainSerializer(_ser)]
+FloorT = Annotated[Floor, BeforeValidator(parse_floor), PlainSerializer(_ser)]
+WithinT = Annotated[Within, BeforeValidator(parse_within), PlainSerializer(_ser)]
+Size = Annotated[SizeBound, BeforeValidator(parse_size), PlainSerializer(_ser)]
+Hold = Annotated[int, BeforeValidator(_parse_hold)]
+Cpu = Annotated[RateBound, BeforeValidator(_parse_cpu), PlainSerializer(_ser_cpu)]
+
+
+class Thresholds(BaseModel):
+    """The resolved `[checks]` (see the module docstring for every key and default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    slo: Latency = parse_latency("p99 < 150ms")
+    error_rate: Rate = parse_rate("rate < 1%")
+    unexpected_errors: Rate = parse_rate("rate < 1%")
+    goodput_floor: FloorT = parse_floor(">= 80%")
+    capacity_rps: float | None = Field(default=None, gt=0)
+    latency_factor: float = Field(default=3.0, ge=1, le=1000)
+    fast_reject: Latency | None = None
+    inflight_max: int | None = Field(default=None, ge=1)
+    queue_max: int | None = Field(default=None, ge=1)
+    rss_growth: Size = parse_size("< 200MB")
+    detect: WithinT = parse_within("within 5s")
+    recover: WithinT = parse_within("within 15s")
+    hold: Hold = 3
+    generator_min: FloorT = parse_floor(">= 95%")
+    generator_cpu: Cpu = RateBound("<", 0.90)
+    min_seconds: int = Field(default=3, ge=1, le=86_400)
+    min_requests: int = Field(default=50, ge=1)
+    isolation: Rate = parse_rate("rate < 5%")
+    lost_impressions: int = Field(default=0, ge=0)
+    layers: bool = True
+
+    @property
+    def reject_bound(self) -> LatencyBound:
+        """The fast-reject bound: `fast_reject`, or half the SLO bound at the SLO's percentile."""
+        if self.fast_reject is not None:
+            return self.fast_reject
+        return LatencyBound(self.slo.percentile, self.slo.op, self.slo.bound_ms / 2)
+
+    @property
+    def cpu_max_percent(self) -> float:
+        return self.generator_cpu.fraction * 100
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.model_dump(mode="json")
+        out["fast_reject"] = str(self.reject_bound) + (
+            "" if self.fast_reject is not None else " (half the SLO)"
+        )
+        return out
+
+
+_FORMS = {
+    "slo": '"p99 < 150ms"',
+    "fast_reject": '"p99 < 50ms"',
+    "error_rate": '"rate < 1%"',
+    "unexpected_errors": '"rate < 1%"',
+    "isolation": '"rate < 5%"',
+    "goodput_floor": '">= 80%"',
+    "generator_min": '">= 95%"',
+    "generator_cpu": '"< 90%"',
+    "detect": '"within 5s"',
+    "recover": '"within 15s"',
+    "rss_growth": '"< 200MB"',
+    "hold": '3 or "3s"',
+}
+
+
+def thresholds_from_checks(checks: Mapping[str, Any], *, source: str = "[checks]") -> Thresholds:
+    """Validate a `[checks]` mapping; UsageError names the key, the problem and the form."""
+    problems: list[str] = []
+    try:
+        result = Thresholds.model_validate(dict(checks))
+    except ValidationError as exc:
+        for e in exc.errors():
+            key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                msg = "unknown key; known keys: " + ", ".join(sorted(Thresholds.model_fields))
+            elif key in _FORMS and "expected" not in msg:
+                msg = f"{msg} (accepted form: {_FORMS[key]})"
+            problems.append(f"  checks.{key}: {msg}")
+        result = None
+    if problems or result is None:
+        raise UsageError(f"{source}: invalid thresholds:\n" + "\n".join(problems))
+    return result
+
+
+def apply_check_overrides(checks: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """`checks.slo=p99 < 100ms` (or `slo=...`) over a `[checks]` mapping. A value is read as
+    TOML when it parses (`"p99 < 100ms"`, `3`, `true`), else kept as a string."""
+    out = dict(checks)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip().removeprefix("checks.")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise UsageError(
+                f'--set {item!r}: expected checks.KEY=VALUE, e.g. --set checks.slo="p99 < 100ms"',
+                hint="a stored run is re-judged offline: only checks.* can change",
+            )
+        try:
+            value: Any = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        out[key] = value
+    return out
