@@ -322,6 +322,7 @@ class _Run:
         finally:
             self.meta["components"] = self.stack.components()
             self.meta["startup_s"] = round(self.stack.startup_s, 3)
+            self.meta["startup_timings_s"] = dict(self.stack.timings)
         assert self.stack.target is not None
         self.target_url = self.stack.target.url
         self.chaos = self.stack.chaos

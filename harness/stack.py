@@ -164,50 +164,82 @@ class Stack:
         self.startup_s = 0.0
         self._started: list[ManagedProcess] = []
         self._ports: set[int] = set()
+        self._t_start = time.monotonic()
+        self.timings: dict[str, float] = {}  # component -> seconds from start to ready
 
     # -- bring-up ------------------------------------------------------------------------
 
-    def _up(self, proc: ManagedProcess) -> None:
+    def _spawn(self, proc: ManagedProcess) -> None:
+        """Start without waiting (ports chosen now); `_await` waits for it later."""
         self._started.append(proc)
-        proc.up(self.settings.start_timeout_s)
+        proc.choose_ports()
+        proc.start()
+
+    def _await(self, proc: ManagedProcess, proxy: str | None = None) -> None:
+        """Wait for a spawned child; a lost bind race restarts it on fresh ports (and the
+        proxy in front of it follows)."""
+        try:
+            proc.wait_ready(self.settings.start_timeout_s)
+        except PortInUse:
+            proc.up(self.settings.start_timeout_s)
+            if proxy is not None and self.chaos is not None:
+                port = getattr(proc, "port", 0)
+                self.proxies[proxy] = self.chaos.update_proxy(proxy, upstream=f"127.0.0.1:{port}")
+        self.timings[proc.name] = round(time.monotonic() - self._t_start, 3)
 
     def up(self, target_config: Any) -> None:
+        """Bring the stack up; `target_config(redis_url, kafka_bootstrap, dsp_urls)` -> dict.
+
+        Independent children start together (the Python ones take a second to import);
+        ports are picked before the proxies are made, so the proxies can exist before
+        their upstreams listen, and the target only ever learns the proxies' addresses.
+        """
         s = self.settings
-        started = time.monotonic()
+        self._t_start = time.monotonic()
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        # the bidders take longest to import: start them first, wait for them later
+        if not s.toxiproxy_url:
+            self.chaos_proc = ChaosServerProcess(self.log_dir, seed=s.seed)
+            self._spawn(self.chaos_proc)
         self.dsps = DspBidders(self.log_dir, count=s.dsp_count, seed=s.seed)
-        self.dsps.choose_ports()
-        self._started.append(self.dsps)
-        self.dsps.start()
+        self._spawn(self.dsps)
         self.redis = redis_service(self.log_dir, url=s.redis_url)
         if isinstance(self.redis, RedisServer):
-            self._up(self.redis)
-        self._up_chaos()
+            self._spawn(self.redis)
+        self._connect_chaos()
         assert self.chaos is not None
-        redis_upstream = _host_port(self.redis.url, 6379)
-        kafka_port = 0
-        if s.kafka_bootstrap:
-            kafka_upstream = _host_port(s.kafka_bootstrap, 9092)
-        else:
-            kafka_port = free_port()
-            kafka_upstream = f"127.0.0.1:{kafka_port}"
-        self._proxy("redis", redis_upstream)
-        kafka_proxy = self._proxy("kafka", kafka_upstream)
-        self.kafka_direct = kafka_upstream
+        self._proxy("redis", _host_port(self.redis.url, 6379))
         if s.kafka_bootstrap:
             self.kafka = ExternalService(bootstrap=s.kafka_bootstrap)
+            self._proxy("kafka", _host_port(s.kafka_bootstrap, 9092))
         else:
-            self.kafka = KafkaBroker(self.log_dir, port=kafka_port, advertised=kafka_proxy.listen)
-            self._up(self.kafka)
-        self._await_dsps()
+            port = free_port()  # fixed: the proxy points here, a retry must keep it
+            listen = self._proxy("kafka", f"127.0.0.1:{port}").listen
+            broker = KafkaBroker(self.log_dir, port=port, advertised=listen)
+            self.kafka = broker
+            self._started.append(broker)
+            broker.start()
+        for name, port in zip(self.dsps.names, self.dsps.ports, strict=True):
+            self._proxy(name, f"127.0.0.1:{port}")
         dsp_urls = {name: f"http://{self.proxies[name].listen}" for name in self.dsps.names}
         redis_proxy = f"redis://{self.proxies['redis'].listen}/0"
-        self.target_config = dict(target_config(redis_proxy, kafka_proxy.listen, dsp_urls))
+        kafka_proxy = self.proxies["kafka"].listen
+        self.target_config = dict(target_config(redis_proxy, kafka_proxy, dsp_urls))
         config_path = self.run_dir / "target.toml"
         config_path.write_text(tomli_w.dumps(_toml_ready(self.target_config)), encoding="utf-8")
         self.target = TargetServer(self.log_dir, config_path=config_path)
-        self._up(self.target)
+        self._spawn(self.target)
+        if isinstance(self.redis, RedisServer):
+            self._await(self.redis, "redis")
+        if isinstance(self.kafka, KafkaBroker):
+            self._await(self.kafka)
+        self._await_dsps()
+        self._await(self.target)
+        self._check_clean()
+        self._ports.update(self._own_ports())
+        self.startup_s = time.monotonic() - self._t_start
+
+    def _check_clean(self) -> None:
+        assert self.chaos is not None
         try:
             clean = self.chaos.is_clean()
         except ChaosError as exc:
@@ -217,22 +249,20 @@ class Stack:
                 f"the chaos server at {self.chaos.url} has toxics or disabled proxies before load",
                 hint="reset it (POST /reset) or use a toxiproxy no other run is using",
             )
-        self._ports.update(self._own_ports())
-        self.startup_s = time.monotonic() - started
 
-    def _up_chaos(self) -> None:
-        if self.settings.toxiproxy_url:
-            self.chaos = ChaosClient(self.settings.toxiproxy_url)
+    def _connect_chaos(self) -> None:
+        if self.chaos_proc is None:
+            url = self.settings.toxiproxy_url or ""
+            self.chaos = ChaosClient(url)
             try:
                 self.chaos.wait_ready(self.settings.start_timeout_s)
             except ChaosError as exc:
                 raise EnvironmentProblem(
-                    f"toxiproxy at {self.settings.toxiproxy_url} does not answer: {exc}",
+                    f"toxiproxy at {url} does not answer: {exc}",
                     hint="start toxiproxy-server, or drop stack.toxiproxy_url for the embedded one",
                 ) from exc
             return
-        self.chaos_proc = ChaosServerProcess(self.log_dir, seed=self.settings.seed)
-        self._up(self.chaos_proc)
+        self._await(self.chaos_proc)
         self.chaos = ChaosClient(self.chaos_proc.url)
 
     def _proxy(self, name: str, upstream: str) -> ProxyInfo:
@@ -248,16 +278,13 @@ class Stack:
         return info
 
     def _await_dsps(self) -> None:
-        assert self.dsps is not None
-        try:
-            self.dsps.wait_ready(self.settings.start_timeout_s)
-        except PortInUse:  # lost the bind race: up() retries with fresh ports
-            self.dsps.up(self.settings.start_timeout_s)
-        except BaseException:
-            self.dsps.stop()
-            raise
-        for name, port in zip(self.dsps.names, self.dsps.ports, strict=True):
-            self._proxy(name, f"127.0.0.1:{port}")
+        """Wait for the bidders; after a lost bind race every dsp proxy follows the new ports."""
+        assert self.dsps is not None and self.chaos is not None
+        old = list(self.dsps.ports)
+        self._await(self.dsps)
+        if self.dsps.ports != old:
+            for name, port in zip(self.dsps.names, self.dsps.ports, strict=True):
+                self.proxies[name] = self.chaos.update_proxy(name, upstream=f"127.0.0.1:{port}")
 
     def _own_ports(self) -> set[int]:
         ports: set[int] = set()

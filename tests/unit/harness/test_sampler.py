@@ -1,0 +1,145 @@
+"""The sampler: /metrics text -> SampleRow fields, one row per tick even when scrapes fail."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from harness.sampler import Sampler, parse_metrics
+from target.backpressure.breaker import BreakerState
+from target.metrics import LevelsCollector, Metrics
+
+
+def _exposition(*, max_depth: float = 400.0) -> str:
+    """Real exposition text from the target's own registry (no server)."""
+    metrics = Metrics()
+    metrics.observe("bid", 200, "admitted", 0.004)
+    metrics.observe("bid", 200, "admitted", 0.006)
+    metrics.observe("bid", 429, "rate_limited", 0.0002)
+    metrics.observe("impression", 503, "shed", 0.0001)
+    limit = SimpleNamespace(limit=12, ceiling=16, inflight=7, waiting=2)
+    breakers = {
+        "dsp-1": SimpleNamespace(state=BreakerState.OPEN),
+        "dsp-2": SimpleNamespace(state=BreakerState.CLOSED),
+    }
+    stats = {"queue_depth": 5.0, "queue_max_depth": max_depth, "last_sojourn_s": 0.012}
+    metrics.registry.register(
+        LevelsCollector(
+            limit=lambda: limit,  # type: ignore[arg-type,return-value]
+            breakers=lambda: breakers,  # type: ignore[arg-type,return-value]
+            impression_stats=lambda: stats,
+            loop_lag=lambda: (0.001, 0.003),
+        )
+    )
+    return metrics.render().decode()
+
+
+def test_parse_metrics_maps_every_level_of_the_target() -> None:
+    row = parse_metrics(_exposition())
+    assert row["auction_inflight"] == 7.0
+    assert row["auction_limit"] == 12.0
+    assert row["auction_limit_ceiling"] == 16.0
+    assert row["auction_waiting"] == 2.0
+    assert row["queue_depth"] == 5.0
+    assert row["queue_max_depth"] == 400.0
+    assert row["queue_sojourn_ms"] == pytest.approx(12.0)
+    assert row["loop_lag_ms"] == pytest.approx(1.0)
+    assert row["loop_lag_max_ms"] == pytest.approx(3.0)
+    assert row["rss_bytes"] > 0
+    assert row["breakers"] == {"dsp-1": "open", "dsp-2": "closed"}
+    assert row["impressions"]["queue_depth"] == 5.0
+
+
+def test_parse_metrics_keeps_cumulative_counters_by_label() -> None:
+    row = parse_metrics(_exposition())
+    assert row["requests_total"]["bid:200:admitted"] == 2.0
+    assert row["requests_total"]["bid:429:rate_limited"] == 1.0
+    assert row["decisions_total"]["edge:rate_limited"] == 1.0
+    assert row["decisions_total"]["impressions:shed"] == 1.0
+    assert not any(k.endswith("_created") for k in row["requests_total"])
+
+
+def test_unbounded_queue_cap_becomes_null_not_infinity() -> None:
+    """JSON has no infinity: an unbounded queue (shedding off) has max depth None."""
+    row = parse_metrics(_exposition(max_depth=math.inf))
+    assert row["queue_max_depth"] is None
+
+
+def test_foreign_metrics_give_an_empty_row() -> None:
+    """A user's own service exposes none of ours: nothing is invented."""
+    assert parse_metrics("# TYPE http_requests counter\nhttp_requests_total 3\n") == {}
+
+
+def test_garbage_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        parse_metrics("this is { not prometheus\n")
+
+
+class _FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _sampler(fetch: Any, rows: list[dict[str, Any]], warnings: list[str]) -> Sampler:
+    return Sampler(
+        "http://127.0.0.1:1/metrics",
+        on_row=rows.append,
+        on_warning=warnings.append,
+        fetch=fetch,
+        clock=_FakeClock(),
+    )
+
+
+def test_failed_scrape_still_yields_a_row_marked_not_ok() -> None:
+    def refused(_url: str) -> tuple[int, str]:
+        raise ConnectionRefusedError("refused")
+
+    rows: list[dict[str, Any]] = []
+    sampler = _sampler(refused, rows, [])
+    row = sampler.sample(3.0)
+    assert row["t"] == 3.0 and row["ok"] is False and "refused" in row["error"]
+    assert "auction_inflight" not in row
+    assert sampler.failures == 1 and sampler.latest is None
+
+
+def test_missing_metrics_endpoint_warns_once() -> None:
+    warnings: list[str] = []
+    sampler = _sampler(lambda _u: (404, "not found"), [], warnings)
+    rows = [sampler.sample(float(t)) for t in range(3)]
+    assert [r["ok"] for r in rows] == [False, False, False]
+    assert len(warnings) == 1 and "no /metrics" in warnings[0]
+
+
+def test_good_scrape_becomes_latest_with_scrape_time() -> None:
+    text = _exposition()
+    sampler = _sampler(lambda _u: (200, text), [], [])
+    row = sampler.sample(1.0)
+    assert row["ok"] is True and row["auction_limit"] == 12.0
+    assert row["scrape_ms"] >= 0
+    assert sampler.latest is row
+
+
+def test_run_writes_one_row_per_tick_with_consecutive_seconds() -> None:
+    """A stalled loop (clock far past the due ticks) catches up instead of skipping seconds."""
+    clock = _FakeClock()
+    rows: list[dict[str, Any]] = []
+    sampler = Sampler(
+        "http://127.0.0.1:1/metrics",
+        on_row=lambda r: (rows.append(r), len(rows) >= 5 and sampler.stop()),
+        fetch=lambda _u: (503, ""),
+        clock=clock,
+    )
+    clock.now = 110.0  # 10 s late: every tick is already due, no real waiting
+    sampler.run(start_monotonic=100.0)
+    assert [r["t"] for r in rows] == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_interval_is_validated() -> None:
+    with pytest.raises(ValueError, match="interval_s"):
+        Sampler("http://127.0.0.1:1/metrics", on_row=lambda _r: None, interval_s=0)
