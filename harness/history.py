@@ -1,0 +1,480 @@
+"""The recorded history of one run, loaded from its run directory into frozen values.
+
+    run dir (harness/rundir.py format) --load_history()--> History
+        scenario.toml     -> Scenario (validated; phases derived or taken from events)
+        meta.json         -> meta (status, t0, ...)
+        requests.jsonl    -> RequestSecond per second (sorted by t)
+        samples.jsonl     -> Sample per second
+        events.jsonl      -> Event per event; fault windows from fault_start/fault_stop
+        impressions.json  -> ImpressionAccounting (absent: None)
+
+A directory that cannot be judged at all (missing, unreadable, corrupted, wrong types)
+raises UsageError (exit 2) naming the file, the line and the field. Data that are merely few
+load fine: the checker turns them into inconclusive verdicts (exit 3).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ScenarioError, UsageError
+from harness.rundir import (
+    ADMITTED_OUTCOMES,
+    DESIGNED_REJECTIONS,
+    EVENTS_FILE,
+    IMPRESSIONS_FILE,
+    META_FILE,
+    REQUESTS_FILE,
+    SAMPLES_FILE,
+    SCENARIO_FILE,
+    read_jsonl,
+)
+from harness.scenario import Phase, Scenario, load_scenario
+
+__all__ = [
+    "Event",
+    "FaultWindow",
+    "History",
+    "ImpressionAccounting",
+    "RequestSecond",
+    "Sample",
+    "load_history",
+]
+
+_PHASE_NAMES = ("warmup", "baseline", "stress", "recovery", "post")
+_HIST = re.compile(r"^HIST[A-Za-z0-9+/=\s]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSecond:
+    """One second of load as the generator saw it; counts attributed to the second sent."""
+
+    t: float
+    intended: int
+    sent: int
+    outcomes: Mapping[str, int]
+    admitted: int  # ok + no_bid + accepted
+    rejected: int  # designed rejections: rate_limited + overloaded + shed
+    failures: int  # everything else (5xx without decision, 4xx, timeouts, conn errors, ...)
+    decisions: Mapping[str, int] = field(default_factory=dict)
+    publishers: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    endpoints: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    hist_admitted: str | None = None
+    hist_rejected: str | None = None
+    admitted_p99_ms: float | None = None
+    rejected_p99_ms: float | None = None
+    cpu_percent: float | None = None
+    max_lateness_ms: float | None = None
+    line: int = 0
+
+    @property
+    def total(self) -> int:
+        """Terminal outcomes recorded (equals `sent` in a sound history)."""
+        return self.admitted + self.rejected + self.failures
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One scrape of the target's /metrics (ok False: the scrape failed, levels are None)."""
+
+    t: float
+    ok: bool
+    auction_inflight: float | None = None
+    auction_limit: float | None = None
+    auction_limit_ceiling: float | None = None
+    queue_depth: float | None = None
+    queue_max_depth: float | None = None
+    queue_sojourn_ms: float | None = None
+    rss_bytes: float | None = None
+    loop_lag_ms: float | None = None
+    breakers: Mapping[str, str] = field(default_factory=dict)
+    decisions_total: Mapping[str, float] = field(default_factory=dict)
+    impressions: Mapping[str, float | None] = field(default_factory=dict)
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    t: float
+    kind: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FaultWindow:
+    """A disturbance on one proxy (scheduled or manual), [start_s, end_s)."""
+
+    proxy: str
+    fault: str
+    start_s: float
+    end_s: float
+    source: str = "scenario"
+
+
+@dataclass(frozen=True, slots=True)
+class ImpressionAccounting:
+    acked: int
+    found: int
+    missing: int
+    missing_sample: Sequence[str] = ()
+    duplicates_in_topic: int = 0
+    complete: bool = True
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """Everything the checker judges; build with `load_history` or `History.build`."""
+
+    scenario: Scenario
+    meta: Mapping[str, Any]
+    requests: Sequence[RequestSecond]
+    samples: Sequence[Sample]
+    events: Sequence[Event]
+    impressions: ImpressionAccounting | None
+    phases: Sequence[Phase]
+    faults: Sequence[FaultWindow]
+    run_dir: Path | None = None
+    notes: Sequence[str] = ()
+    _req_t: Sequence[float] = field(default=(), repr=False, compare=False)
+    _smp_t: Sequence[float] = field(default=(), repr=False, compare=False)
+
+    @classmethod
+    def build(
+        cls,
+        scenario: Scenario,
+        *,
+        requests: Iterable[RequestSecond] = (),
+        samples: Iterable[Sample] = (),
+        events: Iterable[Event] = (),
+        impressions: ImpressionAccounting | None = None,
+        meta: Mapping[str, Any] | None = None,
+        run_dir: Path | None = None,
+        notes: Sequence[str] = (),
+    ) -> History:
+        """A History with rows sorted by time; phases and fault windows from the events
+        when they record them, else derived from the scenario."""
+        reqs = tuple(sorted(requests, key=lambda r: r.t))
+        smps = tuple(sorted(samples, key=lambda s: s.t))
+        evs = tuple(sorted(events, key=lambda e: e.t))
+        return cls(
+            scenario=scenario,
+            meta=dict(meta or {"status": "complete"}),
+            requests=reqs,
+            samples=smps,
+            events=evs,
+            impressions=impressions,
+            phases=_phases(scenario, evs),
+            faults=_fault_windows(scenario, evs),
+            run_dir=run_dir,
+            notes=tuple(notes),
+            _req_t=tuple(r.t for r in reqs),
+            _smp_t=tuple(s.t for s in smps),
+        )
+
+    # --- windows --------------------------------------------------------------------------
+    def phase(self, name: str) -> Phase | None:
+        for p in self.phases:
+            if p.name == name:
+                return p
+        return None
+
+    def requests_in(self, start_s: float, end_s: float) -> Sequence[RequestSecond]:
+        """Rows whose second starts in [start_s, end_s)."""
+        lo = bisect.bisect_left(self._req_t, start_s)
+        hi = bisect.bisect_left(self._req_t, end_s)
+        return self.requests[lo:hi]
+
+    def samples_in(self, start_s: float, end_s: float) -> Sequence[Sample]:
+        lo = bisect.bisect_left(self._smp_t, start_s)
+        hi = bisect.bisect_left(self._smp_t, end_s)
+        return self.samples[lo:hi]
+
+    @property
+    def end_s(self) -> float:
+        """The end of the recorded run (the scenario's duration, or the last row if later)."""
+        last = max(self._req_t[-1] + 1 if self._req_t else 0.0, self.scenario.load.duration_s)
+        return last
+
+    @property
+    def external(self) -> bool:
+        return self.scenario.target.kind == "external"
+
+
+# --- derived structure ----------------------------------------------------------------------
+def _phases(scenario: Scenario, events: Sequence[Event]) -> tuple[Phase, ...]:
+    recorded: dict[str, Phase] = {}
+    for e in events:
+        if e.kind != "phase":
+            continue
+        name, start, end = e.data.get("name"), e.data.get("start_t"), e.data.get("end_t")
+        if name in _PHASE_NAMES and _is_num(start) and _is_num(end):
+            s, t = float(start), float(end)  # type: ignore[arg-type]
+            if t >= s:
+                recorded[str(name)] = Phase(name, s, t)  # type: ignore[arg-type]
+    if recorded:
+        return tuple(sorted(recorded.values(), key=lambda p: p.start_s))
+    return tuple(scenario.phase_list())
+
+
+def _fault_windows(scenario: Scenario, events: Sequence[Event]) -> tuple[FaultWindow, ...]:
+    starts: dict[str, Event] = {}
+    windows: list[FaultWindow] = []
+    end_of_run = scenario.load.duration_s
+    for e in events:
+        key = str(e.data.get("id", f"{e.data.get('proxy')}/{e.data.get('fault')}"))
+        if e.kind == "fault_start":
+            starts[key] = e
+        elif e.kind == "fault_stop" and key in starts:
+            s = starts.pop(key)
+            windows.append(_window(s, e.t))
+    for s in starts.values():  # never stopped: it lasted to the end of the run
+        windows.append(_window(s, max(end_of_run, s.t)))
+    if windows or any(e.kind.startswith("fault_") for e in events):
+        return tuple(sorted(windows, key=lambda w: w.start_s))
+    out = []
+    for spec in scenario.fault_specs():
+        proxy, _ = spec.resolve()
+        out.append(FaultWindow(proxy, spec.fault, spec.at_s, spec.at_s + spec.duration_s))
+    return tuple(out)
+
+
+def _window(start: Event, end_t: float) -> FaultWindow:
+    return FaultWindow(
+        proxy=str(start.data.get("proxy", "?")),
+        fault=str(start.data.get("fault", "?")),
+        start_s=start.t,
+        end_s=end_t,
+        source=str(start.data.get("source", "scenario")),
+    )
+
+
+# --- loading --------------------------------------------------------------------------------
+def _is_num(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class _Where:
+    """Where a value came from, for error messages: `requests.jsonl:12`."""
+
+    __slots__ = ("file", "line")
+
+    def __init__(self, file: str, line: int) -> None:
+        self.file, self.line = file, line
+
+    def fail(self, what: str) -> UsageError:
+        return UsageError(
+            f"{self.file}:{self.line}: {what}",
+            hint="the run directory is corrupted; re-run the scenario or fix the line",
+        )
+
+    def num(self, row: Mapping[str, Any], key: str, *, required: bool = False) -> float | None:
+        v = row.get(key)
+        if v is None:
+            if required:
+                raise self.fail(f"field {key!r} is missing (a number is required)")
+            return None
+        if not _is_num(v):
+            raise self.fail(f"field {key!r} must be a finite number, got {v!r}")
+        return float(v)
+
+    def count(self, row: Mapping[str, Any], key: str, *, required: bool = False) -> int:
+        v = self.num(row, key, required=required)
+        if v is None:
+            return 0
+        if v < 0 or v != int(v):
+            raise self.fail(f"field {key!r} must be a whole count >= 0, got {row.get(key)!r}")
+        return int(v)
+
+    def counts(self, row: Mapping[str, Any], key: str) -> dict[str, int]:
+        v = row.get(key)
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            raise self.fail(f"field {key!r} must be an object of counts, got {v!r}")
+        return {str(k): self.count(v, k) for k in v}
+
+    def nested(self, row: Mapping[str, Any], key: str) -> dict[str, dict[str, int]]:
+        v = row.get(key)
+        if v is None:
+            return {}
+        if not isinstance(v, dict) or not all(isinstance(x, dict) for x in v.values()):
+            raise self.fail(f"field {key!r} must map names to objects of counts, got {v!r}")
+        return {str(k): self.counts(v, k) for k in v}
+
+    def hist(self, row: Mapping[str, Any], key: str) -> str | None:
+        v = row.get(key)
+        if v is None or v == "":
+            return None
+        if not isinstance(v, str) or not _HIST.match(v):
+            raise self.fail(f"field {key!r} must be an HdrHistogram base64 encoding or null")
+        return v
+
+
+def parse_request_row(row: Mapping[str, Any], where: _Where) -> RequestSecond:
+    t = where.num(row, "t", required=True)
+    assert t is not None
+    outcomes = where.counts(row, "outcomes")
+    admitted = sum(n for k, n in outcomes.items() if k in ADMITTED_OUTCOMES)
+    rejected = sum(n for k, n in outcomes.items() if k in DESIGNED_REJECTIONS)
+    failures = sum(outcomes.values()) - admitted - rejected
+    return RequestSecond(
+        t=t,
+        intended=where.count(row, "intended"),
+        sent=where.count(row, "sent", required=True),
+        outcomes=outcomes,
+        admitted=admitted,
+        rejected=rejected,
+        failures=failures,
+        decisions=where.counts(row, "decisions"),
+        publishers=where.nested(row, "publishers"),
+        endpoints=where.nested(row, "endpoints"),
+        hist_admitted=where.hist(row, "hist_admitted"),
+        hist_rejected=where.hist(row, "hist_rejected"),
+        admitted_p99_ms=where.num(row, "admitted_p99_ms"),
+        rejected_p99_ms=where.num(row, "rejected_p99_ms"),
+        cpu_percent=where.num(row, "cpu_percent"),
+        max_lateness_ms=where.num(row, "max_lateness_ms"),
+        line=where.line,
+    )
+
+
+def parse_sample_row(row: Mapping[str, Any], where: _Where) -> Sample:
+    t = where.num(row, "t", required=True)
+    assert t is not None
+    ok = row.get("ok", True)
+    if not isinstance(ok, bool):
+        raise where.fail(f"field 'ok' must be true or false, got {ok!r}")
+    breakers = row.get("breakers") or {}
+    if not isinstance(breakers, dict) or not all(isinstance(s, str) for s in breakers.values()):
+        raise where.fail(f"field 'breakers' must map DSP names to states, got {breakers!r}")
+    decisions = row.get("decisions_total") or {}
+    impressions = row.get("impressions") or {}
+    for key, value in (("decisions_total", decisions), ("impressions", impressions)):
+        if not isinstance(value, dict) or not all(v is None or _is_num(v) for v in value.values()):
+            raise where.fail(f"field {key!r} must map names to numbers, got {value!r}")
+    return Sample(
+        t=t,
+        ok=ok,
+        auction_inflight=where.num(row, "auction_inflight"),
+        auction_limit=where.num(row, "auction_limit"),
+        auction_limit_ceiling=where.num(row, "auction_limit_ceiling"),
+        queue_depth=where.num(row, "queue_depth"),
+        queue_max_depth=where.num(row, "queue_max_depth"),
+        queue_sojourn_ms=where.num(row, "queue_sojourn_ms"),
+        rss_bytes=where.num(row, "rss_bytes"),
+        loop_lag_ms=where.num(row, "loop_lag_ms"),
+        breakers={str(k): str(v) for k, v in breakers.items()},
+        decisions_total={str(k): float(v) for k, v in decisions.items() if v is not None},
+        impressions={str(k): (None if v is None else float(v)) for k, v in impressions.items()},
+        line=where.line,
+    )
+
+
+def parse_event_row(row: Mapping[str, Any], where: _Where) -> Event:
+    t = where.num(row, "t", required=True)
+    assert t is not None
+    kind = row.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise where.fail(f"field 'kind' must be a non-empty string, got {kind!r}")
+    return Event(t, kind, {k: v for k, v in row.items() if k not in ("t", "kind")})
+
+
+def parse_impressions(data: Any, where: _Where) -> ImpressionAccounting:
+    if not isinstance(data, dict):
+        raise where.fail(f"expected a JSON object, got {type(data).__name__}")
+    sample = data.get("missing_sample") or []
+    if not isinstance(sample, list):
+        raise where.fail(f"field 'missing_sample' must be a list of ids, got {sample!r}")
+    complete = data.get("complete", True)
+    error = data.get("error")
+    return ImpressionAccounting(
+        acked=where.count(data, "acked", required=True),
+        found=where.count(data, "found"),
+        missing=where.count(data, "missing", required=True),
+        missing_sample=tuple(str(s) for s in sample),
+        duplicates_in_topic=where.count(data, "duplicates_in_topic"),
+        complete=bool(complete),
+        error=None if error is None else str(error),
+    )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{path}:{exc.lineno}: not valid JSON ({exc.msg})",
+            hint="the run directory is corrupted; re-run the scenario",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot be read ({exc})") from None
+
+
+def _rows(path: Path, parse: Any) -> list[Any]:
+    out = []
+    try:
+        for line, row in read_jsonl(path):
+            out.append(parse(row, _Where(str(path), line)))
+    except ValueError as exc:  # read_jsonl's message names the file and the line
+        raise UsageError(str(exc), hint="the run directory is corrupted") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot be read ({exc})") from None
+    return out
+
+
+def load_history(run_dir: Path | str) -> History:
+    """Load a run directory; UsageError (exit 2) naming the file and line if it cannot be."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise UsageError(
+            f"{d} is not a run directory (it does not exist or is not a directory)",
+            hint="pass a directory written by `spikegate run`, e.g. runs/<timestamp>-<name>",
+        )
+    required = (SCENARIO_FILE, META_FILE, REQUESTS_FILE, SAMPLES_FILE)
+    missing = [f for f in required if not (d / f).is_file()]
+    if missing:
+        raise UsageError(
+            f"{d} is not a complete run directory: missing {', '.join(missing)}",
+            hint="a run that stopped before load began has nothing to judge; re-run it",
+        )
+    try:
+        scenario = load_scenario(d / SCENARIO_FILE)
+    except ScenarioError as exc:
+        raise UsageError(f"{d / SCENARIO_FILE}: {exc.message}") from None
+    meta = _read_json(d / META_FILE)
+    if not isinstance(meta, dict):
+        raise UsageError(f"{d / META_FILE}: expected a JSON object, got {type(meta).__name__}")
+    notes: list[str] = []
+    status = meta.get("status", "complete")
+    if status != "complete":
+        notes.append(f"the run's status is {status!r} (meta.json), not 'complete'")
+    requests = _rows(d / REQUESTS_FILE, parse_request_row)
+    samples = _rows(d / SAMPLES_FILE, parse_sample_row)
+    events: list[Event] = []
+    if (d / EVENTS_FILE).is_file():
+        events = _rows(d / EVENTS_FILE, parse_event_row)
+    else:
+        notes.append(f"{EVENTS_FILE} is missing: phases and faults come from the scenario")
+    impressions = None
+    if (d / IMPRESSIONS_FILE).is_file():
+        impressions = parse_impressions(
+            _read_json(d / IMPRESSIONS_FILE), _Where(str(d / IMPRESSIONS_FILE), 1)
+        )
+    return History.build(
+        scenario,
+        requests=requests,
+        samples=samples,
+        events=events,
+        impressions=impressions,
+        meta=meta,
+        run_dir=d,
+        notes=notes,
+    )
