@@ -197,6 +197,7 @@ class PlainProgress:
             f"faults: {fields['faults']}",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
 
     def __enter__(self) -> PlainProgress:

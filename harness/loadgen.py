@@ -12,6 +12,7 @@ load.duration_s; the recorder plugin writes requests.jsonl and acked/ into the r
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,8 +22,9 @@ from harness.rundir import RUN_DIR_ENV, T0_ENV
 from harness.services import ManagedProcess
 from harness.stack import python_env
 
-__all__ = ["LOCUSTFILES", "SHAPES", "LocustProcess", "locust_command"]
+__all__ = ["LOCUSTFILES", "LOCUSTFILES_ENV", "SHAPES", "LocustProcess", "locust_command"]
 
+LOCUSTFILES_ENV = "SPIKEGATE_LOCUSTFILES"  # another directory with the same file names
 LOCUSTFILES = Path(__file__).resolve().parent.parent / "locustfiles"
 SHAPES = ("steady", "step", "flash_crowd", "hot_publisher", "sawtooth", "ramp_to_knee")
 
@@ -33,7 +35,8 @@ def locust_command(host: str, shape: str, *, processes: int = 1) -> list[str]:
         raise ValueError(f"shape must be one of {', '.join(SHAPES)} (got {shape!r})")
     if processes < 1:
         raise ValueError(f"processes must be >= 1 (got {processes})")
-    files = f"{LOCUSTFILES / 'adserver.py'},{LOCUSTFILES / f'shape_{shape}.py'}"
+    folder = Path(os.environ.get(LOCUSTFILES_ENV) or LOCUSTFILES)
+    files = f"{folder / 'adserver.py'},{folder / f'shape_{shape}.py'}"
     cmd = [sys.executable, "-m", "locust", "-f", files, "--headless", "--host", host]
     if processes > 1:
         cmd += ["--processes", str(processes)]
