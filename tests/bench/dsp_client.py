@@ -103,7 +103,8 @@ def bench(duration_s: float, concurrency: int, rounds: int) -> dict[str, Any]:
 
     runners = {"aiohttp": _with_aiohttp, "httpx": _with_httpx}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in runners}
-    with DspBidders(Path(tempfile.mkdtemp(prefix="spikegate-bench-")), count=3) as dsps:
+    dsps = DspBidders(Path(tempfile.mkdtemp(prefix="spikegate-bench-")), count=3)
+    with dsps:
         urls = [f"{u}/bid" for u in dsps.urls]
         for r in range(rounds):
             order = list(runners) if r % 2 == 0 else list(reversed(runners))

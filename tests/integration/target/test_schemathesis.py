@@ -18,7 +18,7 @@ DESIGNED_503 = {"bulkhead_full", "redis_unavailable", "shed", "not_ready"}
 
 
 def test_generated_requests_never_get_a_500(
-    log_dir, redis_server, kafka_broker, dsp_bidders
+    log_dir, tmp_path, redis_server, kafka_broker, dsp_bidders
 ) -> None:
     env = {
         "SPIKEGATE__PUBLISHERS": json.dumps(
@@ -32,6 +32,7 @@ def test_generated_requests_never_get_a_500(
         ),
         "SPIKEGATE__REDIS_URL": redis_server.url,
         "SPIKEGATE__KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
+        "SPIKEGATE__IMPRESSIONS__SPOOL_DIR": str(tmp_path / "spool"),
     }
     with TargetServer(log_dir, env=env) as target, requests.Session() as session:
         schema = schemathesis.openapi.from_url(f"{target.url}/openapi.json")
