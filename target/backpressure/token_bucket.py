@@ -253,6 +253,8 @@ class TokenBucket:
         """Wait until `n` tokens are ours. False at once, without sleeping, if n > burst or the
         wait would end after `deadline_ns`; if the wait is cancelled, the tokens go back.
         """
+        if self.allow(n):  # fast path: tokens on hand, nothing to wait for or to undo
+            return True
         reservation = self.reserve(n, deadline_ns=deadline_ns)
         if not reservation.ok:
             return False
