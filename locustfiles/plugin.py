@@ -1,0 +1,485 @@
+"""The Locust plugin: one Runtime per process, driven by Locust's events.
+
+    env SPIKEGATE_LOAD / _PUBLISHERS / _SEED / _T0 / _RUN_DIR  --init-->  Runtime (this process)
+
+    local:   test_start: schedule + recorder + flusher --1 s--> requests.jsonl, acked/<pid>.txt
+    master:  test_start: load start, t0 and the process count go to the workers inside the
+             spawn message (custom parsed options); worker_report / spikegate_final --> Merger
+             --> requests.jsonl (one merged row per second)
+    worker:  test_start: its share of the schedule (index of count); report_to_master every
+             3 s carries its complete seconds; spikegate_final carries the rest once its last
+             request finished (or on spikegate_flush from a quitting master)
+
+The schedule ends at t0 + duration_s. The shape keeps the run going until every process
+has recorded the outcome of its last request (bounded by the lateness cap plus the client
+timeout), so the run ends a little after duration_s with no request left without an outcome.
+Nothing here runs at import time except registering the listeners.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gevent
+import psutil
+from gevent.pool import Group
+from locust import events
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from harness.rundir import ACKED_DIR, REQUESTS_FILE, RUN_DIR_ENV, T0_ENV, JsonlWriter
+from locustfiles.recorder import Merger, Recorder, SecondStats
+from locustfiles.shapes import ArrivalSchedule, LoadParams, Shape, make_shape
+from locustfiles.traffic import Traffic, default_publishers
+
+__all__ = [
+    "LOAD_ENV",
+    "MAX_LATENESS_S",
+    "PUBLISHERS_ENV",
+    "SEED_ENV",
+    "Config",
+    "Runtime",
+    "runtime",
+]
+
+LOAD_ENV = "SPIKEGATE_LOAD"
+PUBLISHERS_ENV = "SPIKEGATE_PUBLISHERS"
+SEED_ENV = "SPIKEGATE_SEED"
+MAX_LATENESS_S = 1.0  # an arrival later than this is not sent (counted as shortfall)
+FLUSH_INTERVAL_S = 1.0
+FINAL_MSG = "spikegate_final"
+FLUSH_MSG = "spikegate_flush"
+REPORT_KEY = "spikegate"
+log = logging.getLogger("spikegate")
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the harness hands the generator through the environment (defaults without it)."""
+
+    params: LoadParams
+    publishers: dict[str, str]
+    seed: int = 0
+    t0: float | None = None
+    run_dir: Path | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], shape: str | None = None) -> Config:
+        """Parse and validate; errors name the variable and the field."""
+        raw_load: Any = {}
+        if env.get(LOAD_ENV):
+            try:
+                raw_load = json.loads(env[LOAD_ENV])
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{LOAD_ENV} is not valid JSON ({exc.msg})") from exc
+        override = {} if shape is None else {"shape": shape}
+        try:
+            params = LoadParams.from_mapping(raw_load, **override)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{LOAD_ENV}: {exc}") from exc
+        publishers = default_publishers(params.publishers)
+        if env.get(PUBLISHERS_ENV):
+            try:
+                raw_pubs = json.loads(env[PUBLISHERS_ENV])
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{PUBLISHERS_ENV} is not valid JSON ({exc.msg})") from exc
+            if (
+                not isinstance(raw_pubs, dict)
+                or not raw_pubs
+                or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw_pubs.items())
+            ):
+                raise ValueError(
+                    f"{PUBLISHERS_ENV} must be a JSON object of publisher id -> API key, "
+                    'e.g. {"pub-1": "key-pub-1"}'
+                )
+            publishers = dict(raw_pubs)
+        seed = _env_number(env, SEED_ENV, int) if env.get(SEED_ENV) else 0
+        t0 = _env_number(env, T0_ENV, float) if env.get(T0_ENV) else None
+        run_dir = Path(env[RUN_DIR_ENV]) if env.get(RUN_DIR_ENV) else None
+        return cls(params=params, publishers=publishers, seed=int(seed), t0=t0, run_dir=run_dir)
+
+
+def _env_number(env: Mapping[str, str], name: str, kind: type[int] | type[float]) -> float:
+    try:
+        value = kind(env[name])
+    except ValueError:
+        raise ValueError(f"{name} must be a {kind.__name__}, got {env[name]!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {env[name]!r}")
+    return value
+
+
+@dataclass
+class Runtime:
+    """This process's part of the run: schedule, recorder, in-flight requests, outputs."""
+
+    config: Config
+    role: str  # "local" | "master" | "worker"
+    shape: Shape
+    environment: Environment
+    t0: float = 0.0
+    load_start: float = 0.0
+    index: int = 0
+    count: int = 1
+    started: bool = False
+    recorder: Recorder | None = None
+    traffic: Traffic | None = None
+    arrivals: Iterator[float] = field(default_factory=lambda: iter(()))
+    group: Group = field(default_factory=Group)
+    inflight: int = 0
+    dispatching: bool = False
+    schedule_done: bool = False
+    finished: bool = False
+    cpu_warning: bool = False
+    acked: list[str] = field(default_factory=list)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    merger: Merger = field(default_factory=Merger)
+    expected_workers: int = 1
+    _rows: JsonlWriter | None = None
+    _acked_path: Path | None = None
+    _flusher: gevent.Greenlet | None = None
+    _pool: Any = None
+    _proc: psutil.Process | None = None
+
+    @property
+    def params(self) -> LoadParams:
+        return self.config.params
+
+    @property
+    def end(self) -> float:
+        """Epoch instant the schedule ends (t0 + duration_s)."""
+        return self.t0 + self.params.duration_s
+
+    @property
+    def settle_s(self) -> float:
+        """How long after a second ends its last request can still be running."""
+        return MAX_LATENESS_S + self.params.client_timeout_s + 0.5
+
+    def drain_cap_s(self) -> float:
+        """How long after `end` the shape waits for the last outcomes before stopping."""
+        return self.settle_s + (2.0 if self.role == "master" else 1.0)
+
+    def users(self) -> int:
+        """The fixed user count: one per process (open model), max_inflight (closed)."""
+        runner = self.environment.runner
+        procs = max(1, runner.worker_count) if isinstance(runner, MasterRunner) else 1
+        return procs * (self.params.max_inflight if self.params.mode == "closed" else 1)
+
+    def all_done(self) -> bool:
+        if self.role == "master":
+            return self.merger.done(self.expected_workers)
+        return self.finished
+
+    def client_pool(self) -> Any:
+        """One HTTP connection pool per process, sized to the in-flight bound."""
+        if self._pool is None:
+            from geventhttpclient.client import HTTPClientPool
+
+            self._pool = HTTPClientPool(concurrency=self.params.max_inflight)
+        return self._pool
+
+    # --- start ---------------------------------------------------------------------------
+    def start(self) -> None:
+        env = self.environment
+        opts = env.parsed_options
+        if self.role == "worker":
+            assert opts is not None
+            # A worker that starts after the master skips what it missed instead of
+            # bursting it out late (its first second just counts fewer intended arrivals).
+            self.load_start = max(float(opts.spikegate_load_start), time.time())
+            self.t0 = float(opts.spikegate_t0) or self.load_start
+            self.count = max(1, int(opts.spikegate_processes))
+            runner = env.runner
+            self.index = max(0, getattr(runner, "worker_index", 0)) % self.count
+        else:
+            self.load_start = time.time()
+            self.t0 = self.config.t0 if self.config.t0 is not None else self.load_start
+            runner = env.runner
+            self.count = max(1, runner.worker_count) if isinstance(runner, MasterRunner) else 1
+            if opts is not None:
+                opts.spikegate_load_start = self.load_start
+                opts.spikegate_t0 = self.t0
+                opts.spikegate_processes = self.count
+        self.expected_workers = self.count
+        self.started, self.finished, self.schedule_done = True, False, False
+        self.merger = Merger()
+        if self.role == "master":
+            return
+        first = math.floor(self.load_start - self.t0)
+        self.recorder = Recorder(self.t0, first_second=first, settle_s=self.settle_s)
+        seed = self.config.seed
+        self.traffic = Traffic(self.params, self.config.publishers, seed=seed, index=self.index)
+        self.arrivals = iter(
+            ArrivalSchedule(
+                self.shape,
+                seed=seed,
+                index=self.index,
+                count=self.count,
+                start_s=self.load_start - self.t0,
+            )
+        )
+        self.dispatching = True
+        self.group = Group()
+        self._proc = psutil.Process()
+        self._proc.cpu_percent(None)
+        if self.config.run_dir is not None:
+            acked = self.config.run_dir / ACKED_DIR
+            acked.mkdir(parents=True, exist_ok=True)
+            self._acked_path = acked / f"{os.getpid()}.txt"
+        self._flusher = gevent.spawn(self._flush_loop)
+
+    # --- once a second ---------------------------------------------------------------------
+    def _flush_loop(self) -> None:
+        while not self.finished:
+            gevent.sleep(FLUSH_INTERVAL_S)
+            try:
+                self._tick(time.time())
+            except Exception:
+                log.exception("spikegate recorder: flush failed")
+            if self._process_done(time.time()):
+                gevent.spawn(self.finish, 0.0)
+                return
+
+    def _tick(self, now: float) -> None:
+        rec = self.recorder
+        if rec is None:
+            return
+        b = rec.bucket(max(rec.next_second, math.floor(now - self.t0 - 0.5)))
+        if self._proc is not None:
+            cpu = self._proc.cpu_percent(None)
+            b.cpu_percent = max(b.cpu_percent or 0.0, cpu)
+        if self.cpu_warning:
+            b.cpu_warning, self.cpu_warning = True, False
+        self._emit(rec.complete(now))
+        self._flush_acked()
+
+    def _process_done(self, now: float) -> bool:
+        if now < self.end:
+            return False
+        if self.params.mode == "closed":
+            return self.inflight == 0 or now > self.end + self.settle_s
+        return (self.schedule_done and self.inflight == 0) or now > self.end + self.settle_s
+
+    def _emit(self, seconds: list[SecondStats]) -> None:
+        if not seconds:
+            return
+        if self.role == "worker":
+            self.outbox.extend(s.wire() for s in seconds)
+        else:
+            self._write(seconds)
+
+    def _write(self, seconds: list[SecondStats]) -> None:
+        if self.config.run_dir is None or not seconds:
+            return
+        if self._rows is None:
+            self._rows = JsonlWriter(self.config.run_dir / REQUESTS_FILE)
+        for s in seconds:
+            self._rows.write(s.row())
+
+    def _flush_acked(self) -> None:
+        if not self.acked or self._acked_path is None:
+            self.acked.clear()
+            return
+        ids, self.acked = self.acked, []
+        with self._acked_path.open("a", encoding="utf-8") as fh:
+            fh.write("\n".join(ids) + "\n")
+
+    # --- the end ---------------------------------------------------------------------------
+    def finish(self, wait_s: float | None = None) -> None:
+        """Stop sending, let in-flight requests end (bounded), hand out every second."""
+        if self.finished or not self.started or self.role == "master":
+            return
+        self.finished = True
+        self.dispatching = False
+        wait = self.settle_s if wait_s is None else wait_s
+        if len(self.group) and not self.group.join(timeout=wait):
+            self.group.kill(block=True, timeout=1.0)  # each records its request as a timeout
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None and flusher is not gevent.getcurrent():
+            flusher.kill(block=False)
+        rec = self.recorder
+        if rec is not None:
+            if self.cpu_warning and rec.buckets:
+                rec.buckets[max(rec.buckets)].cpu_warning = True
+            self._emit(rec.drain())
+        self._flush_acked()
+        if self.role == "worker":
+            self._send_final()
+        elif self._rows is not None:
+            self._rows.close()
+            self._rows = None
+
+    def _send_final(self) -> None:
+        seconds, self.outbox = self.outbox, []
+        try:
+            self.environment.runner.send_message(  # type: ignore[union-attr]
+                FINAL_MSG, {"seconds": seconds, "watermark": None}
+            )
+        except Exception:
+            log.exception("spikegate recorder: could not send the final seconds to the master")
+
+    def report(self, data: dict[str, Any]) -> None:
+        """Worker: attach the complete seconds to Locust's periodic report."""
+        if not self.started or (self.finished and not self.outbox):
+            return
+        rec = self.recorder
+        watermark = None if self.finished else (rec.next_second if rec else None)
+        data[REPORT_KEY] = {"seconds": self.outbox, "watermark": watermark}
+        self.outbox = []
+
+    def merge(self, worker: str, payload: Any) -> None:
+        """Master: fold a worker's seconds in and write every second all workers completed."""
+        if not isinstance(payload, dict):
+            return
+        self.merger.add(worker, payload.get("seconds", ()), payload.get("watermark"))
+        self._write(self.merger.ready(self.expected_workers))
+
+    def close_master(self) -> None:
+        """Master at quit: ask the workers for their last seconds, wait (bounded), write all."""
+        runner = self.environment.runner
+        if (
+            not self.merger.done(self.expected_workers)
+            and runner is not None
+            and len(runner.greenlet)
+        ):
+            try:
+                runner.send_message(FLUSH_MSG)
+            except Exception:
+                log.exception("spikegate recorder: could not ask the workers to flush")
+            deadline = time.time() + self.settle_s + 1.0
+            while time.time() < deadline and not self.merger.done(self.expected_workers):
+                gevent.sleep(0.1)
+        self._write(self.merger.drain())
+        if self._rows is not None:
+            self._rows.close()
+            self._rows = None
+
+
+_RUNTIME: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    """This process's Runtime (created by the init event)."""
+    if _RUNTIME is None:
+        raise RuntimeError("the spikegate plugin was not initialised (no Locust init event)")
+    return _RUNTIME
+
+
+def _entry_shape(environment: Environment) -> str | None:
+    shape = environment.shape_class
+    return getattr(shape, "shape_name", None) if shape is not None else None
+
+
+# --- listeners ---------------------------------------------------------------------------
+def _add_arguments(parser: Any) -> None:
+    # Set by the master at test start; Locust forwards custom options to the workers.
+    for name, kind in (
+        ("--spikegate-load-start", float),
+        ("--spikegate-t0", float),
+        ("--spikegate-processes", int),
+    ):
+        parser.add_argument(
+            name, type=kind, default=kind(0), help=argparse.SUPPRESS, include_in_web_ui=False
+        )
+
+
+def _on_init(environment: Environment, **_kw: Any) -> None:
+    global _RUNTIME
+    shape_name = _entry_shape(environment)
+    try:
+        config = Config.from_env(os.environ, shape=shape_name)
+    except ValueError as exc:
+        sys.stderr.write(f"spikegate: {exc}\n")
+        sys.exit(2)
+    runner = environment.runner
+    role = (
+        "master"
+        if isinstance(runner, MasterRunner)
+        else "worker"
+        if isinstance(runner, WorkerRunner)
+        else "local"
+    )
+    _RUNTIME = Runtime(
+        config=config, role=role, shape=make_shape(config.params), environment=environment
+    )
+    if config.run_dir is None and role != "worker":
+        log.warning("%s is not set: per-second rows and acked ids are not written", RUN_DIR_ENV)
+    if isinstance(runner, MasterRunner):
+        runner.register_message(FINAL_MSG, _on_final)
+    elif isinstance(runner, WorkerRunner):
+        runner.register_message(FLUSH_MSG, _on_flush, concurrent=True)
+
+
+def _on_final(environment: Environment, msg: Any, **_kw: Any) -> None:
+    if _RUNTIME is not None:
+        _RUNTIME.merge(str(msg.node_id), msg.data)
+
+
+def _on_flush(environment: Environment, msg: Any, **_kw: Any) -> None:
+    if _RUNTIME is not None:
+        _RUNTIME.finish()
+
+
+def _on_test_start(environment: Environment, **_kw: Any) -> None:
+    if _RUNTIME is not None:
+        _RUNTIME.start()
+
+
+def _on_test_stop(environment: Environment, **_kw: Any) -> None:
+    if _RUNTIME is not None and _RUNTIME.role != "master":
+        _RUNTIME.finish()
+
+
+def _on_report_to_master(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+    if _RUNTIME is not None:
+        _RUNTIME.report(data)
+
+
+def _on_worker_report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+    if _RUNTIME is not None and REPORT_KEY in data:
+        _RUNTIME.merge(client_id, data[REPORT_KEY])
+
+
+def _on_cpu_warning(environment: Environment, cpu_usage: float, **_kw: Any) -> None:
+    if _RUNTIME is not None:
+        _RUNTIME.cpu_warning = True
+        log.warning("spikegate: generator CPU at %.0f%%: the run may be inconclusive", cpu_usage)
+
+
+def _on_quitting(environment: Environment, **_kw: Any) -> None:
+    rt = _RUNTIME
+    if rt is None:
+        return
+    if rt.role == "master":
+        rt.close_master()
+    else:
+        rt.finish()
+    runner = environment.runner
+    crashed = bool(runner is not None and runner.exceptions)
+    # Request failures are data, not a failed run; a crash in our own code is.
+    environment.process_exit_code = 2 if crashed else 0
+
+
+# EventHook.add_listener is untyped in locust 2.47.
+_LISTENERS: tuple[tuple[Any, Any], ...] = (
+    (events.init_command_line_parser, _add_arguments),
+    (events.init, _on_init),
+    (events.test_start, _on_test_start),
+    (events.test_stop, _on_test_stop),
+    (events.report_to_master, _on_report_to_master),
+    (events.worker_report, _on_worker_report),
+    (events.cpu_warning, _on_cpu_warning),
+    (events.quitting, _on_quitting),
+)
+for _hook, _listener in _LISTENERS:
+    _hook.add_listener(_listener)

@@ -1,0 +1,384 @@
+"""Per-second aggregation of the generator's requests into requests.jsonl rows (no locust).
+
+    send greenlet --record()--> SecondStats[s]  (s = floor(intended send - t0))
+                                     |  complete once no request of s can still finish
+                                     v
+    single process:  Recorder.complete() -> seal() -> row() -> requests.jsonl
+    workers:         Recorder.complete() -> seal() -> wire() --report_to_master-->
+    master:          Merger.add() -> Merger.ready() -> row() -> requests.jsonl
+
+The hot path (`record`) only bumps counters: latencies are kept as {quantized us: count}
+(9 significant bits, <= 0.2% error) and become HdrHistograms once a second, when a second
+is sealed. Row fields are those of harness/rundir.py (RequestRow).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from harness.rundir import ADMITTED_OUTCOMES, DESIGNED_REJECTIONS, OUTCOMES
+
+__all__ = [
+    "BID",
+    "ENDPOINTS",
+    "IMPRESSION",
+    "Merger",
+    "Recorder",
+    "SecondStats",
+    "classify",
+    "quantize_us",
+]
+
+DECISION_HEADER = "X-Spikegate-Decision"
+NO_DECISION = "none"
+ENDPOINTS = ("bid", "impression")
+BID, IMPRESSION = 0, 1
+OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOMES)}
+_N = len(OUTCOMES)
+_ADMITTED = frozenset(OUTCOME_INDEX[o] for o in ADMITTED_OUTCOMES)
+_REJECTED = frozenset(OUTCOME_INDEX[o] for o in DESIGNED_REJECTIONS)
+_RATE_LIMITED = OUTCOME_INDEX["rate_limited"]
+HIST_LOWEST_US = 1
+HIST_HIGHEST_US = 600_000_000  # 10 min: above any client timeout
+HIST_DIGITS = 3
+_KEEP_BITS = 9
+
+
+def classify(status: int, decision: str | None, *, timed_out: bool = False) -> str:
+    """The one OUTCOME of a response: status code plus X-Spikegate-Decision (may be None).
+
+    status <= 0 means no response (timeout or connection error). A service without the
+    decision header is classified by status alone (a bare 503 is then error_5xx)."""
+    if status <= 0:
+        return "timeout" if timed_out else "conn_error"
+    if status == 204:
+        return "no_bid"
+    if status == 202:
+        return "accepted"
+    if 200 <= status < 300:
+        return "ok"
+    if status == 429:
+        return "rate_limited"
+    if status == 503 and decision:
+        return "shed" if decision == "shed" else "overloaded"
+    if status >= 500:
+        return "error_5xx"
+    return "client_error"  # 4xx, and 1xx/3xx a client cannot use
+
+
+def quantize_us(value: int) -> int:
+    """`value` rounded to its 9 most significant bits (bucket midpoint), as recorded."""
+    bits = value.bit_length()
+    if bits <= _KEEP_BITS:
+        return value
+    shift = bits - _KEEP_BITS
+    return ((value >> shift) << shift) | (1 << (shift - 1))
+
+
+def _new_hist() -> HdrHistogram:
+    return HdrHistogram(HIST_LOWEST_US, HIST_HIGHEST_US, HIST_DIGITS)
+
+
+def _hist_from(counts: Mapping[int, int]) -> HdrHistogram | None:
+    if not counts:
+        return None
+    hist = _new_hist()
+    for value, n in counts.items():
+        hist.record_value(min(max(value, HIST_LOWEST_US), HIST_HIGHEST_US), n)
+    return hist
+
+
+def _pct_ms(hist: HdrHistogram | None, pct: float) -> float | None:
+    if hist is None or hist.get_total_count() == 0:
+        return None
+    return round(float(hist.get_value_at_percentile(pct)) / 1000.0, 3)
+
+
+class SecondStats:
+    """Everything the generator saw for the requests intended in one second."""
+
+    __slots__ = (
+        "cpu_percent",
+        "cpu_warning",
+        "decisions",
+        "endpoints",
+        "hist_admitted",
+        "hist_rejected",
+        "intended",
+        "lat_admitted",
+        "lat_rejected",
+        "max_lateness_s",
+        "outcomes",
+        "processes",
+        "publishers",
+        "second",
+        "sent",
+    )
+
+    def __init__(self, second: int) -> None:
+        self.second = second
+        self.intended = 0
+        self.sent = 0
+        self.outcomes = [0] * _N
+        self.decisions: dict[str, int] = {}
+        self.endpoints = ([0] * _N, [0] * _N)
+        self.publishers: dict[str, list[int]] = {}  # id -> [sent, admitted, rate_limited]
+        self.lat_admitted: dict[int, int] = {}
+        self.lat_rejected: dict[int, int] = {}
+        self.hist_admitted: HdrHistogram | None = None
+        self.hist_rejected: HdrHistogram | None = None
+        self.max_lateness_s = 0.0
+        self.cpu_percent: float | None = None
+        self.cpu_warning = False
+        self.processes = 1
+
+    # --- hot path --------------------------------------------------------------------------
+    def record(
+        self, endpoint: int, publisher: str, outcome: int, decision: str | None, latency_us: int
+    ) -> None:
+        """One finished request (outcome = index into OUTCOMES)."""
+        self.outcomes[outcome] += 1
+        self.endpoints[endpoint][outcome] += 1
+        key = decision or NO_DECISION
+        self.decisions[key] = self.decisions.get(key, 0) + 1
+        pub = self.publishers.get(publisher)
+        if pub is None:
+            pub = self.publishers[publisher] = [0, 0, 0]
+        pub[0] += 1
+        if outcome in _ADMITTED:
+            pub[1] += 1
+            lat = self.lat_admitted
+        elif outcome in _REJECTED:
+            if outcome == _RATE_LIMITED:
+                pub[2] += 1
+            lat = self.lat_rejected
+        else:
+            return
+        q = quantize_us(latency_us)
+        lat[q] = lat.get(q, 0) + 1
+
+    # --- once a second ---------------------------------------------------------------------
+    def seal(self) -> SecondStats:
+        """Turn the latency counts into HdrHistograms (once the second is complete)."""
+        if self.lat_admitted:
+            self.hist_admitted = _hist_from(self.lat_admitted)
+            self.lat_admitted = {}
+        if self.lat_rejected:
+            self.hist_rejected = _hist_from(self.lat_rejected)
+            self.lat_rejected = {}
+        return self
+
+    def merge(self, other: SecondStats) -> None:
+        """Add `other` (same second, another process; both sealed) into this one."""
+        self.intended += other.intended
+        self.sent += other.sent
+        for i in range(_N):
+            self.outcomes[i] += other.outcomes[i]
+            self.endpoints[0][i] += other.endpoints[0][i]
+            self.endpoints[1][i] += other.endpoints[1][i]
+        for k, n in other.decisions.items():
+            self.decisions[k] = self.decisions.get(k, 0) + n
+        for pid, counts in other.publishers.items():
+            mine = self.publishers.setdefault(pid, [0, 0, 0])
+            for i in range(3):
+                mine[i] += counts[i]
+        self.hist_admitted = _add(self.hist_admitted, other.hist_admitted)
+        self.hist_rejected = _add(self.hist_rejected, other.hist_rejected)
+        self.max_lateness_s = max(self.max_lateness_s, other.max_lateness_s)
+        if other.cpu_percent is not None:
+            self.cpu_percent = max(self.cpu_percent or 0.0, other.cpu_percent)
+        self.cpu_warning = self.cpu_warning or other.cpu_warning
+        self.processes += other.processes
+
+    def wire(self) -> dict[str, Any]:
+        """A JSON-able copy for report_to_master (sealed; histograms encoded)."""
+        return {
+            "second": self.second,
+            "intended": self.intended,
+            "sent": self.sent,
+            "outcomes": list(self.outcomes),
+            "endpoints": [list(self.endpoints[0]), list(self.endpoints[1])],
+            "decisions": dict(self.decisions),
+            "publishers": {k: list(v) for k, v in self.publishers.items()},
+            "hist_admitted": _encode(self.hist_admitted),
+            "hist_rejected": _encode(self.hist_rejected),
+            "max_lateness_s": self.max_lateness_s,
+            "cpu_percent": self.cpu_percent,
+            "cpu_warning": self.cpu_warning,
+            "processes": self.processes,
+        }
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> SecondStats:
+        s = cls(int(data["second"]))
+        s.intended = int(data["intended"])
+        s.sent = int(data["sent"])
+        s.outcomes = [int(x) for x in data["outcomes"]]
+        s.endpoints = (
+            [int(x) for x in data["endpoints"][0]],
+            [int(x) for x in data["endpoints"][1]],
+        )
+        s.decisions = {str(k): int(v) for k, v in data["decisions"].items()}
+        s.publishers = {str(k): [int(x) for x in v] for k, v in data["publishers"].items()}
+        s.hist_admitted = _decode(data["hist_admitted"])
+        s.hist_rejected = _decode(data["hist_rejected"])
+        s.max_lateness_s = float(data["max_lateness_s"])
+        cpu = data.get("cpu_percent")
+        s.cpu_percent = None if cpu is None else float(cpu)
+        s.cpu_warning = bool(data.get("cpu_warning", False))
+        s.processes = int(data.get("processes", 1))
+        return s
+
+    def row(self) -> dict[str, Any]:
+        """The RequestRow of harness/rundir.py for this (sealed) second."""
+        return {
+            "t": float(self.second),
+            "intended": self.intended,
+            "sent": self.sent,
+            "outcomes": dict(zip(OUTCOMES, self.outcomes, strict=True)),
+            "decisions": dict(sorted(self.decisions.items())),
+            "endpoints": {
+                name: {o: n for o, n in zip(OUTCOMES, counts, strict=True) if n}
+                for name, counts in zip(ENDPOINTS, self.endpoints, strict=True)
+            },
+            "publishers": {
+                pid: {"sent": c[0], "admitted": c[1], "rate_limited": c[2]}
+                for pid, c in sorted(self.publishers.items())
+            },
+            "hist_admitted": _encode(self.hist_admitted),
+            "hist_rejected": _encode(self.hist_rejected),
+            "admitted_p50_ms": _pct_ms(self.hist_admitted, 50.0),
+            "admitted_p99_ms": _pct_ms(self.hist_admitted, 99.0),
+            "rejected_p99_ms": _pct_ms(self.hist_rejected, 99.0),
+            "max_lateness_ms": round(self.max_lateness_s * 1000.0, 3),
+            "cpu_percent": self.cpu_percent,
+            "cpu_warning": self.cpu_warning,
+            "processes": self.processes,
+        }
+
+
+def _add(mine: HdrHistogram | None, other: HdrHistogram | None) -> HdrHistogram | None:
+    if other is None:
+        return mine
+    if mine is None:
+        mine = _new_hist()
+    mine.add(other)
+    return mine
+
+
+def _encode(hist: HdrHistogram | None) -> str | None:
+    if hist is None or hist.get_total_count() == 0:
+        return None
+    raw = hist.encode()
+    return raw.decode("ascii") if isinstance(raw, bytes) else str(raw)
+
+
+def _decode(text: str | None) -> HdrHistogram | None:
+    return None if not text else HdrHistogram.decode(text)
+
+
+class Recorder:
+    """One process's per-second buckets, keyed by floor(intended send - t0).
+
+    A second is complete when no request intended in it can still be running: at
+    `t0 + second + 1 + settle_s` (settle_s = the longest allowed send lateness plus the
+    client timeout plus a margin). Complete seconds come out in order and without gaps
+    from `first_second` on (an idle second is an empty row, not a missing one)."""
+
+    def __init__(self, t0: float, *, first_second: int, settle_s: float) -> None:
+        self.t0 = t0
+        self.settle_s = settle_s
+        self.next_second = first_second  # the first second not handed out yet
+        self.buckets: dict[int, SecondStats] = {}
+
+    def bucket(self, second: int) -> SecondStats:
+        """The bucket of `second`; a second already handed out (which the settle time
+        should prevent) is folded into the oldest open one so nothing is lost."""
+        b = self.buckets.get(second)
+        if b is None:
+            if second < self.next_second:
+                return self.bucket(self.next_second)
+            b = self.buckets[second] = SecondStats(second)
+        return b
+
+    def second_of(self, epoch: float) -> int:
+        return math.floor(epoch - self.t0)
+
+    def complete(self, now: float) -> list[SecondStats]:
+        """Seal and hand out the seconds that are complete at epoch `now`."""
+        upto = math.floor(now - self.t0 - 1.0 - self.settle_s)  # last complete second
+        return self._take(upto)
+
+    def drain(self, upto: int | None = None) -> list[SecondStats]:
+        """Seal and hand out every remaining second (through `upto`, default the last seen)."""
+        last = max(self.buckets, default=self.next_second - 1)
+        return self._take(last if upto is None else max(last, upto))
+
+    def _take(self, upto: int) -> list[SecondStats]:
+        out: list[SecondStats] = []
+        while self.next_second <= upto:
+            s = self.next_second
+            out.append((self.buckets.pop(s, None) or SecondStats(s)).seal())
+            self.next_second = s + 1
+        return out
+
+
+class Merger:
+    """The master's merge of workers' sealed seconds into exactly one row per second.
+
+    Each worker reports its sealed seconds plus a watermark (every second below it has been
+    sent; None = the worker is done). Second s is ready when every expected worker has a
+    watermark above s; `drain()` hands out the rest regardless (end of run)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, SecondStats] = {}
+        self.watermarks: dict[str, float] = {}
+        self.next_second: int | None = None
+
+    def add(
+        self, worker: str, seconds: Iterable[Mapping[str, Any]], watermark: float | None
+    ) -> None:
+        for data in seconds:
+            s = SecondStats.from_wire(data)
+            if self.next_second is not None and s.second < self.next_second:
+                s.second = self.next_second  # late: fold into the oldest open second
+            mine = self.pending.get(s.second)
+            if mine is None:
+                self.pending[s.second] = s
+            else:
+                mine.merge(s)
+        self.watermarks[worker] = math.inf if watermark is None else watermark
+
+    def done(self, expected_workers: int) -> bool:
+        marks = list(self.watermarks.values())
+        return len(marks) >= expected_workers and all(m == math.inf for m in marks)
+
+    def ready(self, expected_workers: int) -> list[SecondStats]:
+        marks = list(self.watermarks.values())
+        if len(marks) < max(1, expected_workers):
+            return []
+        return self._take(min(marks))
+
+    def drain(self) -> list[SecondStats]:
+        return self._take(math.inf)
+
+    def _take(self, below: float) -> list[SecondStats]:
+        if not self.pending:
+            return []
+        if self.next_second is None:
+            self.next_second = min(self.pending)
+        last = max(self.pending)
+        out: list[SecondStats] = []
+        while self.next_second <= last and self.next_second < below:
+            s = self.next_second
+            b = self.pending.pop(s, None)
+            if b is None:
+                b = SecondStats(s)
+                b.processes = 0
+            out.append(b)
+            self.next_second = s + 1
+        return out
