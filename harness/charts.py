@@ -1,0 +1,338 @@
+"""The report's time charts, drawn with matplotlib on the Agg canvas and exported as inline SVG.
+
+    RunData --chart fn--> Figure (Agg canvas) --shade windows--> SVG text (no prolog, no
+                                                                  metadata, no namespaces)
+
+Every chart shares the time axis of the run and shades the stress window and each fault
+window, so a breach can be read against what caused it. Figures are built with
+`matplotlib.figure.Figure` directly (never pyplot): no display, no global figure registry.
+A chart without data says "no data" instead of disappearing.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from harness.reports_data import RunData, latency_series, series
+from harness.rundir import OUTCOMES
+
+__all__ = ["CHARTS", "Chart", "new_figure", "render_charts"]
+
+OUTCOME_COLORS = {
+    "ok": "#2e7d32",
+    "no_bid": "#81c784",
+    "accepted": "#26a69a",
+    "rate_limited": "#ffb300",
+    "overloaded": "#fb8c00",
+    "shed": "#8e24aa",
+    "error_5xx": "#e53935",
+    "client_error": "#f06292",
+    "timeout": "#8b0000",
+    "conn_error": "#212121",
+}
+BREAKER_COLORS = {
+    "closed": "#66bb6a",
+    "half_open": "#ffca28",
+    "open": "#e53935",
+    "forced_open": "#8b0000",
+    "disabled": "#bdbdbd",
+}
+FAULT_COLORS = ("#ef5350", "#42a5f5", "#ab47bc", "#ffa726", "#26c6da", "#8d6e63")
+STRESS_COLOR = "#9e9e9e"
+
+_RC: dict[Any, Any] = {"svg.fonttype": "none", "font.family": "sans-serif", "font.size": 9.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    id: str
+    title: str
+    svg: str  # an <svg> element ready to inline in HTML
+    has_data: bool
+    note: str = ""
+
+
+def new_figure(height_in: float = 3.0) -> Figure:
+    """A figure bound to the Agg canvas (raster backend; no display needed)."""
+    fig = Figure(figsize=(11.0, height_in), dpi=100)
+    FigureCanvasAgg(fig)
+    # Fixed margins (inches) rather than constrained layout: it doubles the drawing time and
+    # every chart has the same furniture (y label left, legend right, phase names on top).
+    fig.subplots_adjust(
+        left=0.75 / 11.0, right=1.0 - 2.4 / 11.0, bottom=0.5 / height_in, top=1.0 - 0.3 / height_in
+    )
+    return fig
+
+
+def to_svg(fig: Figure) -> str:
+    buf = io.StringIO()
+    with matplotlib.rc_context(_RC):
+        fig.savefig(buf, format="svg")
+    text = buf.getvalue()
+    text = text[text.index("<svg") :]
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
+    # Namespace declarations are URIs, not fetches; inline SVG in HTML needs none of them.
+    return re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", text)
+
+
+# --- shared decoration ------------------------------------------------------------------------
+def shade_windows(ax: Axes, data: RunData, chart_id: str) -> int:
+    """Shade the stress window and each fault window; return how many spans were drawn.
+    Each span carries an SVG id (`<chart>-stress`, `<chart>-fault-<i>`) a reader can find."""
+    drawn = 0
+    if data.stress is not None:
+        ax.axvspan(
+            data.stress.start_s,
+            data.stress.end_s,
+            color=STRESS_COLOR,
+            alpha=0.15,
+            lw=0,
+            gid=f"{chart_id}-stress",
+            zorder=0,
+        )
+        drawn += 1
+    for i, w in enumerate(data.faults):
+        ax.axvspan(
+            w.start_s,
+            w.end_s,
+            ymin=0.0,
+            ymax=1.0,
+            facecolor=FAULT_COLORS[i % len(FAULT_COLORS)],
+            alpha=0.12,
+            hatch="//" if i % 2 else "\\\\",
+            edgecolor=FAULT_COLORS[i % len(FAULT_COLORS)],
+            lw=0,
+            gid=f"{chart_id}-fault-{i}",
+            zorder=0,
+        )
+        drawn += 1
+    for p in data.phases[1:]:
+        ax.axvline(p.start_s, color="#616161", lw=0.6, ls=":", zorder=1)
+    return drawn
+
+
+def _window_handles(data: RunData) -> list[Patch]:
+    handles = []
+    if data.stress is not None:
+        handles.append(Patch(color=STRESS_COLOR, alpha=0.3, label="stress window"))
+    for i, w in enumerate(data.faults):
+        c = FAULT_COLORS[i % len(FAULT_COLORS)]
+        handles.append(Patch(facecolor=c, alpha=0.35, edgecolor=c, label=f"fault: {w.label}"))
+    return handles
+
+
+def _frame(ax: Axes, data: RunData, chart_id: str, ylabel: str) -> None:
+    ax.set_xlim(0.0, max(data.duration_s, 1.0))
+    ax.set_xlabel("seconds since start")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, lw=0.3, alpha=0.6)
+    shade_windows(ax, data, chart_id)
+    for p in data.phases:
+        if p.end_s > p.start_s:
+            ax.text(
+                (p.start_s + p.end_s) / 2,
+                1.01,
+                p.name,
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color="#616161",
+            )
+
+
+def _no_data(ax: Axes, chart_id: str, what: str) -> None:
+    ax.set_ylim(0.0, 1.0)
+    ax.text(
+        0.5,
+        0.5,
+        f"no data ({what})",
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=11,
+        color="#757575",
+        gid=f"{chart_id}-no-data",
+    )
+
+
+def _legend(ax: Axes, data: RunData, extra: Sequence[Any] = ()) -> None:
+    handles, _ = ax.get_legend_handles_labels()
+    handles = [*handles, *extra, *_window_handles(data)]
+    if handles:
+        ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7)
+
+
+def _seconds(end: float) -> list[float]:
+    return [float(s) for s in range(math.ceil(end))]
+
+
+# --- the charts -------------------------------------------------------------------------------
+def chart_rates(data: RunData, ax: Axes) -> bool:
+    rows = data.requests
+    if not rows:
+        _no_data(ax, "rates", "requests.jsonl has no rows")
+        return False
+    xs = _seconds(data.duration_s)
+    index = {int(t): r for r in rows if isinstance(t := r.get("t"), int | float)}
+    stacks, labels, colors = [], [], []
+    for outcome in OUTCOMES:
+        ys = []
+        for x in xs:
+            outcomes = index.get(int(x), {}).get("outcomes") or {}
+            ys.append(float(outcomes.get(outcome, 0) or 0))
+        if any(ys):
+            stacks.append(ys)
+            labels.append(outcome)
+            colors.append(OUTCOME_COLORS[outcome])
+    if stacks:
+        ax.stackplot(xs, stacks, labels=labels, colors=colors, alpha=0.85, step="post", lw=0)
+    t, offered = series(rows, "intended")
+    ax.step(t, offered, where="post", color="black", lw=1.4, ls="--", label="offered (intended)")
+    t, sent = series(rows, "sent")
+    ax.step(t, sent, where="post", color="#1565c0", lw=1.0, label="sent")
+    return True
+
+
+def chart_latency(data: RunData, ax: Axes) -> bool:
+    adm = latency_series(
+        data.requests, "hist_admitted", {50.0: "admitted_p50_ms", 99.0: "admitted_p99_ms"}
+    )
+    rej = latency_series(data.requests, "hist_rejected", {99.0: "rejected_p99_ms"})
+    lines = [
+        (adm[50.0], "admitted p50", "#2e7d32", "-"),
+        (adm[99.0], "admitted p99", "#1b5e20", "-"),
+        (rej[50.0], "rejected p50", "#fb8c00", "--"),
+        (rej[99.0], "rejected p99", "#e65100", "--"),
+    ]
+    drawn = False
+    for (ts, vs), label, color, ls in lines:
+        if ts:
+            ax.plot(ts, vs, color=color, ls=ls, lw=1.2, marker=".", ms=2, label=label)
+            drawn = True
+    if not drawn:
+        _no_data(ax, "latency", "no latency histograms recorded")
+        return False
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_ylim(bottom=0.0)
+    return True
+
+
+def _metric_lines(
+    data: RunData, ax: Axes, chart_id: str, lines: Sequence[tuple[str, str, str, str]]
+) -> bool:
+    drawn = False
+    for key, label, color, ls in lines:
+        ts, vs = series(data.samples, key)
+        if ts:
+            ax.step(ts, vs, where="post", color=color, ls=ls, lw=1.2, label=label)
+            drawn = True
+    if not drawn:
+        _no_data(ax, chart_id, "samples.jsonl has no such metric")
+    return drawn
+
+
+def chart_inflight(data: RunData, ax: Axes) -> bool:
+    return _metric_lines(
+        data,
+        ax,
+        "inflight",
+        [
+            ("auction_inflight", "inflight", "#1565c0", "-"),
+            ("auction_limit", "limit", "#e53935", "--"),
+            ("auction_limit_ceiling", "limit ceiling", "#9e9e9e", ":"),
+            ("auction_waiting", "waiting", "#8e24aa", "-"),
+        ],
+    )
+
+
+def chart_queue(data: RunData, ax: Axes) -> bool:
+    return _metric_lines(
+        data,
+        ax,
+        "queue",
+        [
+            ("queue_depth", "queue depth", "#00897b", "-"),
+            ("queue_max_depth", "cap (max depth)", "#e53935", "--"),
+        ],
+    )
+
+
+def chart_resources(data: RunData, ax: Axes) -> bool:
+    ts, rss = series(data.samples, "rss_bytes")
+    lt, lag = series(data.samples, "loop_lag_ms")
+    if not ts and not lt:
+        _no_data(ax, "resources", "samples.jsonl has no rss_bytes / loop_lag_ms")
+        return False
+    if ts:
+        ax.step(ts, [v / 2**20 for v in rss], where="post", color="#3949ab", label="RSS (MiB)")
+    if lt:
+        ax.step(lt, lag, where="post", color="#d81b60", ls="--", label="event-loop lag (ms)")
+    return True
+
+
+def chart_breakers(data: RunData, ax: Axes) -> bool:
+    """One lane per DSP, coloured by breaker state over time (a failed scrape leaves a gap)."""
+    segments: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    rows = [s for s in data.samples if isinstance(s.get("t"), int | float)]
+    for i, s in enumerate(rows):
+        breakers = s.get("breakers")
+        if not s.get("ok", True) or not isinstance(breakers, Mapping):
+            continue
+        t0 = float(s["t"])
+        t1 = float(rows[i + 1]["t"]) if i + 1 < len(rows) else t0 + 1.0
+        for dsp, state in breakers.items():
+            segments.setdefault(str(dsp), {}).setdefault(str(state), []).append((t0, t1 - t0))
+    if not segments:
+        _no_data(ax, "breakers", "no breaker states sampled")
+        return False
+    names = sorted(segments)
+    seen: set[str] = set()
+    for lane, dsp in enumerate(names):
+        for state, spans in segments[dsp].items():
+            color = BREAKER_COLORS.get(state, "#424242")
+            label = state if state not in seen else None
+            seen.add(state)
+            ax.broken_barh(spans, (lane - 0.35, 0.7), facecolors=color, label=label)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(-0.6, len(names) - 0.4)
+    ax.grid(False)
+    return True
+
+
+CHARTS: dict[str, tuple[str, str, Callable[[RunData, Axes], bool]]] = {
+    "rates": ("Offered vs achieved rate, outcomes per second (stacked)", "requests/s", chart_rates),
+    "latency": ("Admitted and rejected latency, p50/p99 per second", "ms (symlog)", chart_latency),
+    "inflight": ("Auction concurrency: inflight and limit", "requests", chart_inflight),
+    "queue": ("Impression queue depth", "impressions", chart_queue),
+    "breakers": ("Breaker state per DSP", "", chart_breakers),
+    "resources": ("Target resources: RSS and event-loop lag", "MiB / ms", chart_resources),
+}
+
+
+def render_charts(data: RunData) -> list[Chart]:
+    """Every chart of CHARTS as inline SVG; one that fails to draw becomes a note, not a crash."""
+    out = []
+    for chart_id, (title, ylabel, draw) in CHARTS.items():
+        fig = new_figure(2.2 if chart_id == "breakers" else 3.0)
+        ax = fig.add_subplot()
+        try:
+            with matplotlib.rc_context(_RC):
+                has_data = draw(data, ax)
+                _frame(ax, data, chart_id, ylabel)
+                _legend(ax, data)
+            out.append(Chart(chart_id, title, to_svg(fig), has_data))
+        except Exception as exc:  # a drawing bug must cost one chart, never the whole report
+            out.append(Chart(chart_id, title, "", False, note=f"chart failed: {exc!r}"))
+    return out

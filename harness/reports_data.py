@@ -1,0 +1,358 @@
+"""What the reports draw and count: a run directory read tolerantly, and its key figures.
+
+    run dir --load_run_data--> RunData --phase_figures--> per-phase figures (report.json, md, html)
+                                   \\--series------------> per-second series (charts)
+
+The checker refuses a broken history; the reports must still render one (a run killed
+half-way, a target that never answered /metrics), so every file here is optional and every
+problem is kept as a note the report shows instead of an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from harness.errors import ScenarioError
+from harness.rundir import (
+    ADMITTED_OUTCOMES,
+    DESIGNED_REJECTIONS,
+    EVENTS_FILE,
+    FAILURES,
+    IMPRESSIONS_FILE,
+    META_FILE,
+    OUTCOMES,
+    REQUESTS_FILE,
+    SAMPLES_FILE,
+    SCENARIO_FILE,
+    read_jsonl,
+)
+from harness.scenario import Scenario, parse_scenario
+
+__all__ = [
+    "PhaseSpan",
+    "RunData",
+    "Window",
+    "latency_series",
+    "load_run_data",
+    "phase_figures",
+    "series",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseSpan:
+    name: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A time span shaded on every chart: a fault (kind "fault") or the stress window."""
+
+    kind: str
+    label: str
+    start_s: float
+    end_s: float
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RunData:
+    run_dir: Path
+    scenario_name: str
+    seed: int | None
+    meta: dict[str, Any]
+    requests: list[dict[str, Any]]
+    samples: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    impressions: dict[str, Any] | None
+    phases: list[PhaseSpan]
+    faults: list[Window]
+    stress: Window | None
+    duration_s: float
+    notes: list[str] = field(default_factory=list)  # missing or unreadable files
+
+
+def load_run_data(run_dir: Path) -> RunData:
+    """Read every file of the run directory that exists; note (never raise) what is missing."""
+    notes: list[str] = []
+    meta = _read_json(run_dir / META_FILE, notes) or {}
+    scenario = _read_scenario(run_dir / SCENARIO_FILE, notes)
+    requests = _read_rows(run_dir / REQUESTS_FILE, notes)
+    samples = _read_rows(run_dir / SAMPLES_FILE, notes)
+    events = _read_rows(run_dir / EVENTS_FILE, notes)
+    impressions = _read_json(run_dir / IMPRESSIONS_FILE, notes)
+
+    name = str(meta.get("scenario") or (scenario.name if scenario else run_dir.name))
+    seed_raw = meta.get("seed", scenario.seed if scenario else None)
+    seed = seed_raw if isinstance(seed_raw, int) and not isinstance(seed_raw, bool) else None
+    last_t = max((_num(r.get("t")) or 0.0) + 1.0 for r in (*requests, *samples, {"t": 0.0}))
+    event_t = max((_num(e.get("t")) or 0.0 for e in events), default=0.0)
+    duration = max(last_t, event_t, scenario.load.duration_s if scenario else 0.0)
+
+    phases = _phases(events, scenario, duration)
+    faults = _faults(events, scenario, duration)
+    stress = _stress(phases, scenario)
+    return RunData(
+        run_dir=run_dir,
+        scenario_name=name,
+        seed=seed,
+        meta=meta,
+        requests=sorted(requests, key=lambda r: _num(r.get("t")) or 0.0),
+        samples=sorted(samples, key=lambda r: _num(r.get("t")) or 0.0),
+        events=events,
+        impressions=impressions,
+        phases=phases,
+        faults=faults,
+        stress=stress,
+        duration_s=duration,
+        notes=notes,
+    )
+
+
+# --- reading ----------------------------------------------------------------------------------
+def _read_rows(path: Path, notes: list[str]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if not path.is_file():
+        notes.append(f"{path.name} is missing")
+        return rows
+    try:
+        for _, row in read_jsonl(path):
+            rows.append(row)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        notes.append(f"{path.name}: read stopped after {len(rows)} rows ({exc})")
+    return rows
+
+
+def _read_json(path: Path, notes: list[str]) -> dict[str, Any] | None:
+    if not path.is_file():
+        notes.append(f"{path.name} is missing")
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        notes.append(f"{path.name} is unreadable ({exc})")
+        return None
+    if not isinstance(data, dict):
+        notes.append(f"{path.name} is not a JSON object")
+        return None
+    return data
+
+
+def _read_scenario(path: Path, notes: list[str]) -> Scenario | None:
+    if not path.is_file():
+        notes.append(f"{path.name} is missing")
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+        return parse_scenario(tomllib.loads(text), source=str(path), text=text)
+    except (OSError, ValueError, ScenarioError) as exc:
+        notes.append(f"{path.name} is not a valid scenario ({str(exc).splitlines()[0]})")
+        return None
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
+# --- timeline ---------------------------------------------------------------------------------
+def _phases(
+    events: Sequence[Mapping[str, Any]], scenario: Scenario | None, end: float
+) -> list[PhaseSpan]:
+    spans = []
+    for e in events:
+        if e.get("kind") != "phase":
+            continue
+        start, stop = _num(e.get("start_t")), _num(e.get("end_t"))
+        if isinstance(e.get("name"), str) and start is not None and stop is not None:
+            spans.append(PhaseSpan(e["name"], start, stop))
+    if spans:
+        return sorted(spans, key=lambda p: p.start_s)
+    if scenario is not None:
+        return [PhaseSpan(p.name, p.start_s, p.end_s) for p in scenario.phase_list()]
+    return [PhaseSpan("run", 0.0, end)]
+
+
+def _faults(
+    events: Sequence[Mapping[str, Any]], scenario: Scenario | None, end: float
+) -> list[Window]:
+    """Fault windows from the fault_start/fault_stop events (manual faults included); the
+    scenario's timeline when the events are missing. A fault that never stopped runs to the end."""
+    open_: dict[str, tuple[float, Mapping[str, Any]]] = {}
+    out: list[Window] = []
+    for i, e in enumerate(events):
+        kind, t = e.get("kind"), _num(e.get("t"))
+        if t is None:
+            continue
+        key = str(e.get("id", f"#{i}"))
+        if kind == "fault_start":
+            open_[key] = (t, e)
+        elif kind == "fault_stop" and key in open_:
+            start, info = open_.pop(key)
+            out.append(_fault_window(start, t, info))
+    out.extend(_fault_window(start, end, info) for start, info in open_.values())
+    if not out and scenario is not None and not any(e.get("kind") == "fault_start" for e in events):
+        for f in scenario.faults:
+            info = {"fault": f.fault, "proxy": f.proxy, "params": dict(f.params)}
+            out.append(_fault_window(f.at_s, f.at_s + f.for_s, info))
+    return sorted(out, key=lambda w: (w.start_s, w.label))
+
+
+def _fault_window(start: float, stop: float, info: Mapping[str, Any]) -> Window:
+    fault, proxy = info.get("fault", "fault"), info.get("proxy")
+    label = f"{fault} on {proxy}" if proxy else str(fault)
+    details = {
+        k: info[k] for k in ("id", "fault", "proxy", "params", "source") if info.get(k) is not None
+    }
+    return Window("fault", label, start, stop, details)
+
+
+def _stress(phases: Sequence[PhaseSpan], scenario: Scenario | None) -> Window | None:
+    for p in phases:
+        if p.name == "stress":
+            return Window("stress", "stress window", p.start_s, p.end_s)
+    window = scenario.stress_window() if scenario is not None else None
+    return Window("stress", "stress window", *window) if window else None
+
+
+# --- figures ----------------------------------------------------------------------------------
+def _in(rows: Iterable[Mapping[str, Any]], start: float, end: float) -> list[Mapping[str, Any]]:
+    return [r for r in rows if (t := _num(r.get("t"))) is not None and start <= t < end]
+
+
+def _decode(encoded: Any) -> HdrHistogram | None:
+    if not isinstance(encoded, str) or not encoded:
+        return None
+    try:
+        return HdrHistogram.decode(encoded)
+    except Exception:  # a corrupt encoding must not stop a report; the figure is left empty
+        return None
+
+
+def _merged_percentiles(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, float | None]:
+    acc: HdrHistogram | None = None
+    for r in rows:
+        h = _decode(r.get(key))
+        if h is None or h.get_total_count() == 0:
+            continue
+        if acc is None:
+            acc = h
+        else:
+            acc.add(h)
+    if acc is None:
+        return {"p50_ms": None, "p99_ms": None, "count": 0}
+    values = _percentiles(acc, (50.0, 99.0))
+    return {
+        "p50_ms": round(values[50.0], 3),
+        "p99_ms": round(values[99.0], 3),
+        "count": int(acc.get_total_count()),
+    }
+
+
+def _percentiles(h: HdrHistogram, pcts: tuple[float, ...]) -> dict[float, float]:
+    """Percentiles in ms (the histograms record microseconds), in one pass over the counts."""
+    if h.get_total_count() == 0:
+        return {}
+    values = h.get_percentile_to_value_dict(list(pcts))
+    return {p: float(values[p]) / 1000.0 for p in pcts}
+
+
+def _max(rows: Iterable[Mapping[str, Any]], key: str) -> float | None:
+    values = [v for r in rows if (v := _num(r.get(key))) is not None]
+    return max(values) if values else None
+
+
+def phase_figures(data: RunData, start: float, end: float) -> dict[str, Any]:
+    """Rates, outcome shares, latency percentiles (merged HDR histograms) and resource peaks
+    for the seconds in [start, end)."""
+    rows = _in(data.requests, start, end)
+    samples = [s for s in _in(data.samples, start, end) if s.get("ok", True)]
+    seconds = max(end - start, 1e-9)
+    counts = dict.fromkeys(OUTCOMES, 0)
+    intended = sent = 0
+    for r in rows:
+        intended += int(_num(r.get("intended")) or 0)
+        sent += int(_num(r.get("sent")) or 0)
+        outcomes = r.get("outcomes")
+        if isinstance(outcomes, Mapping):
+            for k, v in outcomes.items():
+                counts[k] = counts.get(k, 0) + int(_num(v) or 0)
+    total = sum(counts.values())
+    admitted = sum(counts.get(k, 0) for k in ADMITTED_OUTCOMES)
+    rejected = sum(counts.get(k, 0) for k in DESIGNED_REJECTIONS)
+    failed = sum(counts.get(k, 0) for k in FAILURES)
+    share = (lambda n: round(n / total, 6)) if total else (lambda n: None)
+    adm = _merged_percentiles(rows, "hist_admitted")
+    rej = _merged_percentiles(rows, "hist_rejected")
+    return {
+        "start_s": start,
+        "end_s": end,
+        "seconds_with_data": len(rows),
+        "samples": len(samples),
+        "intended": intended,
+        "sent": sent,
+        "offered_rps": round(intended / seconds, 3),
+        "sent_rps": round(sent / seconds, 3),
+        "achieved_rps": round(admitted / seconds, 3),
+        "outcomes": {k: v for k, v in counts.items() if v},
+        "outcome_shares": {k: share(v) for k, v in counts.items() if v},
+        "admitted_share": share(admitted),
+        "rejected_share": share(rejected),
+        "failure_share": share(failed),
+        "admitted_p50_ms": adm["p50_ms"],
+        "admitted_p99_ms": adm["p99_ms"],
+        "rejected_p50_ms": rej["p50_ms"],
+        "rejected_p99_ms": rej["p99_ms"],
+        "max_inflight": _max(samples, "auction_inflight"),
+        "max_limit": _max(samples, "auction_limit"),
+        "max_queue_depth": _max(samples, "queue_depth"),
+        "max_rss_bytes": _max(samples, "rss_bytes"),
+    }
+
+
+# --- per-second series for the charts --------------------------------------------------------
+def series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(t, value) for the rows that carry a finite number under `key` (a failed scrape, ok=false,
+    leaves a gap)."""
+    ts: list[float] = []
+    vs: list[float] = []
+    for r in rows:
+        t, v = _num(r.get("t")), _num(r.get(key))
+        if t is not None and v is not None and r.get("ok", True):
+            ts.append(t)
+            vs.append(v)
+    return ts, vs
+
+
+def latency_series(
+    rows: Sequence[Mapping[str, Any]], hist_key: str, fallback: Mapping[float, str]
+) -> dict[float, tuple[list[float], list[float]]]:
+    """Per-second p50 and p99 (ms) from each row's HDR histogram; where a row has none, the
+    row's convenience copy named in `fallback` (percentile -> field) when present."""
+    out: dict[float, tuple[list[float], list[float]]] = {50.0: ([], []), 99.0: ([], [])}
+    for r in rows:
+        t = _num(r.get("t"))
+        if t is None:
+            continue
+        h = _decode(r.get(hist_key))
+        values = _percentiles(h, tuple(out)) if h is not None else {}
+        for pct, (ts, vs) in out.items():
+            value: float | None = values.get(pct)
+            if value is None and pct in fallback:
+                value = _num(r.get(fallback[pct]))
+            if value is not None:
+                ts.append(t)
+                vs.append(value)
+    return out
