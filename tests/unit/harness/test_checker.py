@@ -1,0 +1,565 @@
+"""Checker tests as data tables: synthetic per-second histories, each verdict passing and
+failing, and the edge cases (empty phases, too few samples, recovery in time or not)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import pytest
+from hdrh.histogram import HdrHistogram
+
+from harness.checker import check, percentile_ms, phase_stats
+from harness.history import Event, History, ImpressionAccounting, RequestSecond, Sample
+from harness.scenario import Scenario, parse_scenario
+from harness.thresholds import thresholds_from_checks
+from harness.verdicts import CheckResult, Verdict
+
+# --- builders -------------------------------------------------------------------------------
+# Phases of STORM: warmup [0,5) baseline [5,20) stress [20,35) recovery [35,45) post [45,60)
+STORM: dict[str, Any] = {
+    "name": "storm",
+    "target": {
+        "publisher_rate_per_s": 150,
+        "publisher_burst": 40,
+        "config": {"auction": {"limit": 12}, "impressions": {"max_depth": 400}},
+    },
+    "load": {
+        "shape": "flash_crowd",
+        "duration_s": 60,
+        "warmup_s": 5,
+        "base_rps": 100,
+        "peak_rps": 300,
+        "spike_at_s": 20,
+        "spike_for_s": 15,
+        "publishers": 4,
+    },
+    "faults": [
+        {"at_s": 20, "for_s": 15, "fault": "dsp_latency", "proxy": "dsp-1",
+         "params": {"latency_ms": 250}},
+        {"at_s": 22, "for_s": 10, "fault": "redis_latency", "params": {"latency_ms": 15}},
+        {"at_s": 24, "for_s": 8, "fault": "kafka_stall"},
+    ],
+    "phases": {"recovery_s": 10},
+    "checks": {"slo": "p99 < 150ms"},
+}  # fmt: skip
+
+
+def scenario(base: Mapping[str, Any] = STORM, **sections: Any) -> Scenario:
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return parse_scenario(data, source="test")
+
+
+@functools.cache
+def hist(latency_ms: float) -> str:
+    """An HDR encoding (microseconds) whose every percentile is `latency_ms`."""
+    h = HdrHistogram(1, 60_000_000, 3)
+    h.record_value(max(1, round(latency_ms * 1000)), 100)
+    return h.encode().decode()
+
+
+def sec(
+    t: float,
+    *,
+    ok: int = 100,
+    rejected: Mapping[str, int] | None = None,
+    failed: Mapping[str, int] | None = None,
+    sent: int | None = None,
+    intended: int | None = None,
+    p99: float = 20.0,
+    rej_p99: float = 3.0,
+    cpu: float = 30.0,
+    decisions: Mapping[str, int] | None = None,
+    publishers: Mapping[str, Mapping[str, int]] | None = None,
+) -> RequestSecond:
+    outcomes = {"ok": ok, **(rejected or {}), **(failed or {})}
+    total = sum(outcomes.values())
+    rej = sum((rejected or {}).values())
+    fail = sum((failed or {}).values())
+    if publishers is None:  # four publishers, evenly
+        publishers = {
+            f"pub-{i}": {"sent": total // 4, "admitted": ok // 4, "rate_limited": 0}
+            for i in range(1, 5)
+        }
+    return RequestSecond(
+        t=float(t),
+        intended=total if intended is None else intended,
+        sent=total if sent is None else sent,
+        outcomes=outcomes,
+        admitted=ok,
+        rejected=rej,
+        failures=fail,
+        decisions=dict(decisions or {}),
+        publishers=publishers,
+        hist_admitted=hist(p99) if ok else None,
+        hist_rejected=hist(rej_p99) if rej else None,
+        admitted_p99_ms=p99 if ok else None,
+        rejected_p99_ms=rej_p99 if rej else None,
+        cpu_percent=cpu,
+    )
+
+
+def healthy_rows(duration: int = 60) -> list[RequestSecond]:
+    """Baseline 100 ok/s at 20 ms; stress 300/s with 100 fast designed rejections."""
+    out = []
+    for t in range(duration):
+        if 20 <= t < 35:
+            out.append(
+                sec(
+                    t,
+                    ok=200,
+                    p99=60.0,
+                    rejected={"rate_limited": 40, "overloaded": 40, "shed": 20},
+                    decisions={"rate_limited": 40, "bulkhead_full": 40, "shed": 20},
+                )
+            )
+        else:
+            out.append(sec(t))
+    return out
+
+
+def sample(t: float, **over: Any) -> Sample:
+    fields: dict[str, Any] = dict(
+        t=float(t), ok=True, auction_inflight=8.0, auction_limit=12.0,
+        auction_limit_ceiling=12.0, queue_depth=10.0, queue_max_depth=400.0,
+        rss_bytes=100e6, breakers={"dsp-1": "closed", "dsp-2": "closed", "dsp-3": "closed"},
+    )  # fmt: skip
+    fields.update(over)
+    return Sample(**fields)
+
+
+def healthy_samples(duration: int = 60) -> list[Sample]:
+    out = []
+    for t in range(duration):
+        state = "open" if 21 <= t < 35 else "half_open" if t == 35 else "closed"
+        out.append(sample(t, breakers={"dsp-1": state, "dsp-2": "closed", "dsp-3": "closed"}))
+    return out
+
+
+def history(
+    sc: Scenario | None = None,
+    rows: Iterable[RequestSecond] | None = None,
+    samples: Iterable[Sample] | None = None,
+    impressions: ImpressionAccounting | None = None,
+    **kw: Any,
+) -> History:
+    return History.build(
+        sc or scenario(),
+        requests=healthy_rows() if rows is None else rows,
+        samples=healthy_samples() if samples is None else samples,
+        impressions=impressions or ImpressionAccounting(acked=500, found=500, missing=0),
+        **kw,
+    )
+
+
+def between(rows: Iterable[Any], t0: float, t1: float, make: Callable[[Any], Any]) -> list[Any]:
+    """Replace the rows/samples with t in [t0, t1) by make(row)."""
+    return [make(r) if t0 <= r.t < t1 else r for r in rows]
+
+
+def verdict(result: CheckResult, name: str, phase: str | None = None) -> Verdict:
+    found = [v for v in result.verdicts if v.name == name and (phase is None or v.phase == phase)]
+    assert len(found) == 1, f"{name}/{phase}: {[(v.name, v.phase) for v in result.verdicts]}"
+    return found[0]
+
+
+# --- the healthy run passes everything ------------------------------------------------------
+def test_healthy_storm_passes_every_verdict() -> None:
+    result = check(history())
+    bad = [(v.name, v.phase, v.status, v.message) for v in result.verdicts if v.status != "pass"]
+    assert bad == []
+    names = {v.name for v in result.verdicts}
+    assert names >= {
+        "valid_run", "steady_state", "no_unexpected_errors", "graceful_degradation",
+        "bounded_resources", "time_to_detect", "time_to_recover", "no_silent_loss",
+        "layer.edge", "layer.bulkhead", "layer.shedder", "layer.breaker",
+    }  # fmt: skip
+    assert result.exit_code == 0
+
+
+def test_every_verdict_carries_evidence_and_is_json_serialisable() -> None:
+    import json
+
+    result = check(history())
+    json.dumps(result.to_json())
+    assert all(v.evidence and v.message for v in result.verdicts)
+
+
+# --- each verdict fails on a realistic bad history -----------------------------------------
+def _slow_baseline(h: dict[str, Any]) -> None:
+    h["rows"] = between(healthy_rows(), 5, 20, lambda r: sec(r.t, p99=300.0))
+
+
+def _erroring_post(h: dict[str, Any]) -> None:
+    h["rows"] = between(healthy_rows(), 45, 60, lambda r: sec(r.t, ok=95, failed={"error_5xx": 5}))
+
+
+def _stress_timeouts(h: dict[str, Any]) -> None:
+    h["rows"] = between(
+        healthy_rows(), 20, 35,
+        lambda r: sec(r.t, ok=200, p99=60, rejected={"rate_limited": 60},
+                      failed={"timeout": 30, "conn_error": 10}),
+    )  # fmt: skip
+
+
+def _collapse(h: dict[str, Any]) -> None:
+    h["rows"] = between(
+        healthy_rows(), 20, 35,
+        lambda r: sec(r.t, ok=20, p99=60, rejected={"overloaded": 280},
+                      decisions={"bulkhead_full": 280}),
+    )  # fmt: skip
+
+
+def _slow_admitted(h: dict[str, Any]) -> None:
+    h["rows"] = between(
+        healthy_rows(),
+        20,
+        35,
+        lambda r: sec(r.t, ok=200, p99=900.0, rejected={"rate_limited": 100}),
+    )
+
+
+def _slow_rejections(h: dict[str, Any]) -> None:
+    h["rows"] = between(
+        healthy_rows(), 20, 35,
+        lambda r: sec(r.t, ok=200, p99=60, rejected={"overloaded": 100}, rej_p99=400.0,
+                      decisions={"bulkhead_full": 100}),
+    )  # fmt: skip
+
+
+def _slow_sheds(h: dict[str, Any]) -> None:
+    h["rows"] = between(
+        healthy_rows(), 24, 32,
+        lambda r: sec(r.t, ok=200, p99=60, rejected={"shed": 100}, rej_p99=300.0,
+                      decisions={"shed": 100}),
+    )  # fmt: skip
+
+
+def _inflight_over(h: dict[str, Any]) -> None:
+    h["samples"] = between(
+        healthy_samples(), 25, 30, lambda s: dataclasses.replace(s, auction_inflight=80.0)
+    )
+
+
+def _queue_over(h: dict[str, Any]) -> None:
+    h["samples"] = between(
+        healthy_samples(), 25, 60, lambda s: dataclasses.replace(s, queue_depth=5000.0)
+    )
+
+
+def _rss_grows(h: dict[str, Any]) -> None:
+    h["samples"] = between(
+        healthy_samples(), 30, 60, lambda s: dataclasses.replace(s, rss_bytes=700e6)
+    )
+
+
+def _late_detection(h: dict[str, Any]) -> None:
+    slow = [sec(t, ok=300, p99=400.0) for t in range(20, 31)]
+    h["rows"] = between(healthy_rows(), 20, 31, lambda r: slow[int(r.t) - 20])
+    h["samples"] = between(healthy_samples(), 0, 60, lambda s: dataclasses.replace(
+        s, breakers={"dsp-1": "open" if 31 <= s.t < 35 else "closed"}))  # fmt: skip
+
+
+def _never_protects(h: dict[str, Any]) -> None:
+    h["rows"] = between(healthy_rows(), 20, 35, lambda r: sec(r.t, ok=300, p99=400.0))
+    h["samples"] = [dataclasses.replace(s, breakers={"dsp-1": "closed"}) for s in healthy_samples()]
+
+
+def _slow_recovery(h: dict[str, Any]) -> None:  # breach lasts 20 s after the stress ends
+    h["rows"] = between(healthy_rows(), 35, 55, lambda r: sec(r.t, p99=400.0))
+
+
+def _no_recovery(h: dict[str, Any]) -> None:
+    h["rows"] = between(healthy_rows(), 35, 60, lambda r: sec(r.t, p99=400.0))
+
+
+def _outcomes_missing(h: dict[str, Any]) -> None:
+    h["rows"] = between(healthy_rows(), 40, 41, lambda r: dataclasses.replace(r, sent=r.sent + 7))
+
+
+def _impressions_lost(h: dict[str, Any]) -> None:
+    h["impressions"] = ImpressionAccounting(
+        acked=500, found=497, missing=3, missing_sample=("a", "b", "c")
+    )
+
+
+def _edge_bound_broken(h: dict[str, Any]) -> None:  # pub-1 admitted 400/s > 150/s + 40
+    pubs = {"pub-1": {"sent": 400, "admitted": 400, "rate_limited": 0}}
+    h["rows"] = between(
+        healthy_rows(), 20, 35,
+        lambda r: dataclasses.replace(r, publishers=pubs),
+    )  # fmt: skip
+
+
+def _bulkhead_off(h: dict[str, Any]) -> None:
+    h["sc"] = scenario(target={**STORM["target"], "config": {"auction": {"enabled": False}}})
+    h["samples"] = [
+        dataclasses.replace(
+            s, auction_inflight=None, auction_limit=None, auction_limit_ceiling=None
+        )
+        for s in healthy_samples()
+    ]
+
+
+def _breaker_never_opens(h: dict[str, Any]) -> None:
+    h["samples"] = [
+        dataclasses.replace(s, breakers={"dsp-1": "disabled"}) for s in healthy_samples()
+    ]
+
+
+def _breaker_never_closes(h: dict[str, Any]) -> None:
+    h["samples"] = between(
+        healthy_samples(), 21, 60, lambda s: dataclasses.replace(s, breakers={"dsp-1": "open"})
+    )
+
+
+FAILING: list[tuple[str, Callable[[dict[str, Any]], None], str, str, str]] = [
+    # (case, mutation, verdict, phase, a word the message must contain)
+    ("slow baseline", _slow_baseline, "steady_state", "baseline", "p99"),
+    ("errors after the storm", _erroring_post, "steady_state", "post", "error ratio"),
+    ("timeouts and resets", _stress_timeouts, "no_unexpected_errors", "stress", "timeout"),
+    ("goodput collapses", _collapse, "graceful_degradation", "stress", "goodput"),
+    ("admitted latency explodes", _slow_admitted, "graceful_degradation", "stress", "admitted p99"),
+    ("slow rejections", _slow_rejections, "graceful_degradation", "stress", "not fast"),
+    ("inflight over the limit", _inflight_over, "bounded_resources", "run", "inflight"),
+    ("queue over its cap", _queue_over, "bounded_resources", "run", "queue depth"),
+    ("memory grows", _rss_grows, "bounded_resources", "run", "RSS"),
+    ("protection engages late", _late_detection, "time_to_detect", "stress", "11 s"),
+    ("protection never engages", _never_protects, "time_to_detect", "stress", "did not engage"),
+    ("recovers after the budget", _slow_recovery, "time_to_recover", "recovery", "20 s"),
+    ("never recovers", _no_recovery, "time_to_recover", "recovery", "never recovered"),
+    ("a request without an outcome", _outcomes_missing, "no_silent_loss", "run", "t=40"),
+    ("an acked impression lost", _impressions_lost, "no_silent_loss", "run", "3 of 500"),
+    ("publisher above its bucket", _edge_bound_broken, "layer.edge", "stress", "pub-1"),
+    ("no concurrency limit", _bulkhead_off, "layer.bulkhead", "stress", "switched off"),
+    ("inflight above the ceiling", _inflight_over, "layer.bulkhead", "stress", "exceeded"),
+    ("queue above the cap", _queue_over, "layer.shedder", "stress", "cap"),
+    ("breaker never opens", _breaker_never_opens, "layer.breaker", "stress", "never opened"),
+    ("breaker never closes", _breaker_never_closes, "layer.breaker", "stress", "still open"),
+    ("slow bulkhead 503s", _slow_rejections, "layer.bulkhead", "stress", "bulkhead_full answered"),
+    ("slow sheds", _slow_sheds, "layer.shedder", "stress", "sheds answered"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "mutate", "name", "phase", "word"), FAILING, ids=[f[0] for f in FAILING]
+)
+def test_verdict_fails_on_bad_history(
+    case: str, mutate: Callable[[dict[str, Any]], None], name: str, phase: str, word: str
+) -> None:
+    parts: dict[str, Any] = {}
+    mutate(parts)
+    result = check(history(**parts))
+    v = verdict(result, name, phase)
+    assert v.status == "fail", v.message
+    assert word in v.message
+    assert result.exit_code == 1
+
+
+# --- detection and recovery figures ---------------------------------------------------------
+def test_breach_that_recovers_in_time_passes_with_its_figure() -> None:
+    rows = between(healthy_rows(), 35, 41, lambda r: sec(r.t, p99=400.0))
+    v = verdict(check(history(rows=rows)), "time_to_recover")
+    assert v.status == "pass"
+    assert v.evidence["ttr_s"] == 6.0
+    assert v.evidence["recovered_at_s"] == 41.0
+
+
+def test_one_healthy_second_inside_a_breach_is_not_recovery() -> None:
+    rows = between(healthy_rows(), 35, 50, lambda r: sec(r.t, p99=400.0) if r.t != 38 else r)
+    v = verdict(check(history(rows=rows)), "time_to_recover")
+    assert v.evidence["recovered_at_s"] == 50.0
+
+
+def test_recovery_needs_goodput_not_only_fast_rejections() -> None:
+    rows = between(healthy_rows(), 35, 60, lambda r: sec(r.t, ok=5, rejected={"shed": 95}))
+    assert verdict(check(history(rows=rows)), "time_to_recover").status == "fail"
+
+
+def test_detection_time_counts_from_stress_start() -> None:
+    v = verdict(check(history()), "time_to_detect")
+    assert v.status == "pass"
+    assert v.evidence["detect_s"] == 0.0
+
+
+def test_no_protection_needed_when_the_slo_held_passes() -> None:
+    rows = between(healthy_rows(), 20, 35, lambda r: sec(r.t, ok=300, p99=40.0))
+    samples = [dataclasses.replace(s, breakers={"dsp-1": "closed"}) for s in healthy_samples()]
+    v = verdict(check(history(rows=rows, samples=samples)), "time_to_detect")
+    assert (v.status, "not needed" in v.message or "no protective" in v.message) == ("pass", True)
+
+
+def test_stress_latency_bound_scales_with_baseline() -> None:
+    """Admitted p99 up to latency_factor x baseline p99 passes even above the SLO."""
+    rows = between(healthy_rows(), 5, 20, lambda r: sec(r.t, p99=100.0))
+    rows = between(rows, 20, 35, lambda r: sec(r.t, ok=200, p99=280.0, rejected={"shed": 100}))
+    v = verdict(check(history(rows=rows)), "graceful_degradation")
+    assert v.status == "pass", v.message
+    assert v.evidence["admitted_bound"].startswith("p99 < 300")  # 3 x the baseline p99
+
+
+def test_goodput_capacity_is_the_declared_one_when_set() -> None:
+    th = thresholds_from_checks({"capacity_rps": 1000})
+    v = verdict(check(history(), th), "graceful_degradation")
+    assert v.evidence["capacity_source"] == "declared capacity_rps"
+    assert v.evidence["capacity_rps"] == 300.0  # min(offered, declared)
+    assert v.status == "fail"  # 200 admitted/s of 300 offered = 67% < 80%
+
+
+# --- inconclusive, never pass ---------------------------------------------------------------
+def _with_impressions(r: RequestSecond) -> RequestSecond:
+    return dataclasses.replace(r, outcomes={"ok": 50, "accepted": 50})
+
+
+INCONCLUSIVE_CASES: list[tuple[str, Callable[[], History], str, str]] = [
+    ("empty baseline", lambda: history(rows=[r for r in healthy_rows() if not 5 <= r.t < 20]),
+     "valid_run", "baseline"),
+    ("two seconds of post", lambda: history(rows=[r for r in healthy_rows() if r.t < 47]),
+     "valid_run", "post"),
+    ("generator shortfall", lambda: history(rows=between(healthy_rows(), 20, 35,
+        lambda r: dataclasses.replace(r, intended=r.sent * 2))), "valid_run", "stress"),
+    ("generator CPU-starved", lambda: history(rows=between(healthy_rows(), 5, 20,
+        lambda r: dataclasses.replace(r, cpu_percent=99.0))), "valid_run", "baseline"),
+    ("too few admitted for a p99", lambda: history(rows=between(healthy_rows(), 5, 20,
+        lambda r: sec(r.t, ok=2))), "steady_state", "baseline"),
+    ("interrupted run", lambda: history(meta={"status": "interrupted"}), "valid_run", "run"),
+    ("a component crashed",
+     lambda: history(events=[Event(30.0, "component_crash", {"name": "redis"})]),
+     "valid_run", "run"),
+    ("no samples", lambda: history(samples=[Sample(float(t), ok=False) for t in range(60)]),
+     "bounded_resources", "run"),
+    ("impressions.json missing", lambda: History.build(
+        scenario(), requests=between(healthy_rows(), 5, 6, _with_impressions),
+        samples=healthy_samples()), "no_silent_loss", "run"),
+    ("read-back incomplete", lambda: history(impressions=ImpressionAccounting(
+        acked=10, found=9, missing=0, complete=False, error="timeout")), "no_silent_loss", "run"),
+    ("nothing after the disturbance", lambda: history(rows=[r for r in healthy_rows() if r.t < 36]),
+     "time_to_recover", "recovery"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "make", "name", "phase"), INCONCLUSIVE_CASES,
+                         ids=[c[0] for c in INCONCLUSIVE_CASES])  # fmt: skip
+def test_too_little_data_is_inconclusive(
+    case: str, make: Callable[[], History], name: str, phase: str
+) -> None:
+    result = check(make())
+    assert verdict(result, name, phase).status == "inconclusive"
+    assert result.status in ("inconclusive", "fail")
+    assert result.exit_code != 0
+
+
+def test_empty_history_is_inconclusive_not_pass() -> None:
+    result = check(History.build(scenario()))
+    assert result.status == "inconclusive"
+    assert result.exit_code == 3
+
+
+# --- scope: which verdicts exist ------------------------------------------------------------
+def test_external_target_gets_no_layer_verdicts() -> None:
+    sc = scenario(target={"kind": "external", "url": "http://127.0.0.1:9"}, faults=[])
+    result = check(history(sc=sc, samples=[Sample(float(t), ok=False) for t in range(60)]))
+    assert not [v for v in result.verdicts if v.name.startswith("layer.")]
+    assert not [v for v in result.verdicts if v.name == "bounded_resources"]
+
+
+def test_layers_not_exercised_are_skipped() -> None:
+    sc = scenario(faults=[])
+    rows = between(healthy_rows(), 20, 35, lambda r: sec(r.t, ok=300, p99=40.0))
+    result = check(history(sc=sc, rows=rows))
+    assert not [v for v in result.verdicts if v.name.startswith("layer.")]
+
+
+def test_checks_layers_false_skips_layer_verdicts() -> None:
+    th = thresholds_from_checks({"layers": False})
+    assert not [v for v in check(history(), th).verdicts if v.name.startswith("layer.")]
+
+
+HOT = {
+    **STORM,
+    "name": "hot",
+    "faults": [],
+    "target": {"publisher_rate_per_s": 100, "publisher_burst": 30},
+    "load": {**STORM["load"], "shape": "hot_publisher", "hot_publisher": "pub-1"},
+}
+
+
+def _hot_rows(others_admitted: int) -> list[RequestSecond]:
+    def spike(r: RequestSecond) -> RequestSecond:
+        pubs = {"pub-1": {"sent": 240, "admitted": 100, "rate_limited": 140}}
+        for p in ("pub-2", "pub-3", "pub-4"):
+            pubs[p] = {"sent": 20, "admitted": others_admitted, "rate_limited": 0}
+        ok = 100 + 3 * others_admitted
+        over = 300 - 140 - ok
+        return sec(r.t, ok=ok, p99=30.0, rejected={"rate_limited": 140, "overloaded": over},
+                   publishers=pubs, decisions={"bulkhead_full": over})  # fmt: skip
+
+    return between(healthy_rows(), 20, 35, spike)
+
+
+def test_hot_publisher_isolated_passes_starved_fails() -> None:
+    good = verdict(check(history(sc=scenario(HOT), rows=_hot_rows(20))), "layer.edge")
+    bad = verdict(check(history(sc=scenario(HOT), rows=_hot_rows(5))), "layer.edge")
+    assert good.status == "pass", good.message
+    assert bad.status == "fail"
+    assert "starved" in bad.message and "pub-" in bad.message
+
+
+def test_tightened_threshold_turns_pass_into_fail() -> None:
+    h = history()
+    assert verdict(check(h), "steady_state", "baseline").status == "pass"
+    strict = thresholds_from_checks({"slo": "p99 < 10ms"})
+    assert verdict(check(h, strict), "steady_state", "baseline").status == "fail"
+
+
+def test_check_is_pure() -> None:
+    h = history()
+    assert check(h).to_json() == check(h).to_json()
+
+
+# --- numbers --------------------------------------------------------------------------------
+def test_percentile_merges_histograms_across_seconds() -> None:
+    rows = [sec(0, ok=100, p99=10.0), sec(1, ok=100, p99=200.0)]
+    p50, n, exact = percentile_ms(rows, "admitted", 50.0)
+    p99, _, _ = percentile_ms(rows, "admitted", 99.0)
+    assert n == 200 and exact
+    assert p50 == pytest.approx(10.0, rel=0.01)
+    assert p99 == pytest.approx(200.0, rel=0.01)
+
+
+def test_percentile_without_histograms_uses_the_copies_conservatively() -> None:
+    rows = [dataclasses.replace(sec(0, p99=10.0), hist_admitted=None),
+            dataclasses.replace(sec(1, p99=90.0), hist_admitted=None)]  # fmt: skip
+    value, _, exact = percentile_ms(rows, "admitted", 99.0)
+    assert (value, exact) == (90.0, False)
+
+
+def test_phase_stats_reports_rates_and_shares() -> None:
+    stats = phase_stats(history(), "stress")
+    assert stats is not None
+    assert stats["offered_rps"] == 300.0
+    assert stats["goodput_rps"] == 200.0
+    assert stats["rejection_share"] == pytest.approx(1 / 3, abs=1e-3)
+
+
+def test_hour_long_history_is_checked_fast() -> None:
+    """3600 rows and samples judge in well under a few seconds (loose: busy 2-core box)."""
+    sc = scenario(load={**STORM["load"], "duration_s": 3600, "spike_at_s": 1800, "spike_for_s": 60},
+                  faults=[])  # fmt: skip
+    rows = [sec(t, ok=100 + t % 7, p99=20.0 + t % 5) for t in range(3600)]
+    samples = [sample(t) for t in range(3600)]
+    h = History.build(sc, requests=rows, samples=samples,
+                      impressions=ImpressionAccounting(acked=1, found=1, missing=0))  # fmt: skip
+    started = time.perf_counter()
+    result = check(h)
+    elapsed = time.perf_counter() - started
+    assert verdict(result, "steady_state", "baseline").status == "pass"
+    assert elapsed < 10.0, f"check took {elapsed:.2f} s"
