@@ -1,0 +1,170 @@
+"""What `spikegate check` and `spikegate compare` do; the CLI calls these functions.
+
+    check RUN_DIR [--set checks.k=v]...   load_history -> thresholds (+ overrides) -> check
+                                          -> reports (report.json, junit.xml, ...) + table
+    compare RUN_A RUN_B [--json FILE]     judge both with their own thresholds -> deltas per
+                                          phase, detect/recover times, verdict changes
+
+Reports come from `harness.reports` (write_reports, print_verdicts) when it is installed
+in the tree; until then a plain rich table stands in.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.checker import check, phase_stats
+from harness.errors import UsageError
+from harness.history import History, load_history
+from harness.thresholds import apply_check_overrides, thresholds_from_checks
+from harness.verdicts import CheckResult
+
+__all__ = ["check_run", "compare_runs", "judge", "print_table", "summarize"]
+
+_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
+_PHASES = ("baseline", "stress", "recovery", "post")
+
+
+def judge(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[History, CheckResult]:
+    """Load and judge a run directory with its own `[checks]` plus `checks.*` overrides."""
+    history = load_history(run_dir)
+    checks = apply_check_overrides(history.scenario.checks, overrides)
+    th = thresholds_from_checks(checks, source=f"{Path(run_dir) / 'scenario.toml'} [checks]")
+    return history, check(history, th)
+
+
+def check_run(run_dir: Path, overrides: Sequence[str], console: Console) -> CheckResult:
+    """Re-judge a stored run offline; write its reports; print the verdict table.
+    The caller turns `result.exit_code` into the process exit code (0 / 1 / 3)."""
+    history, result = judge(run_dir, overrides)
+    for note in history.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    reports = _reports()
+    if reports is not None:
+        written = reports.write_reports(Path(run_dir), history, result)
+        reports.print_verdicts(console, result)
+        if written:
+            console.print(f"reports: {', '.join(str(p) for p in dict(written).values())}")
+    else:
+        print_table(console, result)
+    return result
+
+
+def _reports() -> Any:
+    try:
+        return importlib.import_module("harness.reports")
+    except ImportError:  # the reports land separately; the table below stands in
+        return None
+
+
+def print_table(console: Console, result: CheckResult) -> None:
+    """A plain verdict table (the reports module's print_verdicts is the full one)."""
+    table = Table(title="verdicts")
+    for col in ("verdict", "phase", "status", "message"):
+        table.add_column(col, overflow="fold")
+    for v in result.verdicts:
+        table.add_row(v.name, v.phase, f"[{_STYLE[v.status]}]{v.status}[/]", v.message)
+    console.print(table)
+    console.print(f"overall: [{_STYLE[result.status]}]{result.status.upper()}[/]")
+
+
+# --- compare --------------------------------------------------------------------------------
+def summarize(history: History, result: CheckResult) -> dict[str, Any]:
+    """Key figures of one judged run: per-phase stats, detect/recover times, verdicts."""
+    ev = {(v.name, v.phase): v.evidence for v in result.verdicts}
+    return {
+        "scenario": history.scenario.name,
+        "run_dir": str(history.run_dir) if history.run_dir else None,
+        "status": result.status,
+        "phases": {p: phase_stats(history, p) for p in _PHASES if history.phase(p)},
+        "detect_s": ev.get(("time_to_detect", "stress"), {}).get("detect_s"),
+        "recover_s": ev.get(("time_to_recover", "recovery"), {}).get("ttr_s"),
+        "verdicts": {f"{v.name}/{v.phase}": v.status for v in result.verdicts},
+    }
+
+
+def _delta(a: Any, b: Any) -> Any:
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return round(b - a, 4)
+    return None
+
+
+def compare_runs(a: Path, b: Path, console: Console, json_out: Path | None = None) -> int:
+    """Deltas from run A to run B. Returns 1 when B regresses (a verdict that passed in A
+    fails in B, or B fails where A had no such verdict), else 0."""
+    sa, sb = (summarize(*judge(p)) for p in (a, b))
+    metrics = ("offered_rps", "goodput_rps", "admitted_p99_ms", "rejected_p99_ms",
+               "rejection_share", "failure_share")  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    for phase in _PHASES:
+        pa, pb = sa["phases"].get(phase), sb["phases"].get(phase)
+        if pa is None and pb is None:
+            continue
+        for m in metrics:
+            va, vb = (pa or {}).get(m), (pb or {}).get(m)
+            rows.append({"phase": phase, "metric": m, "a": va, "b": vb, "delta": _delta(va, vb)})
+    for m in ("detect_s", "recover_s"):
+        rows.append({"phase": "run", "metric": m, "a": sa[m], "b": sb[m],
+                     "delta": _delta(sa[m], sb[m])})  # fmt: skip
+    changes = [
+        {"verdict": k, "a": sa["verdicts"].get(k), "b": sb["verdicts"].get(k)}
+        for k in sorted(set(sa["verdicts"]) | set(sb["verdicts"]))
+        if sa["verdicts"].get(k) != sb["verdicts"].get(k)
+    ]
+    regressed = [c for c in changes if c["b"] == "fail"]
+    report = {"a": sa, "b": sb, "deltas": rows, "verdict_changes": changes,
+              "regressed": bool(regressed)}  # fmt: skip
+    _print_compare(console, a, b, rows, changes, sa["status"], sb["status"])
+    if json_out is not None:
+        try:
+            Path(json_out).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        except OSError as exc:
+            raise UsageError(f"--json {json_out}: cannot write ({exc})") from None
+        console.print(f"comparison written to {json_out}")
+    return 1 if regressed else 0
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:+.4g}" if v < 0 else f"{v:.4g}"
+    return str(v)
+
+
+def _print_compare(
+    console: Console,
+    a: Path,
+    b: Path,
+    rows: list[dict[str, Any]],
+    changes: list[dict[str, Any]],
+    status_a: str,
+    status_b: str,
+) -> None:
+    table = Table(title=f"A = {a}\nB = {b}")
+    for col in ("phase", "metric", "A", "B", "B - A"):
+        table.add_column(col, justify="right" if col in ("A", "B", "B - A") else "left")
+    for r in rows:
+        d = r["delta"]
+        shown = "-" if d is None else f"{d:+.4g}"
+        table.add_row(r["phase"], r["metric"], _fmt(r["a"]), _fmt(r["b"]), shown)
+    console.print(table)
+    if changes:
+        vt = Table(title="verdict changes")
+        for col in ("verdict", "A", "B"):
+            vt.add_column(col)
+        for c in changes:
+            cells = [c["a"] or "-", c["b"] or "-"]
+            styled = [f"[{_STYLE[x]}]{x}[/]" if x in _STYLE else x for x in cells]
+            vt.add_row(c["verdict"], *styled)
+        console.print(vt)
+    else:
+        console.print("no verdict changed")
+    console.print(f"A: {status_a.upper()}   B: {status_b.upper()}")
