@@ -148,7 +148,8 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     console = console or Console(stderr=True)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name="spikegate", standalone_mode=False)
+        # without standalone mode, click returns a typer.Exit's code instead of raising it
+        code = app(args=args, prog_name="spikegate", standalone_mode=False)
     except SpikegateError as exc:
         console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
         if exc.hint:
@@ -166,7 +167,7 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
         else:
             console.print(f"[bold red]error:[/] {exc}", highlight=False)
         return int(getattr(exc, "exit_code", 2))
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def run() -> None:

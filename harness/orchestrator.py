@@ -97,6 +97,7 @@ class _Signals:
         self.signum: int | None = None
         self.count = 0
         self.raise_now = False
+        self._deferred = 0
         self._saved: dict[int, Any] = {}
 
     @property
@@ -107,9 +108,21 @@ class _Signals:
         self.count += 1
         if self.signum is None:
             self.signum = signum
-        if self.raise_now and self.count == 1:
+        if self.raise_now and self.count == 1 and not self._deferred:
             self.raise_now = False
             raise _Interrupted(signum)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A critical section: a signal arriving inside it is raised once it is left."""
+        self._deferred += 1
+        try:
+            yield
+        finally:
+            self._deferred -= 1
+        if self.raise_now and self.signum is not None and not self._deferred:
+            self.raise_now = False
+            raise _Interrupted(self.signum)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[_Signals]:
@@ -309,7 +322,7 @@ class _Run:
             toxiproxy_url=sc.stack.toxiproxy_url,
             start_timeout_s=sc.stack.start_timeout_s,
         )
-        self.stack = Stack(self.run_dir, settings)
+        self.stack = Stack(self.run_dir, settings, guard=self.signals.deferred)
         spool = str((self.run_dir / "spool").resolve())
 
         def config(redis: str, kafka: str, dsps: dict[str, str]) -> dict[str, Any]:

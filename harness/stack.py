@@ -19,7 +19,8 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -148,8 +149,18 @@ class Stack:
     addresses. `close()` stops whatever was started, in reverse order, always.
     """
 
-    def __init__(self, run_dir: Path, settings: StackSettings) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        settings: StackSettings,
+        *,
+        guard: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    ) -> None:
         self.run_dir = run_dir
+        # Spawning a child and creating a proxy happen under `guard()`: the orchestrator's
+        # signal handler waits until the child is registered (or the proxy recorded), so an
+        # interrupt never leaves something started but unknown to close().
+        self._guard = guard
         self.log_dir = run_dir / "logs"
         self.settings = settings
         self.redis: RedisServer | ExternalService | None = None
@@ -173,7 +184,8 @@ class Stack:
         """Start without waiting (ports chosen now); `_await` waits for it later."""
         self._started.append(proc)
         proc.choose_ports()
-        proc.start()
+        with self._guard():
+            proc.start()
 
     def _await(self, proc: ManagedProcess, proxy: str | None = None) -> None:
         """Wait for a spawned child; a lost bind race restarts it on fresh ports (and the
@@ -181,7 +193,8 @@ class Stack:
         try:
             proc.wait_ready(self.settings.start_timeout_s)
         except PortInUse:
-            proc.up(self.settings.start_timeout_s)
+            with self._guard():
+                proc.up(self.settings.start_timeout_s)
             if proxy is not None and self.chaos is not None:
                 port = getattr(proc, "port", 0)
                 self.proxies[proxy] = self.chaos.update_proxy(proxy, upstream=f"127.0.0.1:{port}")
@@ -217,7 +230,8 @@ class Stack:
             broker = KafkaBroker(self.log_dir, port=port, advertised=listen)
             self.kafka = broker
             self._started.append(broker)
-            broker.start()
+            with self._guard():
+                broker.start()
         for name, port in zip(self.dsps.names, self.dsps.ports, strict=True):
             self._proxy(name, f"127.0.0.1:{port}")
         dsp_urls = {name: f"http://{self.proxies[name].listen}" for name in self.dsps.names}
@@ -268,7 +282,8 @@ class Stack:
     def _proxy(self, name: str, upstream: str) -> ProxyInfo:
         assert self.chaos is not None
         try:
-            info = self.chaos.create_proxy(name, upstream, "127.0.0.1:0")
+            with self._guard():
+                info = self.chaos.create_proxy(name, upstream, "127.0.0.1:0")
         except ChaosError as exc:
             raise EnvironmentProblem(
                 f"cannot create the chaos proxy {name!r} -> {upstream}: {exc}",
