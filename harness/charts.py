@@ -50,6 +50,7 @@ BREAKER_COLORS = {
 }
 FAULT_COLORS = ("#ef5350", "#42a5f5", "#ab47bc", "#ffa726", "#26c6da", "#8d6e63")
 STRESS_COLOR = "#9e9e9e"
+_SHADE_Z = 2.5  # above filled areas (a stacked chart would hide a background band), translucent
 
 _RC: dict[Any, Any] = {"svg.fonttype": "none", "font.family": "sans-serif", "font.size": 9.0}
 
@@ -96,10 +97,10 @@ def shade_windows(ax: Axes, data: RunData, chart_id: str) -> int:
             data.stress.start_s,
             data.stress.end_s,
             color=STRESS_COLOR,
-            alpha=0.15,
+            alpha=0.18,
             lw=0,
             gid=f"{chart_id}-stress",
-            zorder=0,
+            zorder=_SHADE_Z,
         )
         drawn += 1
     for i, w in enumerate(data.faults):
@@ -114,7 +115,7 @@ def shade_windows(ax: Axes, data: RunData, chart_id: str) -> int:
             edgecolor=FAULT_COLORS[i % len(FAULT_COLORS)],
             lw=0,
             gid=f"{chart_id}-fault-{i}",
-            zorder=0,
+            zorder=_SHADE_Z,
         )
         drawn += 1
     for p in data.phases[1:]:

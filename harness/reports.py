@@ -48,14 +48,16 @@ STATUS_STYLE = {PASS: "green", FAIL: "bold red", INCONCLUSIVE: "yellow"}
 
 def write_reports(run_dir: Path, history: object, result: CheckResult) -> dict[str, Path]:
     """Write report.json, junit.xml, summary.md and report.html into `run_dir`; return
-    {file name: path}. `history` is the checker's input; the figures and charts are read from
-    the run directory itself, so a history that failed to load still gets its reports."""
+    {file name: path}. `history` is the checker's input (a harness.history.History): its
+    phases and fault windows are the ones drawn, so the charts show what was judged. The
+    per-second figures are read from the run directory itself, tolerantly, so a directory
+    whose history failed to load (pass None) still gets its reports."""
     from harness.reports_html import render_html  # matplotlib loads only when HTML is wanted
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ValueError(f"run_dir {run_dir} is not a directory: pass the run directory")
-    data = load_run_data(run_dir)
+    data = load_run_data(run_dir, history)
     report = build_report(data, result)
     texts = {
         "report.json": json.dumps(report, indent=2, sort_keys=False, allow_nan=False) + "\n",
@@ -113,8 +115,8 @@ def build_report(data: RunData, result: CheckResult) -> dict[str, Any]:
         "thresholds": result.thresholds,
         "verdicts": verdicts,
         "key_figures": {
-            "time_to_detect_s": _verdict_seconds(result.verdicts, "time_to_detect", "detect"),
-            "time_to_recover_s": _verdict_seconds(result.verdicts, "time_to_recover", "recover"),
+            "time_to_detect_s": _verdict_seconds(result.verdicts, "time_to_detect"),
+            "time_to_recover_s": _verdict_seconds(result.verdicts, "time_to_recover"),
             "impressions": _impressions(data.impressions),
         },
         "notes": data.notes,
@@ -159,19 +161,20 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-_SECONDS_KEYS = ("time_to_{}_s", "{}_s", "{}_after_s", "seconds", "value_s", "elapsed_s")
+# The checker's evidence keys for the two durations (harness/checker.py), then older spellings.
+_SECONDS_KEYS = {
+    "time_to_detect": ("detect_s", "time_to_detect_s"),
+    "time_to_recover": ("ttr_s", "recover_s", "time_to_recover_s"),
+}
 
 
-def _verdict_seconds(verdicts: Sequence[Verdict], name: str, word: str) -> float | None:
+def _verdict_seconds(verdicts: Sequence[Verdict], name: str) -> float | None:
     for v in verdicts:
         if v.name != name:
             continue
-        for pattern in _SECONDS_KEYS:
-            value = v.evidence.get(pattern.format(word))
+        for key in _SECONDS_KEYS[name]:
+            value = v.evidence.get(key)
             if isinstance(value, int | float) and not isinstance(value, bool):
-                return float(value)
-        for key, value in v.evidence.items():
-            if word in key and key.endswith("_s") and isinstance(value, int | float):
                 return float(value)
     return None
 

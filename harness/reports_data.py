@@ -21,6 +21,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from harness.errors import ScenarioError
+from harness.history import History
 from harness.rundir import (
     ADMITTED_OUTCOMES,
     DESIGNED_REJECTIONS,
@@ -82,8 +83,9 @@ class RunData:
     notes: list[str] = field(default_factory=list)  # missing or unreadable files
 
 
-def load_run_data(run_dir: Path) -> RunData:
-    """Read every file of the run directory that exists; note (never raise) what is missing."""
+def load_run_data(run_dir: Path, history: object = None) -> RunData:
+    """Read every file of the run directory that exists; note (never raise) what is missing.
+    With the checker's History, its phases and fault windows replace the ones derived here."""
     notes: list[str] = []
     meta = _read_json(run_dir / META_FILE, notes) or {}
     scenario = _read_scenario(run_dir / SCENARIO_FILE, notes)
@@ -101,6 +103,11 @@ def load_run_data(run_dir: Path) -> RunData:
 
     phases = _phases(events, scenario, duration)
     faults = _faults(events, scenario, duration)
+    if isinstance(history, History):
+        scenario = history.scenario
+        phases = [PhaseSpan(p.name, p.start_s, p.end_s) for p in history.phases]
+        faults = _history_faults(history, faults)
+        duration = max(duration, history.end_s)
     stress = _stress(phases, scenario)
     return RunData(
         run_dir=run_dir,
@@ -204,9 +211,10 @@ def _faults(
             out.append(_fault_window(start, t, info))
     out.extend(_fault_window(start, end, info) for start, info in open_.values())
     if not out and scenario is not None and not any(e.get("kind") == "fault_start" for e in events):
-        for f in scenario.faults:
-            info = {"fault": f.fault, "proxy": f.proxy, "params": dict(f.params)}
-            out.append(_fault_window(f.at_s, f.at_s + f.for_s, info))
+        for spec in scenario.fault_specs():
+            proxy, _ = spec.resolve()  # the proxy a fault such as redis_latency implies
+            info = {"fault": spec.fault, "proxy": proxy, "params": dict(spec.params)}
+            out.append(_fault_window(spec.at_s, spec.end_s, info))
     return sorted(out, key=lambda w: (w.start_s, w.label))
 
 
@@ -217,6 +225,26 @@ def _fault_window(start: float, stop: float, info: Mapping[str, Any]) -> Window:
         k: info[k] for k in ("id", "fault", "proxy", "params", "source") if info.get(k) is not None
     }
     return Window("fault", label, start, stop, details)
+
+
+def _history_faults(history: History, ours: Sequence[Window]) -> list[Window]:
+    """The checker's fault windows, with the ids and params read from the events attached."""
+    out = []
+    for f in history.faults:
+        match = next(
+            (
+                w
+                for w in ours
+                if w.details.get("proxy") == f.proxy
+                and w.details.get("fault") == f.fault
+                and abs(w.start_s - f.start_s) < 1e-6
+            ),
+            None,
+        )
+        details = dict(match.details) if match else {}
+        details.update(proxy=f.proxy, fault=f.fault, source=f.source)
+        out.append(Window("fault", f"{f.fault} on {f.proxy}", f.start_s, f.end_s, details))
+    return out
 
 
 def _stress(phases: Sequence[PhaseSpan], scenario: Scenario | None) -> Window | None:
