@@ -786,18 +786,21 @@ def layer_bulkhead(c: _Ctx) -> list[Verdict]:
         max_inflight=inflight, max_inflight_t=at, ceiling=ceiling, ceiling_source=src,
         bulkhead_full=full,
     )  # fmt: skip
-    if _layer_off(c, "auction"):
-        msg = (
-            "the auction concurrency limit is switched off (target.config auction.enabled = "
-            "false): nothing bounds Redis inflight under this stress"
-        )
-        return [_v("layer.bulkhead", "stress", FAIL, msg, enabled=False, **ev)]
+    off = _layer_off(c, "auction")
     if inflight is None or ceiling is None:
         msg = "auction inflight was not exported: the limit cannot be checked"
-        return [_v("layer.bulkhead", "stress", INCONCLUSIVE, msg, **ev)]
+        if off:
+            msg = (
+                "the auction concurrency limit is switched off (auction.enabled = false) and "
+                "the target exports no inflight without it: the bound cannot be checked"
+            )
+        return [_v("layer.bulkhead", "stress", INCONCLUSIVE, msg, enabled=not off, **ev)]
     parts: list[tuple[Status, str]] = []
     if inflight > ceiling:
-        parts.append((FAIL, f"inflight {inflight:g} exceeded the ceiling {ceiling:g} at t={at:g}s"))
+        why = " (limit switched off)" if off else ""
+        parts.append(
+            (FAIL, f"inflight {inflight:g} exceeded the ceiling {ceiling:g} at t={at:g}s{why}")
+        )
     else:
         parts.append((PASS, f"inflight never above {ceiling:g} (max {inflight:g})"))
     rej, n = _fast_rejections(c, p, "bulkhead_full")

@@ -299,14 +299,24 @@ def _edge_bound_broken(h: dict[str, Any]) -> None:  # pub-1 admitted 400/s > 150
     )  # fmt: skip
 
 
-def _bulkhead_off(h: dict[str, Any]) -> None:
+def _bulkhead_off(h: dict[str, Any]) -> None:  # no limit: inflight follows the load
     h["sc"] = scenario(target={**STORM["target"], "config": {"auction": {"enabled": False}}})
-    h["samples"] = [
+    h["samples"] = between(
+        healthy_samples(), 0, 60,
+        lambda s: dataclasses.replace(s, auction_inflight=80.0 if 22 <= s.t < 32 else 8.0,
+                                      auction_limit=None, auction_limit_ceiling=None),
+    )  # fmt: skip
+
+
+def _bulkhead_off_unexported() -> History:
+    sc = scenario(target={**STORM["target"], "config": {"auction": {"enabled": False}}})
+    samples = [
         dataclasses.replace(
             s, auction_inflight=None, auction_limit=None, auction_limit_ceiling=None
         )
         for s in healthy_samples()
     ]
+    return history(sc=sc, samples=samples)
 
 
 def _breaker_never_opens(h: dict[str, Any]) -> None:
@@ -339,7 +349,7 @@ FAILING: list[tuple[str, Callable[[dict[str, Any]], None], str, str, str]] = [
     ("a request without an outcome", _outcomes_missing, "no_silent_loss", "run", "t=40"),
     ("an acked impression lost", _impressions_lost, "no_silent_loss", "run", "3 of 500"),
     ("publisher above its bucket", _edge_bound_broken, "layer.edge", "stress", "pub-1"),
-    ("no concurrency limit", _bulkhead_off, "layer.bulkhead", "stress", "switched off"),
+    ("no concurrency limit", _bulkhead_off, "layer.bulkhead", "stress", "limit switched off"),
     ("inflight above the ceiling", _inflight_over, "layer.bulkhead", "stress", "exceeded"),
     ("queue above the cap", _queue_over, "layer.shedder", "stress", "cap"),
     ("breaker never opens", _breaker_never_opens, "layer.breaker", "stress", "never opened"),
@@ -441,6 +451,7 @@ INCONCLUSIVE_CASES: list[tuple[str, Callable[[], History], str, str]] = [
         samples=healthy_samples()), "no_silent_loss", "run"),
     ("read-back incomplete", lambda: history(impressions=ImpressionAccounting(
         acked=10, found=9, missing=0, complete=False, error="timeout")), "no_silent_loss", "run"),
+    ("limit off, inflight not exported", _bulkhead_off_unexported, "layer.bulkhead", "stress"),
     ("nothing after the disturbance", lambda: history(rows=[r for r in healthy_rows() if r.t < 36]),
      "time_to_recover", "recovery"),
 ]  # fmt: skip
