@@ -78,6 +78,8 @@ def expectation_met(pattern: str | None, result: CheckResult) -> bool:
 def _orchestrator_runner(scenario: Scenario, out: Path, console: Console) -> Path:
     orchestrator: Any = importlib.import_module("harness.orchestrator")  # lands separately
     result = orchestrator.run_scenario(scenario, out_dir=out, console=console, live=False)
+    if getattr(result, "status", "complete") == "interrupted":
+        raise KeyboardInterrupt  # Ctrl-C during one run stops the whole ablation
     run_dir = result if isinstance(result, Path) else getattr(result, "run_dir", None)
     return Path(run_dir) if run_dir is not None else out
 
