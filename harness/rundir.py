@@ -24,7 +24,10 @@ master/worker so there is exactly one row per second:
      "intended": 200,             # requests the arrival schedule called for in this second
      "sent": 198,                 # requests actually sent (sent < intended = generator shortfall)
      "outcomes": {OUTCOME: count},           # every sent request has exactly one outcome,
-                                             # attributed to the second it was SENT in
+                                             # attributed (like intended and sent) to the
+                                             # second of its INTENDED send instant; an
+                                             # impression notice's intended instant is when
+                                             # its won bid returned
      "decisions": {X-Spikegate-Decision value or "none": count},
      "endpoints": {"bid": {OUTCOME: count}, "impression": {OUTCOME: count}},
      "publishers": {publisher_id: {"sent": n, "admitted": n, "rate_limited": n}},
@@ -32,8 +35,9 @@ master/worker so there is exactly one row per second:
      "hist_rejected": "<same, for designed rejections>" | null,
      "admitted_p50_ms": f, "admitted_p99_ms": f, "rejected_p99_ms": f,   # convenience copies
      "max_lateness_ms": f,        # worst (actual send - intended send) in this second
-     "cpu_percent": f,            # the generator's own CPU (max over its processes)
-     "processes": n}
+     "cpu_percent": f | null,     # the generator's own CPU (max over its processes)
+     "cpu_warning": bool,         # Locust's cpu_warning (> 90%) fired in this second
+     "processes": n}              # processes that contributed (0 = none reported this second)
 OUTCOMES: ok (200 with a bid), no_bid (204), accepted (202, impressions), rate_limited (429),
 overloaded (503 bulkhead_full / redis_unavailable / other 503 carrying a decision header),
 shed (503 with decision "shed"), error_5xx (5xx without a designed decision header),
