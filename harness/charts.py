@@ -286,13 +286,15 @@ def chart_resources(data: RunData, ax: Axes) -> bool:
 def chart_breakers(data: RunData, ax: Axes) -> bool:
     """One lane per DSP, coloured by breaker state over time (a failed scrape leaves a gap)."""
     segments: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    gaps: list[tuple[float, float]] = []
     rows = [s for s in data.samples if isinstance(s.get("t"), int | float)]
     for i, s in enumerate(rows):
         breakers = s.get("breakers")
-        if not s.get("ok", True) or not isinstance(breakers, Mapping):
-            continue
         t0 = float(s["t"])
         t1 = float(rows[i + 1]["t"]) if i + 1 < len(rows) else t0 + 1.0
+        if not s.get("ok", True) or not isinstance(breakers, Mapping):
+            gaps.append((t0, t1 - t0))
+            continue
         for dsp, state in breakers.items():
             segments.setdefault(str(dsp), {}).setdefault(str(state), []).append((t0, t1 - t0))
     if not segments:
@@ -306,6 +308,16 @@ def chart_breakers(data: RunData, ax: Axes) -> bool:
             label = state if state not in seen else None
             seen.add(state)
             ax.broken_barh(spans, (lane - 0.35, 0.7), facecolors=color, label=label)
+    if gaps:  # a failed scrape says nothing about the breakers: show it as unknown, not closed
+        ax.broken_barh(
+            gaps,
+            (-0.45, len(names) - 0.1),
+            facecolors="none",
+            edgecolors="#9e9e9e",
+            hatch="..",
+            lw=0,
+            label="no sample (scrape failed)",
+        )
     ax.set_yticks(range(len(names)), names)
     ax.set_ylim(-0.6, len(names) - 0.4)
     ax.grid(False)

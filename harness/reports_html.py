@@ -45,6 +45,9 @@ def render_html(report: Mapping[str, Any], data: RunData) -> str:
     return template.render(
         r=report,
         status_line=status_line(report),
+        # Component URLs are loopback addresses of a stack that no longer exists; leaving them
+        # out keeps the page free of anything a browser or a link checker could try to fetch.
+        meta_shown={k: v for k, v in report["meta"].items() if k != "components"},
         charts=[{"c": c, "svg": Markup(c.svg)} for c in charts],  # our own matplotlib output
         verdicts=sorted(
             report["verdicts"],

@@ -132,7 +132,8 @@ def make_run_dir(root: Path, *, samples: bool = True, seconds: int = 60) -> Path
     meta = {"scenario": "synthetic", "seed": 7, "t0_epoch": 1_735_689_600.0,
             "started_utc": "2025-01-01T00:00:00+00:00", "ended_utc": "2025-01-01T00:01:00+00:00",
             "spikegate_version": "0.1.0", "argv": ["run", "synthetic"], "status": "complete",
-            "components": {}}  # fmt: skip
+            "components": {"target": {"url": "http://127.0.0.1:40001", "pid": 1,
+                                      "log": "logs/target.log"}}}  # fmt: skip
     (run / META_FILE).write_text(json.dumps(meta))
     with JsonlWriter(run / REQUESTS_FILE) as w:
         for t in range(seconds):
@@ -468,3 +469,12 @@ def test_key_figures_read_the_checkers_duration_evidence(run_dir: Path) -> None:
     report = build_report(load_run_data(run_dir), result)
     assert report["key_figures"]["time_to_detect_s"] == 1.5
     assert report["key_figures"]["time_to_recover_s"] == 3.0
+
+
+def test_breaker_chart_shows_states_per_dsp_and_failed_scrapes_as_unknown(run_dir: Path) -> None:
+    data = load_run_data(run_dir)
+    ax = charts.new_figure().add_subplot()
+    assert charts.chart_breakers(data, ax) is True
+    labels = {c.get_label() for c in ax.collections}
+    assert {"closed", "open", "no sample (scrape failed)"} <= labels
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["dsp-1", "dsp-2"]
