@@ -594,17 +594,17 @@ def time_to_recover(c: _Ctx) -> list[Verdict]:
     run = 0
     for i, r in enumerate(rows):
         contiguous = i == 0 or r.t - rows[i - 1].t <= 1.0 + 1e-9
-        run = run + 1 if _healthy(c, r) and (contiguous or run == 0) else 0
-        if run and not contiguous:
-            run = 1
+        # A breach resets the count; a gap in the rows restarts it at this second.
+        run = (run + 1 if contiguous else 1) if _healthy(c, r) else 0
         if run >= hold:
             first = rows[i - hold + 1]
             ttr = max(0.0, first.t - start)
+            ttr = round(ttr, 3)
             ev.update(recovered_at_s=first.t, ttr_s=ttr)
             if c.th.recover.ok(ttr):
-                msg = f"recovered {ttr:g} s after the disturbance (SLO held {hold} s)"
+                msg = f"recovered {ttr:.1f} s after the disturbance (SLO held {hold} s)"
                 return [_v("time_to_recover", "recovery", PASS, msg, **ev)]
-            msg = f"recovered only after {ttr:g} s, budget {c.th.recover}"
+            msg = f"recovered only after {ttr:.1f} s, budget {c.th.recover}"
             return [_v("time_to_recover", "recovery", FAIL, msg, **ev)]
     span = rows[-1].t + 1 - start
     ev.update(recovered_at_s=None, observed_s=span)
@@ -766,7 +766,11 @@ def _isolation(
 
 
 def _fast_rejections(c: _Ctx, p: Phase, decision: str) -> tuple[float | None, int]:
-    rows = [r for r in c.rows(p) if r.decisions.get(decision, 0) > 0]
+    """Rejected pNN over the seconds (after warmup) that carried `decision`: per-second
+    histograms mix rejection kinds, so seconds where `decision` occurred stand for it."""
+    warm = c.h.phase("warmup")
+    start = warm.end_s if warm else p.start_s
+    rows = [r for r in c.h.requests_in(start, math.inf) if r.decisions.get(decision, 0) > 0]
     value, n, _ = percentile_ms(rows, "rejected", c.th.reject_bound.percentile)
     return value, n
 

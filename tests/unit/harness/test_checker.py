@@ -344,7 +344,7 @@ FAILING: list[tuple[str, Callable[[dict[str, Any]], None], str, str, str]] = [
     ("memory grows", _rss_grows, "bounded_resources", "run", "RSS"),
     ("protection engages late", _late_detection, "time_to_detect", "stress", "11 s"),
     ("protection never engages", _never_protects, "time_to_detect", "stress", "did not engage"),
-    ("recovers after the budget", _slow_recovery, "time_to_recover", "recovery", "20 s"),
+    ("recovers after the budget", _slow_recovery, "time_to_recover", "recovery", "20.0 s"),
     ("never recovers", _no_recovery, "time_to_recover", "recovery", "never recovered"),
     ("a request without an outcome", _outcomes_missing, "no_silent_loss", "run", "t=40"),
     ("an acked impression lost", _impressions_lost, "no_silent_loss", "run", "3 of 500"),
@@ -387,6 +387,13 @@ def test_one_healthy_second_inside_a_breach_is_not_recovery() -> None:
     rows = between(healthy_rows(), 35, 50, lambda r: sec(r.t, p99=400.0) if r.t != 38 else r)
     v = verdict(check(history(rows=rows)), "time_to_recover")
     assert v.evidence["recovered_at_s"] == 50.0
+
+
+def test_a_gap_in_the_rows_restarts_the_hold_count() -> None:
+    rows = between(healthy_rows(), 35, 40, lambda r: sec(r.t, p99=400.0))
+    rows = [r for r in rows if r.t != 42]  # seconds 40, 41 healthy, 42 missing, 43.. healthy
+    v = verdict(check(history(rows=rows)), "time_to_recover")
+    assert v.evidence["recovered_at_s"] == 43.0
 
 
 def test_recovery_needs_goodput_not_only_fast_rejections() -> None:
