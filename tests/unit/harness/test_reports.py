@@ -478,3 +478,10 @@ def test_breaker_chart_shows_states_per_dsp_and_failed_scrapes_as_unknown(run_di
     labels = {c.get_label() for c in ax.collections}
     assert {"closed", "open", "no sample (scrape failed)"} <= labels
     assert [t.get_text() for t in ax.get_yticklabels()] == ["dsp-1", "dsp-2"]
+
+
+def test_load_report_names_the_file_when_it_is_not_a_report(tmp_path: Path) -> None:
+    bad = tmp_path / "report.json"
+    bad.write_text('{"verdicts": [{"name": "x"}]}')
+    with pytest.raises(ValueError, match=r"report\.json: not a Spikegate report\.json"):
+        load_report(bad)
