@@ -60,6 +60,7 @@ from harness.stack import Stack, StackSettings, leftover_children, port_listenin
 __all__ = ["RunResult", "new_run_dir", "run_scenario"]
 
 TICK_S = 0.2
+LOCUST_BOOT_S = 3.0  # t0 = Locust's spawn + this (+0.5 s per extra process)
 LOCUST_GRACE_S = 30.0  # past duration_s, Locust is stopped (its shape should have ended it)
 DRAIN_TIMEOUT_S = 10.0
 READ_BACK_TIMEOUT_S = 20.0
@@ -342,19 +343,14 @@ class _Run:
 
     def _load(self) -> None:
         sc = self.scenario
-        self.t0_epoch = time.time()
-        self.t0_mono = time.monotonic()
+        # t0 lies a little in the future: Locust needs a moment to import and start its
+        # processes, and its schedule (like the faults and the sampler) starts at t0 sharp.
+        boot_s = LOCUST_BOOT_S + 0.5 * (sc.load.processes - 1)
+        self.t0_epoch = time.time() + boot_s
+        self.t0_mono = time.monotonic() + boot_s
         self.events.set_t0(self.t0_mono)
         self.meta["t0_epoch"] = self.t0_epoch
         _write_json(self.run_dir / META_FILE, self.meta)
-        self.events.emit(
-            "run_start",
-            t=0.0,
-            scenario=sc.name,
-            seed=sc.seed,
-            target=self.target_url,
-            startup_s=self.meta.get("startup_s"),
-        )
         self.locust = LocustProcess(
             self.run_dir / LOGS_DIR,
             host=self.target_url,
@@ -366,7 +362,6 @@ class _Run:
         )
         self.locust.start()
         self.meta["components"]["locust"] = {"pid": self.locust.pid, "log": "logs/locust.log"}
-        self.events.emit("load_start", shape=sc.load.shape, duration_s=sc.load.duration_s)
         self.sampler = Sampler(
             f"{self.target_url}/metrics",
             on_row=self.samples.write,
@@ -389,9 +384,13 @@ class _Run:
         prev_sample: dict[str, Any] | None = None
         last_sample: dict[str, Any] | None = None
         view = self._progress()
+        started = False
         with view:
             while True:
                 elapsed = time.monotonic() - self.t0_mono
+                if not started and elapsed >= 0:
+                    started = True
+                    self._emit_start()
                 while phases and phases[0].start_s <= elapsed:
                     p = phases.pop(0)
                     current = p.name
@@ -425,7 +424,7 @@ class _Run:
                     LiveStatus(
                         elapsed_s=elapsed,
                         duration_s=sc.load.duration_s,
-                        phase=current,
+                        phase=current if started else "starting",
                         request_row=tail.last,
                         sample=last_sample,
                         target_rps=target_rate(prev_sample, last_sample),
@@ -439,6 +438,18 @@ class _Run:
         if self.live and self.console.is_terminal:
             return LiveView(self.console, title)
         return PlainProgress(self.console)
+
+    def _emit_start(self) -> None:
+        sc = self.scenario
+        self.events.emit(
+            "run_start",
+            t=0.0,
+            scenario=sc.name,
+            seed=sc.seed,
+            target=self.target_url,
+            startup_s=self.meta.get("startup_s"),
+        )
+        self.events.emit("load_start", t=0.0, shape=sc.load.shape, duration_s=sc.load.duration_s)
 
     def _load_stop(self, reason: str) -> None:
         self.events.emit("load_stop", reason=reason)

@@ -73,6 +73,8 @@ def _ports_of(components: dict[str, Any]) -> set[int]:
             ports.add(int(tail))
 
     for entry in components.values():
+        if entry.get("external"):
+            continue  # e.g. the test's own toxiproxy: not the run's to stop
         for key in ("url", "bootstrap", "listen"):
             if isinstance(entry.get(key), str):
                 port(entry[key])
