@@ -766,11 +766,16 @@ def _isolation(
 
 
 def _fast_rejections(c: _Ctx, p: Phase, decision: str) -> tuple[float | None, int]:
-    """Rejected pNN over the seconds (after warmup) that carried `decision`: per-second
-    histograms mix rejection kinds, so seconds where `decision` occurred stand for it."""
+    """Rejected pNN over the seconds (after warmup) whose rejections were (>= 90%)
+    `decision`: per-second histograms mix rejection kinds, so nearly pure seconds stand
+    for it (a second mixing sheds with slow redis_unavailable 503s says nothing of sheds)."""
     warm = c.h.phase("warmup")
     start = warm.end_s if warm else p.start_s
-    rows = [r for r in c.h.requests_in(start, math.inf) if r.decisions.get(decision, 0) > 0]
+    rows = [
+        r
+        for r in c.h.requests_in(start, math.inf)
+        if r.rejected and r.decisions.get(decision, 0) >= 0.9 * r.rejected
+    ]
     value, n, _ = percentile_ms(rows, "rejected", c.th.reject_bound.percentile)
     return value, n
 
