@@ -39,7 +39,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from harness.rundir import ACKED_DIR, REQUESTS_FILE, RUN_DIR_ENV, T0_ENV, JsonlWriter
 from locustfiles.recorder import Merger, Recorder, SecondStats
-from locustfiles.shapes import ArrivalSchedule, LoadParams, Shape, make_shape
+from locustfiles.shapes import DEMO_LOAD, ArrivalSchedule, LoadParams, Shape, make_shape
 from locustfiles.traffic import Traffic, default_publishers
 
 __all__ = [
@@ -76,7 +76,7 @@ class Config:
     @classmethod
     def from_env(cls, env: Mapping[str, str], shape: str | None = None) -> Config:
         """Parse and validate; errors name the variable and the field."""
-        raw_load: Any = {}
+        raw_load: Any = dict(DEMO_LOAD)
         if env.get(LOAD_ENV):
             try:
                 raw_load = json.loads(env[LOAD_ENV])

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ARRIVALS",
+    "DEMO_LOAD",
     "MODES",
     "SHAPES",
     "ArrivalSchedule",
@@ -55,6 +56,17 @@ ARRIVALS = ("uniform", "poisson")
 MODES = ("open", "closed")
 MAX_RPS = 1_000_000.0
 STEP_S = 0.001
+# The [load] section without SPIKEGATE_LOAD (plain `locust -f adserver.py,shape_<any>.py`):
+# 30 s that every shape can run; the spike, or the steps, from 10 s to 20 s.
+DEMO_LOAD: dict[str, Any] = {
+    "duration_s": 30.0,
+    "warmup_s": 5.0,
+    "base_rps": 50.0,
+    "peak_rps": 200.0,
+    "spike_at_s": 10.0,
+    "spike_for_s": 10.0,
+    "steps": [{"at_s": 10.0, "rps": 100.0}, {"at_s": 20.0, "rps": 150.0}],
+}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from locustfiles.shapes import (
+    DEMO_LOAD,
+    SHAPES,
     ArrivalSchedule,
     LoadParams,
     Step,
@@ -203,3 +205,9 @@ def test_params_accept_the_scenario_models_load_env_json() -> None:
 def test_schedule_rejects_a_process_index_outside_the_count() -> None:
     with pytest.raises(ValueError, match=r"index must be in \[0, 1\]"):
         ArrivalSchedule(make_shape(params()), index=2, count=2)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_default_load_without_env_is_valid_for_every_shape(shape: str) -> None:
+    p = LoadParams.from_mapping(DEMO_LOAD, shape=shape)
+    assert make_shape(p).rate_at(15) > 0
