@@ -17,6 +17,7 @@ import logging
 import random
 import socket
 import struct
+from collections.abc import Callable
 from typing import Protocol, cast
 
 from .link import Counters, Link
@@ -45,12 +46,24 @@ class Owner(Protocol):
 
 
 class _Side(asyncio.Protocol):
-    """One socket of a connection; forwards its events to the links."""
+    """One socket of a connection; forwards its events to the links.
+
+    Until the upstream dial completes, reads are held (``forward`` is ``_hold``, counted
+    nowhere); the link then installs its fast or slow path as ``forward``, the held reads are
+    replayed through it and counted as they pass.
+    """
+
+    __slots__ = (
+        "conn", "counters", "early", "early_eof", "forward", "into", "lost", "out", "role",
+        "transport",
+    )  # fmt: skip
 
     def __init__(self, conn: Connection, role: str) -> None:
         self.conn = conn
         self.role = role
         self.transport: asyncio.Transport | None = None
+        self.forward: Callable[[bytes], None] = self._hold
+        self.counters = Counters()  # a throwaway until the link exists: held reads count later
         self.out: Link | None = None  # the link this socket feeds
         self.into: Link | None = None  # the link writing to this socket
         self.lost = False
@@ -70,19 +83,15 @@ class _Side(asyncio.Protocol):
             self.conn.accepted(self)
 
     def data_received(self, data: bytes) -> None:
-        link = self.out
-        if link is None:  # uvloop starts reading right after connection_made: hold it
-            self.early.append(data)
-            if self.transport is not None:
-                self.transport.pause_reading()
-            return
-        if link.direct:  # the fast path, inlined
-            link.dest.write(data)
-            counters = link.counters
-            counters.received += len(data)
-            counters.sent += len(data)
-        else:
-            link.feed(data)
+        # The hot path: no branch; ``forward`` is the destination's write on the fast path.
+        self.forward(data)
+        self.counters.received += len(data)
+
+    def _hold(self, data: bytes) -> None:
+        # uvloop starts reading right after connection_made: keep it for the link
+        self.early.append(data)
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         if self.out is not None:
@@ -144,18 +153,19 @@ class Connection:
         assert side.transport is not None
         owner = self.owner
         up = Link(
-            self, client.transport, side.transport, owner.counters["upstream"], owner.rng,
-            owner.chain("upstream"),
+            self, client, client.transport, side.transport, owner.counters["upstream"],
+            owner.rng, owner.chain("upstream"),
         )  # fmt: skip
         down = Link(
-            self, side.transport, client.transport, owner.counters["downstream"], owner.rng,
-            owner.chain("downstream"),
+            self, side, side.transport, client.transport, owner.counters["downstream"],
+            owner.rng, owner.chain("downstream"),
         )  # fmt: skip
         self.links = {"upstream": up, "downstream": down}
         for sock_side, out, into in ((client, up, down), (side, down, up)):
             sock_side.out, sock_side.into = out, into
+            sock_side.counters = out.counters
             for data in sock_side.early:
-                out.feed(data)
+                sock_side.data_received(data)
             if sock_side.early_eof:
                 out.feed_eof()
             if sock_side.early and not self.closed and sock_side.transport is not None:

@@ -1,9 +1,14 @@
 """One direction of one proxied connection: a fast path, or a pump through the toxic chain.
 
-    source socket ─ data_received ─┬─ no active toxic ─ write ───────────────────────> dest
-                                   └─ toxics ─> queue ─> pump ─> toxic ─> toxic ─> ─> dest
-                                                          │
-                                  consults the *current* chain for every chunk and stage
+    source ─ data_received ─ side.forward ─┬─ no active toxic: dest.write ──────────────> dest
+                                           └─ toxics: feed ─> queue ─> pump ─> toxic ─> ─> dest
+                                                                        │
+                                         consults the *current* chain for every chunk and stage
+
+The fast path costs one Python call per socket read: the source socket's protocol calls
+``side.forward``, which *is* ``dest.write`` while the link is direct and ``Link.feed``
+otherwise; the link swaps it when it enters or leaves the fast path, so no per-chunk branch
+or task switch runs and order is kept (the pump drains its queue before the swap back).
 
 The API never waits on data: adding, updating or removing a toxic swaps the chain tuple,
 rolls toxicity for new toxics, and wakes any toxic sleeping in this link so it re-reads its
@@ -37,16 +42,31 @@ QUEUE_LOW = 1024 * 1024
 
 @dataclass(slots=True)
 class Counters:
-    """Bytes read from the source and written to the destination, per proxy and direction."""
+    """Bytes read from the source and written to the destination, per proxy and direction.
+
+    The fast path only counts ``received`` (one add per read); ``sent`` is derived: what
+    was received, minus what entered the toxic pipeline, plus what the pipeline wrote.
+    """
 
     received: int = 0
-    sent: int = 0
+    piped_in: int = 0  # received bytes that went to the toxic pipeline (or were discarded)
+    piped_out: int = 0  # bytes the toxic pipeline wrote to the destination
+
+    @property
+    def sent(self) -> int:
+        return self.received - self.piped_in + self.piped_out
 
 
 class ConnectionLike(Protocol):
     def close(self, reset: bool = False) -> None: ...
 
     def link_finished(self) -> None: ...
+
+
+class SourceSide(Protocol):
+    """The protocol of the source socket: it hands every read to ``forward``."""
+
+    forward: Callable[[bytes], None]
 
 
 @dataclass(slots=True)
@@ -72,6 +92,7 @@ class Link:
     def __init__(
         self,
         conn: ConnectionLike,
+        side: SourceSide,
         source: asyncio.Transport,
         dest: asyncio.Transport,
         counters: Counters,
@@ -79,6 +100,7 @@ class Link:
         chain: tuple[ToxicWrapper, ...],
     ) -> None:
         self.conn = conn
+        self.side = side
         self.source = source
         self.dest = dest
         self.counters = counters
@@ -98,15 +120,18 @@ class Link:
         self._dest_blocked = False
         self._queue_full = False
         self._source_paused = False
+        side.forward = dest.write
         self.rechain(chain)
 
     # --- data in ---------------------------------------------------------------------------
+    def _set_direct(self, direct: bool) -> None:
+        """Enter or leave the fast path: the source's reads go straight to ``dest.write``."""
+        self.direct = direct
+        self.side.forward = self.dest.write if direct else self.feed
+
     def feed(self, data: bytes) -> None:
-        self.counters.received += len(data)
-        if self.direct:
-            self.dest.write(data)
-            self.counters.sent += len(data)
-            return
+        """A read while toxics are active: queue it (in chunks) for the pump."""
+        self.counters.piped_in += len(data)
         now = time.monotonic()
         for start in range(0, len(data), CHUNK_SIZE):
             self._queue.append(Chunk(data[start : start + CHUNK_SIZE], now))
@@ -164,7 +189,7 @@ class Link:
         _wake(self._sleepers)
         _wake(self._readers)
         if self.direct and not self.closed and self._has_active():
-            self.direct = False
+            self._set_direct(False)
             self._pump = self._loop.create_task(self._run_pump())
 
     def _roll(self, wrapper: ToxicWrapper) -> bool:
@@ -191,7 +216,7 @@ class Link:
             while not self.closed:
                 if not self._queue:
                     if not self._has_active():
-                        self.direct = True
+                        self._set_direct(True)
                         return
                     await self._wait(self._readers, math.inf)
                     continue
@@ -227,7 +252,7 @@ class Link:
             return
         if chunk.data:
             self.dest.write(chunk.data)
-            self.counters.sent += len(chunk.data)
+            self.counters.piped_out += len(chunk.data)
             while self._dest_blocked and not self.closed:
                 await self._wait(self._writers, math.inf)
 
@@ -238,6 +263,10 @@ class Link:
         if self.dest.can_write_eof() and not self.dest.is_closing():
             self.dest.write_eof()
         self.conn.link_finished()
+
+    def _discard(self, data: bytes) -> None:
+        """A read after the connection closed: counted as received, never sent."""
+        self.counters.piped_in += len(data)
 
     # --- waiting ---------------------------------------------------------------------------
     async def _wait(self, waiters: set[asyncio.Future[bool]], delay: float) -> bool:
@@ -266,6 +295,7 @@ class Link:
         if self.closed:
             return
         self.closed = True
+        self.side.forward = self._discard
         for state in self.states.values():
             if state.timer is not None:
                 state.timer.cancel()
