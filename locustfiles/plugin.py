@@ -401,6 +401,9 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
     except ValueError as exc:
         sys.stderr.write(f"spikegate: {exc}\n")
         sys.exit(2)
+    asked = _asked_shape(os.environ)
+    if shape_name is not None and asked not in (None, shape_name):
+        log.warning("%s asks for shape %r; the entry file's %r runs", LOAD_ENV, asked, shape_name)
     runner = environment.runner
     role = (
         "master"
@@ -418,6 +421,14 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
         runner.register_message(FINAL_MSG, _on_final)
     elif isinstance(runner, WorkerRunner):
         runner.register_message(FLUSH_MSG, _on_flush, concurrent=True)
+
+
+def _asked_shape(env: Mapping[str, str]) -> str | None:
+    try:
+        shape = json.loads(env.get(LOAD_ENV) or "{}").get("shape")
+    except (ValueError, AttributeError):
+        return None
+    return shape if isinstance(shape, str) else None
 
 
 def _on_final(environment: Environment, msg: Any, **_kw: Any) -> None:
