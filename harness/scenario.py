@@ -109,6 +109,12 @@ class LoadSection(_Model):
     client_timeout_s: float = Field(default=2.0, gt=0, le=120)
     max_inflight: int = Field(default=2000, ge=1, le=100_000)
     processes: int = Field(default=1, ge=1, le=64)
+    arrivals: Literal["uniform", "poisson"] = Field(
+        default="uniform", description="intended send instants: evenly spaced or Poisson"
+    )
+    mode: Literal["open", "closed"] = Field(
+        default="open", description="open: send on schedule whatever the answers (default)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> LoadSection:
