@@ -57,14 +57,15 @@ install: sysdeps $(STAMP)
 
 # --- the two commands --------------------------------------------------------------------
 run: install
-	$(BIN)/spikegate --help
+	$(BIN)/spikegate run $(SCENARIO)
 
 test: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # --- the rest ----------------------------------------------------------------------------
+# The CI gate: run the scenario, judge it, write the reports; the exit code is the verdict.
 gate: install
-	$(BIN)/spikegate --help
+	$(BIN)/spikegate run $(SCENARIO) --no-live
 
 lint: install
 	$(BIN)/ruff format --check .

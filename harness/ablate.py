@@ -32,9 +32,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from harness.checker import check
+from harness.checkcmd import check_run
 from harness.errors import SpikegateError
-from harness.history import load_history
 from harness.scenario import Scenario, load_scenario
 from harness.verdicts import FAIL, INCONCLUSIVE, PASS, CheckResult
 
@@ -121,7 +120,7 @@ def ablate(
         }  # fmt: skip
         try:
             run_dir = run(sc, out_dir / label, console)
-            result = check(load_history(run_dir))
+            result = check_run(run_dir, (), console)
         except SpikegateError as exc:
             error_code = error_code or exc.exit_code
             entry.update(status="error", error=str(exc), met=False, verdicts={})

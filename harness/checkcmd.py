@@ -5,13 +5,11 @@
     compare RUN_A RUN_B [--json FILE]     judge both with their own thresholds -> deltas per
                                           phase, detect/recover times, verdict changes
 
-Reports come from `harness.reports` (write_reports, print_verdicts) when it is installed
-in the tree; until then a plain rich table stands in.
+Reports come from `harness.reports` (write_reports, print_verdicts).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,10 +21,11 @@ from rich.table import Table
 from harness.checker import check, phase_stats
 from harness.errors import UsageError
 from harness.history import History, load_history
+from harness.reports import print_verdicts, write_reports
 from harness.thresholds import apply_check_overrides, thresholds_from_checks
 from harness.verdicts import CheckResult
 
-__all__ = ["check_run", "compare_runs", "judge", "print_table", "summarize"]
+__all__ = ["check_run", "compare_runs", "judge", "summarize"]
 
 _STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
 _PHASES = ("baseline", "stress", "recovery", "post")
@@ -46,33 +45,10 @@ def check_run(run_dir: Path, overrides: Sequence[str], console: Console) -> Chec
     history, result = judge(run_dir, overrides)
     for note in history.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
-    reports = _reports()
-    if reports is not None:
-        written = reports.write_reports(Path(run_dir), history, result)
-        reports.print_verdicts(console, result)
-        if written:
-            console.print(f"reports: {', '.join(str(p) for p in dict(written).values())}")
-    else:
-        print_table(console, result)
+    written = write_reports(Path(run_dir), history, result)
+    print_verdicts(console, result)
+    console.print(f"reports: {', '.join(str(p) for p in written.values())}", highlight=False)
     return result
-
-
-def _reports() -> Any:
-    try:
-        return importlib.import_module("harness.reports")
-    except ImportError:  # the reports land separately; the table below stands in
-        return None
-
-
-def print_table(console: Console, result: CheckResult) -> None:
-    """A plain verdict table (the reports module's print_verdicts is the full one)."""
-    table = Table(title="verdicts")
-    for col in ("verdict", "phase", "status", "message"):
-        table.add_column(col, overflow="fold")
-    for v in result.verdicts:
-        table.add_row(v.name, v.phase, f"[{_STYLE[v.status]}]{v.status}[/]", v.message)
-    console.print(table)
-    console.print(f"overall: [{_STYLE[result.status]}]{result.status.upper()}[/]")
 
 
 # --- compare --------------------------------------------------------------------------------

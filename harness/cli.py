@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -113,14 +114,71 @@ def _print_summary(result: RunResult, console: Console) -> None:
 
 
 def check_run(result: RunResult, console: Console) -> int:
-    """The hook for the checker (next issue): judge the run, return the exit code.
+    """Judge a finished run and write its reports; an interrupted run keeps its own code."""
+    if result.status != "complete":
+        return result.exit_code
+    from harness.checkcmd import check_run as judge_and_report
 
-    Until the checker lands: checks come with the checker; the run's own code is returned
-    (0 complete, 130/143 interrupted).
-    """
-    if result.status == "complete":
-        console.print("checks: not run yet (the checker comes with the next issue)")
-    return result.exit_code
+    return judge_and_report(result.run_dir, (), console).exit_code
+
+
+@app.command("check")
+def check_command(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory written by `spikegate run`")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help='override a threshold: checks.slo="p99 < 100ms" (repeatable)'),
+    ] = None,
+) -> None:
+    """Re-judge a stored run offline (optionally with other thresholds); rewrite its reports."""
+    from harness.checkcmd import check_run as judge_and_report
+
+    code = judge_and_report(run_dir, list(set_ or []), Console()).exit_code
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("compare")
+def compare_command(
+    run_a: Annotated[Path, typer.Argument(help="the reference run directory (before)")],
+    run_b: Annotated[Path, typer.Argument(help="the run directory to compare (after)")],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="also write the deltas as JSON here")
+    ] = None,
+) -> None:
+    """Show the deltas between two runs; exit 1 when B fails a verdict that A passed."""
+    from harness.checkcmd import compare_runs
+
+    code = compare_runs(run_a, run_b, Console(), json_out)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("ablate")
+def ablate_command(
+    scenario: Annotated[str, typer.Argument(help="a scenario file, or a shipped name")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="directory for the runs and ablation.json")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override a scenario value: key.path=value (repeatable)"),
+    ] = None,
+    pattern: Annotated[
+        list[str] | None,
+        typer.Option("--pattern", help="ablate only these patterns (edge, auction, ...)"),
+    ] = None,
+) -> None:
+    """Run all patterns on, then each off in turn; exit 0 only if each ablation fails its check."""
+    from harness.ablate import PATTERNS, ablate
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out_dir = out or Path("runs") / f"{stamp}-ablate-{Path(scenario).stem}"
+    code = ablate(
+        scenario, list(set_ or []), Console(), out_dir, patterns=tuple(pattern or PATTERNS)
+    )
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("schema")
