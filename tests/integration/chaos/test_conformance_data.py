@@ -386,3 +386,54 @@ def test_toxic_churn_loses_and_reorders_nothing_and_the_api_stays_responsive(api
     assert received[0] == expected, "bytes lost or reordered"
     assert calls >= 20, "the loop should have churned toxics while data flowed"
     assert slowest < 1.0
+
+
+# --- byte counters across the fast path and the toxic pipeline (embedded: upstream needs a flag) --
+def _counters(api, proxy: str) -> dict[tuple[str, str], int]:
+    """{(metric, direction): bytes} for one proxy, from /metrics."""
+    out: dict[tuple[str, str], int] = {}
+    for line in api.get("/metrics").body.decode().splitlines():
+        if line.startswith("toxiproxy_proxy_") and f'proxy="{proxy}"' in line:
+            metric = line.split("{", 1)[0].removeprefix("toxiproxy_proxy_")
+            direction = line.split('direction="', 1)[1].split('"', 1)[0]
+            out[(metric.removesuffix("_bytes_total"), direction)] = int(line.rsplit(" ", 1)[1])
+    return out
+
+
+def test_metrics_count_every_byte_once_while_toxics_come_and_go(api, echo_server, net, embedded):
+    listen = api.create_proxy("cnt", echo_server.address)["listen"]
+    with net.connect(listen) as sock:
+        sock.sendall(b"a" * 1000)  # at once: may be read before the upstream dial completes
+        assert net.recv_exactly(sock, 1000) == b"a" * 1000
+        api.add_toxic("cnt", "noop", stream="upstream")
+        api.add_toxic("cnt", "noop", stream="downstream")
+        _round_trip(sock, net, b"b" * 1000)  # asserts the echo is byte-identical
+        for name in ("noop_upstream", "noop_downstream"):
+            assert api.delete(f"/proxies/cnt/toxics/{name}").status == 204
+        _round_trip(sock, net, b"c" * 1000)
+    counters = _counters(api, "cnt")
+    assert counters == {
+        (metric, direction): 3000
+        for metric in ("received", "sent")
+        for direction in ("upstream", "downstream")
+    }
+
+
+def test_metrics_count_bytes_a_toxic_dropped_as_received_not_sent(api, tcp_server, net, embedded):
+    def send_150(conn: socket.socket) -> None:
+        conn.recv(1)
+        conn.sendall(bytes(150))
+        time.sleep(1)
+
+    listen = api.create_proxy("drop", tcp_server(send_150).address)["listen"]
+    api.add_toxic("drop", "limit_data", bytes=100)
+    with net.connect(listen, timeout_s=3) as sock:
+        sock.sendall(b"g")
+        assert len(net.recv_until_eof(sock)) == 100
+    deadline = time.monotonic() + 2
+    while _counters(api, "drop")[("received", "downstream")] < 150:
+        assert time.monotonic() < deadline, _counters(api, "drop")
+        time.sleep(0.02)
+    counters = _counters(api, "drop")
+    assert counters[("sent", "downstream")] == 100
+    assert counters[("received", "upstream")] == counters[("sent", "upstream")] == 1
