@@ -188,7 +188,7 @@ class AdServerUser(FastHttpUser):
                 if resp.headers is not None:
                     decision = resp.headers.get(DECISION_HEADER)
                 error = getattr(resp, "error", None)
-                name = classify(status, decision, timed_out=isinstance(error, _TIMEOUTS))
+                name = classify(status, decision, timed_out=_is_timeout(error))
                 if name in _SUCCESS:
                     resp.success()
                     if status == 200 and endpoint == BID:
@@ -205,3 +205,15 @@ class AdServerUser(FastHttpUser):
         if cut:
             raise GreenletExit
         return outcome, content
+
+
+def _is_timeout(error: object) -> bool:
+    """A client timeout, also when geventhttpclient wraps it (RetriesExceeded(original=...))."""
+    if error is None:
+        return False
+    original = getattr(error, "original", None)
+    return (
+        isinstance(error, _TIMEOUTS)
+        or isinstance(original, _TIMEOUTS)
+        or "timed out" in str(original if original is not None else error)
+    )

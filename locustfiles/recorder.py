@@ -161,6 +161,10 @@ class SecondStats:
         q = quantize_us(latency_us)
         lat[q] = lat.get(q, 0) + 1
 
+    def running(self) -> int:
+        """Requests sent in this second that have no outcome yet."""
+        return self.sent - sum(self.outcomes)
+
     # --- once a second ---------------------------------------------------------------------
     def seal(self) -> SecondStats:
         """Turn the latency counts into HdrHistograms (once the second is complete)."""
@@ -284,14 +288,20 @@ def _decode(text: str | None) -> HdrHistogram | None:
 class Recorder:
     """One process's per-second buckets, keyed by floor(intended send - t0).
 
-    A second is complete when no request intended in it can still be running: at
+    A second is complete once every request sent in it has its outcome, and no earlier than
     `t0 + second + 1 + settle_s` (settle_s = the longest allowed send lateness plus the
-    client timeout plus a margin). Complete seconds come out in order and without gaps
-    from `first_second` on (an idle second is an empty row, not a missing one)."""
+    client timeout plus a margin): a CPU-starved generator or a connect timeout followed by
+    a read timeout can take longer than settle_s, and sealing early would move outcomes into
+    later rows. Past `hard_s` (default 3 x settle_s) a second is sealed regardless. Complete
+    seconds come out in order and without gaps from `first_second` on (an idle second is an
+    empty row, not a missing one)."""
 
-    def __init__(self, t0: float, *, first_second: int, settle_s: float) -> None:
+    def __init__(
+        self, t0: float, *, first_second: int, settle_s: float, hard_s: float | None = None
+    ) -> None:
         self.t0 = t0
         self.settle_s = settle_s
+        self.hard_s = 3.0 * settle_s if hard_s is None else max(hard_s, settle_s)
         self.next_second = first_second  # the first second not handed out yet
         self.buckets: dict[int, SecondStats] = {}
 
@@ -310,8 +320,15 @@ class Recorder:
 
     def complete(self, now: float) -> list[SecondStats]:
         """Seal and hand out the seconds that are complete at epoch `now`."""
-        upto = math.floor(now - self.t0 - 1.0 - self.settle_s)  # last complete second
-        return self._take(upto)
+        upto = math.floor(now - self.t0 - 1.0 - self.settle_s)  # earliest it can be complete
+        forced = math.floor(now - self.t0 - 1.0 - self.hard_s)  # sealed whatever is running
+        out: list[SecondStats] = []
+        while self.next_second <= upto:
+            b = self.buckets.get(self.next_second)
+            if b is not None and b.running() > 0 and self.next_second > forced:
+                break
+            out += self._take(self.next_second)
+        return out
 
     def drain(self, upto: int | None = None) -> list[SecondStats]:
         """Seal and hand out every remaining second (through `upto`, default the last seen)."""

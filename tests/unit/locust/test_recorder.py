@@ -200,3 +200,24 @@ def test_impression_notice_is_built_from_the_winning_bid_with_a_fresh_id() -> No
 @pytest.mark.parametrize("body", [b"", b"{}", b"not json", b'{"seatbid": []}'])
 def test_a_200_without_a_bid_gives_no_impression(body: bytes) -> None:
     assert Traffic.impression(body, "pub-1") is None
+
+
+def test_a_second_with_requests_still_running_is_not_sealed_until_they_finish() -> None:
+    """Sealing early would move late outcomes into later rows (outcomes != sent per row)."""
+    rec = Recorder(t0=0.0, first_second=0, settle_s=2.0, hard_s=10.0)
+    b = rec.bucket(0)
+    b.intended = b.sent = 2
+    b.record(0, "pub-1", OUTCOME_INDEX["ok"], "admitted", 1000)
+    assert rec.complete(now=4.0) == []  # past settle, one request still running
+    b.record(0, "pub-1", OUTCOME_INDEX["timeout"], None, 4_000_000)
+    rows = rec.complete(now=4.5)  # second 0 and the idle second 1 are now complete
+    assert [r.second for r in rows] == [0, 1]
+    assert sum(rows[0].outcomes) == rows[0].sent == 2
+
+
+def test_a_second_is_sealed_after_the_hard_limit_even_with_requests_running() -> None:
+    rec = Recorder(t0=0.0, first_second=0, settle_s=2.0, hard_s=5.0)
+    b = rec.bucket(0)
+    b.intended = b.sent = 1
+    assert rec.complete(now=5.5) == []
+    assert [r.second for r in rec.complete(now=6.5)] == [0, 1, 2, 3]
