@@ -113,3 +113,21 @@ async def test_budget_exhausted_gives_no_bid_without_asking_dsps(make_config, ki
     assert [r.status_code for r, _ in results][2:] == [204, 204]
     asked = kit.metric_value(metrics, "spikegate_requests_total", route="/bid", status="200")
     assert asked is None or asked <= 2
+
+
+async def test_redis_that_lost_its_scripts_is_given_the_script_again(
+    make_config, kit, redis_server
+):
+    """A restarted Redis (empty script cache) still runs auctions: NOSCRIPT reloads once."""
+    async with kit.serve(make_config()) as client:
+        await kit.timed_bid(client, kit.bid_body())
+        admin = aioredis.from_url(redis_server.url)
+        try:
+            await admin.script_flush()
+        finally:
+            await admin.aclose()
+        resp, _ = await kit.timed_bid(client, kit.bid_body(user="after-flush"))
+        again, _ = await kit.timed_bid(client, kit.bid_body(user="after-flush-2"))
+    assert resp.status_code in (200, 204), resp.headers[kit.DECISION]
+    assert resp.headers[kit.DECISION] != "redis_unavailable"
+    assert again.status_code in (200, 204)
