@@ -10,7 +10,11 @@ Run: ``.venv/bin/python tests/bench/proxy.py [--quick] [--toxiproxy-url URL] [--
 Measured, each pair interleaved so machine load hits both sides alike:
   1. round-trip latency of a 64 B echo, no toxics (median of per-repeat medians)
   2. single-stream throughput server -> client (MB/s, MB = 10**6 B)
-  3. redis-benchmark SET/GET ops/s
+  3. redis-benchmark SET/GET ops/s: direct and proxied runs alternate (and swap order each
+     repeat); the ratio is the median of the per-pair ratios, so load from other processes
+     that drifts over the run hits both sides of a pair alike. CPU seconds per operation of
+     redis-benchmark, redis-server and the embedded proxy are recorded too: on a CPU-bound
+     machine direct/proxied CPU per op is the ratio the proxied run can reach at best.
   4. latency toxic accuracy at 10, 100 and 1000 ms (added round trip minus the toxic)
 and compared with the bar in TOXIPROXY_API.md. Everything started here is stopped on exit.
 """
@@ -23,6 +27,7 @@ import csv
 import io
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -165,8 +170,7 @@ def pair(direct: float, proxied: float, **extra: Any) -> dict[str, Any]:
 def connect(address: str, mode: bytes) -> socket.socket:
     sock = socket.create_connection(split(address), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    # Bytes sent before the proxy's upstream dial completes can be dropped by the current
-    # embedded server (reported); the wait is outside every timed section.
+    # Let the proxy's upstream dial complete, so no timed section includes it.
     time.sleep(0.1)
     sock.sendall(mode)
     return sock
@@ -243,21 +247,45 @@ def bench_throughput(direct: str, proxied: str, repeats: int, nbytes: int) -> di
     )
 
 
-def redis_benchmark(port: int, requests: int, clients: int) -> dict[str, float]:
+def cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of a running process (Linux /proc), None when unknown."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def redis_benchmark(port: int, requests: int, clients: int) -> tuple[dict[str, float], float]:
+    """ops/s per test, and the CPU seconds redis-benchmark itself used."""
+    before = children_cpu_s()  # the only child reaped in between is redis-benchmark
     out = subprocess.run(
         ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "set,get",
          "-n", str(requests), "-c", str(clients), "-q", "--csv"],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     rows = csv.DictReader(io.StringIO(out.stdout))
-    return {row["test"].lower(): float(row["rps"]) for row in rows}
+    return {row["test"].lower(): float(row["rps"]) for row in rows}, children_cpu_s() - before
 
 
 def bench_redis(
-    children: Children, chaos: ChaosClient, repeats: int, requests: int, clients: int
+    children: Children,
+    chaos: ChaosClient,
+    chaos_pid: int | None,
+    repeats: int,
+    requests: int,
+    clients: int,
 ) -> dict[str, Any]:
     port = free_port()
-    children.start(
+    redis_proc = children.start(
         "redis-server",
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no"],
@@ -278,20 +306,49 @@ def bench_redis(
             "direct": {"set": [], "get": []},
             "proxied": {"set": [], "get": []},
         }
+        # CPU seconds per operation, per process, per side (None: not measurable here)
+        cpu: dict[str, dict[str, list[float]]] = {
+            side: {"redis_benchmark": [], "redis_server": [], "proxy": []}
+            for side in ("direct", "proxied")
+        }
+        ops = 2 * requests  # set + get
+        order = [("direct", port), ("proxied", proxy.port)]
         for _ in range(repeats):
-            for side, p in (("direct", port), ("proxied", proxy.port)):
-                for test, rps in redis_benchmark(p, requests, clients).items():
-                    runs[side][test].append(rps)
+            for side, p in order:
+                server0, proxy0 = cpu_s(redis_proc.pid), cpu_s(chaos_pid)
+                rps, bench_cpu = redis_benchmark(p, requests, clients)
+                server1, proxy1 = cpu_s(redis_proc.pid), cpu_s(chaos_pid)
+                for test, value in rps.items():
+                    runs[side][test].append(value)
+                cpu[side]["redis_benchmark"].append(bench_cpu / ops)
+                if server0 is not None and server1 is not None:
+                    cpu[side]["redis_server"].append((server1 - server0) / ops)
+                if side == "proxied" and proxy0 is not None and proxy1 is not None:
+                    cpu[side]["proxy"].append((proxy1 - proxy0) / ops)
+            order.reverse()  # alternate who goes first, so drift does not favour one side
         result: dict[str, Any] = {}
         for test in ("set", "get"):
+            pairs = [
+                p / d for d, p in zip(runs["direct"][test], runs["proxied"][test], strict=True)
+            ]
             result[test] = pair(
                 median(runs["direct"][test]),
                 median(runs["proxied"][test]),
+                median_pair_ratio=round(median(pairs), 4),
                 repeats={side: runs[side][test] for side in runs},
             )
-        ratios = [result[t]["ratio_proxied_to_direct"] for t in ("set", "get")]
-        result["unit"] = f"ops/s, redis-benchmark -n {requests} -c {clients}"
+        ratios = [result[t]["median_pair_ratio"] for t in ("set", "get")]
+        result["unit"] = f"ops/s, redis-benchmark -n {requests} -c {clients} (set and get)"
         result["min_ratio"] = min(ratios)
+        result["cpu_us_per_op"] = per_op = {
+            side: {name: round(median(v) * 1e6, 2) for name, v in procs.items() if v}
+            for side, procs in cpu.items()
+        }
+        direct_total = sum(per_op["direct"].values())
+        proxied_total = sum(per_op["proxied"].values())
+        if per_op["proxied"].get("proxy") and proxied_total:
+            # On a CPU-saturated machine ops/s ~ cores / CPU per op: the best reachable ratio.
+            result["cpu_bound_ceiling_ratio"] = round(direct_total / proxied_total, 4)
         return result
     finally:
         chaos.delete_proxy("bench-redis")
@@ -325,11 +382,12 @@ def bench_latency_toxic(
 
 
 @contextlib.contextmanager
-def chaos_server(children: Children, url: str | None) -> Iterator[ChaosClient]:
+def chaos_server(children: Children, url: str | None) -> Iterator[tuple[ChaosClient, int | None]]:
+    """A client of the server under test, and its pid when this bench started it."""
     if url is not None:
         client = ChaosClient(url, timeout_s=5.0)
         client.wait_ready(10)
-        yield client
+        yield client, None
         return
     for _ in range(3):
         port = free_port()
@@ -345,7 +403,7 @@ def chaos_server(children: Children, url: str | None) -> Iterator[ChaosClient]:
             except ChaosUnavailable:
                 time.sleep(0.05)
                 continue
-            yield client
+            yield client, proc.pid
             return
         proc.kill()
     raise RuntimeError(f"chaos server did not start: {tail(children.log_dir / 'chaos-server.log')}")
@@ -360,7 +418,8 @@ def run(args: argparse.Namespace, children: Children) -> dict[str, Any]:
         raise RuntimeError(f"echo server did not start: {tail(children.log_dir / 'echo.log')}")
     direct = f"127.0.0.1:{int(line)}"
 
-    with chaos_server(children, args.toxiproxy_url) as chaos:
+    load_before = os.getloadavg()
+    with chaos_server(children, args.toxiproxy_url) as (chaos, chaos_pid):
         version = chaos.version()
         proxy = chaos.create_proxy("bench-echo", direct)
         proxied = proxy.listen
@@ -377,7 +436,12 @@ def run(args: argparse.Namespace, children: Children) -> dict[str, Any]:
             if shutil.which("redis-server") and shutil.which("redis-benchmark"):
                 log("redis-benchmark ...")
                 redis = bench_redis(
-                    children, chaos, repeats=2, requests=20_000 if quick else 50_000, clients=50
+                    children,
+                    chaos,
+                    chaos_pid,
+                    repeats=2 if quick else 4,
+                    requests=20_000 if quick else 50_000,
+                    clients=50,
                 )
             else:
                 log("redis-server / redis-benchmark not found: skipped")
@@ -397,7 +461,11 @@ def run(args: argparse.Namespace, children: Children) -> dict[str, Any]:
     }
     return {
         "server": {"url": args.toxiproxy_url or "embedded", "version": version},
-        "machine": {"cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_1m_before": round(load_before[0], 2),
+            "loadavg_1m_after": round(os.getloadavg()[0], 2),
+        },
         "latency_rtt_us": latency,
         "throughput_MB_s": throughput,
         "redis_benchmark_ops_s": redis,
