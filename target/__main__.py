@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         access_log=False,
+        proxy_headers=False,
     )
 
 

@@ -277,12 +277,13 @@ def bench(duration_s: float, concurrency: int, rounds: int) -> dict[str, Any]:
                 target = serve(f"spool-{mode}", patterns=on)
                 with target:
                     _run_load(target.url, concurrency, 1.0)  # warm-up
-                    proc = psutil.Process(target.pid)
-                    before = proc.cpu_times()
+                    procs = {"target": psutil.Process(target.pid), "dsp": psutil.Process(dsps.pid)}
+                    before = {k: p.cpu_times() for k, p in procs.items()}
                     run = _run_load(target.url, concurrency, duration_s)
-                    after = proc.cpu_times()
-                    cpu_s = (after.user - before.user) + (after.system - before.system)
-                    run["target_cpu_us_per_request"] = round(cpu_s / run["requests"] * 1e6, 1)
+                    for k, p in procs.items():
+                        b, a = before[k], p.cpu_times()
+                        cpu_s = (a.user - b.user) + (a.system - b.system)
+                        run[f"{k}_cpu_us_per_request"] = round(cpu_s / run["requests"] * 1e6, 1)
                     runs[mode].append(run)
         # Median round of each: the box is shared, single rounds swing by +-40%.
         best = {m: sorted(r, key=lambda x: x["ok_rps"])[len(r) // 2] for m, r in runs.items()}
@@ -294,6 +295,9 @@ def bench(duration_s: float, concurrency: int, rounds: int) -> dict[str, Any]:
         # The steadier figure on a shared box: the target's own CPU time per request.
         cpu = {m: _median([x["target_cpu_us_per_request"] for x in r]) for m, r in runs.items()}
         result["target_cpu_us_per_request"] = cpu
+        result["dsp_cpu_us_per_request"] = {
+            m: _median([x["dsp_cpu_us_per_request"] for x in r]) for m, r in runs.items()
+        }
         result["cpu_cost_ratio_on_vs_off"] = round(cpu["all_on"] / cpu["all_off"], 3)
 
         capacity = best["all_on"]["ok_rps"]
