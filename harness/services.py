@@ -626,6 +626,7 @@ class TargetServer(ManagedProcess):
             "--port", str(self.port),
             "--timeout-graceful-shutdown", str(self.graceful_shutdown_s),
             "--access-log" if self.access_log else "--no-access-log",
+            "--no-proxy-headers",  # loopback only; saves a middleware on every request
         ]  # fmt: skip
 
     def env(self) -> dict[str, str]:
