@@ -29,7 +29,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from target.backpressure.adaptive import GradientLimit
 from target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
@@ -123,19 +123,6 @@ class Auction:
         self.limit = limit
         self._clock = clock
         self._reserve = redis.register_script(_RESERVE_LUA)
-        # The EVALSHA command up to its varying part, RESP-encoded once: 3 keys, 5 args.
-        self._evalsha_head = (
-            b"*11\r\n" + _bulk(b"EVALSHA") + _bulk(self._reserve.sha.encode()) + _bulk(b"3")
-        )
-        self._fixed_args = b"".join(
-            _bulk(str(v).encode())
-            for v in (
-                cfg.frequency_cap,
-                cfg.frequency_window_s,
-                cfg.pacing_per_s,
-                cfg.budget_micros,
-            )
-        )
         self.last_redis_error = ""
         self._redis_timeout_ns = round(cfg.redis_timeout_ms / 1000 * NS_PER_S)
         self._redis_failure = AuctionOutcome(
@@ -220,28 +207,10 @@ class Auction:
         return int(verdict)
 
     async def _evalsha(self, keys: tuple[str, str, str], cost: int) -> Any:
-        """One EVALSHA round trip on a pooled connection, the command packed here.
-
-        redis-py's `Script.__call__` -> `execute_command` path packs, retries and records
-        observability on every call, a third of a /bid's Redis cost; the connection's own
-        send/read keep its timeouts, its error translation and its disconnect-on-cancel.
-        A Redis that lost its script cache (restarted) is given the script by `Script`."""
-        command = b"".join(
-            (self._evalsha_head, *(_bulk(k.encode()) for k in keys), self._fixed_args)
-        ) + _bulk(str(cost).encode())
-        pool = self.redis.connection_pool
-        acquire: Callable[[], Awaitable[Any]] = pool.get_connection
-        conn = await acquire()
-        try:
-            await conn.send_packed_command(command, check_health=False)
-            return await conn.read_response()
-        except NoScriptError:
-            pass
-        finally:
-            await pool.release(conn)
+        """One EVALSHA round trip through redis-py's Script (which reloads a lost script)."""
         cfg = self.cfg
         args = (cfg.frequency_cap, cfg.frequency_window_s, cfg.pacing_per_s, cfg.budget_micros)
-        return await self._reserve(keys=keys, args=[*args, cost])
+        return await self._reserve(keys=list(keys), args=[*args, cost])
 
     async def _bid(self, req: BidRequest, deadline_ns: int) -> AuctionOutcome:
         if self._clock() >= deadline_ns:
@@ -272,11 +241,6 @@ def choose_winner(req: BidRequest, bids: list[DspBid]) -> DspBid | None:
         if best is None or b.price > best.price:
             best = b
     return best
-
-
-def _bulk(value: bytes) -> bytes:
-    """One RESP bulk string."""
-    return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
 def _abandon(call: asyncio.Future[Any]) -> None:
