@@ -113,9 +113,9 @@ class BreakerSection(_Section):
     slow_call_rate_threshold: float = Field(default=0.8, gt=0, le=1)
     slow_call_duration_s: float = Field(default=0.08, gt=0)
     consecutive_failures: int | None = Field(default=None, ge=1)
-    wait_open_s: float = Field(default=2.0, gt=0)
+    wait_open_s: float = Field(default=1.0, gt=0)
     backoff_multiplier: float = Field(default=2.0, ge=1)
-    max_wait_open_s: float = Field(default=30.0, gt=0)
+    max_wait_open_s: float = Field(default=5.0, gt=0)  # a DSP recovers in seconds: probe often
     jitter: float = Field(default=0.1, ge=0, le=1)
     half_open_probes: int = Field(default=3, ge=1)
     half_open_max_wait_s: float = Field(default=5.0, gt=0)
