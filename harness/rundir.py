@@ -30,7 +30,7 @@ master/worker so there is exactly one row per second:
                                              # its won bid returned
      "decisions": {X-Spikegate-Decision value or "none": count},
      "endpoints": {"bid": {OUTCOME: count}, "impression": {OUTCOME: count}},
-     "publishers": {publisher_id: {"sent": n, "admitted": n, "rate_limited": n}},
+     "publishers": {publisher_id: {"sent": n, "admitted": n, "rate_limited": n}},  # bids only
      "hist_admitted": "<HdrHistogram base64 encoding, microseconds>" | null,
      "hist_rejected": "<same, for designed rejections>" | null,
      "admitted_p50_ms": f, "admitted_p99_ms": f, "rejected_p99_ms": f,   # convenience copies

@@ -19,6 +19,7 @@ Every key, its default and its meaning (the README copies this table):
 | `queue_max`         | the target's    | impression queue depth cap (4)                           |
 | `rss_growth`        | `"< 200MB"`     | target RSS growth over its baseline level                |
 | `detect`            | `"within 5s"`   | stress start -> first protective decision (5)            |
+| `settle`            | `"within 1s"`   | latencies right after each onset not judged (7)          |
 | `recover`           | `"within 15s"`  | end of last disturbance -> recovered (6)                 |
 | `hold`              | `3`             | consecutive healthy seconds that count as recovered (6)  |
 | `generator_min`     | `">= 95%"`      | sent / intended per judged phase, else inconclusive      |
@@ -38,6 +39,9 @@ Every key, its default and its meaning (the README copies this table):
 (4) none = target.config impressions.max_depth (10000).
 (5) a designed rejection, or a breaker leaving closed; none at all passes only if the
     stress SLO held anyway.
+(7) graceful_degradation judges stress latencies once protection had time to engage: the
+    first `settle` after the stress start and after each fault start is left out (a breaker
+    needs a few slow calls as evidence); time_to_detect judges that moment instead.
 (6) a healthy second: load was sent, admitted p99 meets `slo`, failures meet
     `error_rate`, and the admitted share meets `goodput_floor`.
 
@@ -309,6 +313,7 @@ class Thresholds(BaseModel):
     queue_max: int | None = Field(default=None, ge=1)
     rss_growth: Size = parse_size("< 200MB")
     detect: WithinT = parse_within("within 5s")
+    settle: WithinT = parse_within("within 1s")
     recover: WithinT = parse_within("within 15s")
     hold: Hold = 3
     generator_min: FloorT = parse_floor(">= 95%")
@@ -348,6 +353,7 @@ _FORMS = {
     "generator_min": '">= 95%"',
     "generator_cpu": '"< 90%"',
     "detect": '"within 5s"',
+    "settle": '"within 1s"',
     "recover": '"within 15s"',
     "rss_growth": '"< 200MB"',
     "hold": '3 or "3s"',

@@ -37,6 +37,7 @@ DECISION_HEADER = "X-Spikegate-Decision"
 NO_DECISION = "none"
 ENDPOINTS = ("bid", "impression")
 BID, IMPRESSION = 0, 1
+_NO_PUBLISHER = [0, 0, 0]  # scratch counts for requests not metered per publisher
 OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOMES)}
 _N = len(OUTCOMES)
 _ADMITTED = frozenset(OUTCOME_INDEX[o] for o in ADMITTED_OUTCOMES)
@@ -145,7 +146,8 @@ class SecondStats:
         self.endpoints[endpoint][outcome] += 1
         key = decision or NO_DECISION
         self.decisions[key] = self.decisions.get(key, 0) + 1
-        pub = self.publishers.get(publisher)
+        # per publisher: bid requests only, the ones the edge's token buckets meter
+        pub = self.publishers.get(publisher) if endpoint == BID else _NO_PUBLISHER
         if pub is None:
             pub = self.publishers[publisher] = [0, 0, 0]
         pub[0] += 1

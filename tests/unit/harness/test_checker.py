@@ -423,6 +423,21 @@ def test_stress_latency_bound_scales_with_baseline() -> None:
     assert v.evidence["admitted_bound"].startswith("p99 < 300")  # 3 x the baseline p99
 
 
+def test_slow_seconds_right_after_an_onset_are_left_to_time_to_detect() -> None:
+    """A breaker needs a few slow calls as evidence: the first `settle` after the stress
+    start and after each fault start is not judged for latency; later seconds are."""
+    at_onsets = between(healthy_rows(), 20, 21, lambda r: sec(r.t, ok=200, p99=900.0))
+    at_onsets = between(at_onsets, 22, 23, lambda r: sec(r.t, ok=200, p99=900.0))  # redis fault
+    v = verdict(check(history(rows=at_onsets)), "graceful_degradation")
+    assert v.status == "pass", v.message
+    assert [20.0, 21.0] in v.evidence["latency_excludes"]
+    later = between(healthy_rows(), 21, 22, lambda r: sec(r.t, ok=200, p99=900.0))
+    v = verdict(check(history(rows=later)), "graceful_degradation")
+    assert v.status == "fail" and "admitted p99" in v.message
+    longer = thresholds_from_checks({"settle": "within 2s"})
+    assert verdict(check(history(rows=later), longer), "graceful_degradation").status == "pass"
+
+
 def test_goodput_capacity_is_the_declared_one_when_set() -> None:
     th = thresholds_from_checks({"capacity_rps": 1000})
     v = verdict(check(history(), th), "graceful_degradation")

@@ -221,3 +221,13 @@ def test_a_second_is_sealed_after_the_hard_limit_even_with_requests_running() ->
     b.intended = b.sent = 1
     assert rec.complete(now=5.5) == []
     assert [r.second for r in rec.complete(now=6.5)] == [0, 1, 2, 3]
+
+
+def test_publisher_counts_meter_bids_only_as_the_edge_buckets_do() -> None:
+    """Impression notices are not rate-limited per publisher, so they are not counted there."""
+    b = SecondStats(0)
+    b.record(BID, "pub-1", OUTCOME_INDEX["ok"], "admitted", 1000)
+    b.record(IMPRESSION, "pub-1", OUTCOME_INDEX["accepted"], "admitted", 500)
+    b.record(BID, "pub-1", OUTCOME_INDEX["rate_limited"], "rate_limited", 100)
+    assert b.publishers == {"pub-1": [2, 1, 1]}
+    assert sum(b.outcomes) == 3
