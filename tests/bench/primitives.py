@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from target.backpressure.breaker import BreakerConfig, CircuitBreaker  # noqa: E402
-from target.backpressure.concurrency import ConcurrencyLimit  # noqa: E402
-from target.backpressure.token_bucket import TokenBucket  # noqa: E402
+from target.backpressure.breaker import BreakerConfig, CircuitBreaker
+from target.backpressure.concurrency import ConcurrencyLimit
+from target.backpressure.token_bucket import TokenBucket
 
 HUGE_RATE = 1e12  # every call admitted: we measure the decision, not the rejection path
 
@@ -190,7 +190,9 @@ def main() -> int:
                 "theirs_ns_per_op_all": [round(x, 1) for x in theirs_ns],
             }
         )
-        print(f"{key}: ours {o:.0f} ns/op, theirs {t:.0f} ns/op, ratio {o / t:.3f}", file=sys.stderr)
+        print(
+            f"{key}: ours {o:.0f} ns/op, theirs {t:.0f} ns/op, ratio {o / t:.3f}", file=sys.stderr
+        )
     print(
         json.dumps(
             {
