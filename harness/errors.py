@@ -4,7 +4,7 @@
      +-- UsageError (exit 2)            bad flags, bad --set, unknown scenario name
      |    +-- ScenarioError (exit 2)    a scenario file that does not validate
      +-- VerdictFailed (exit 1)         a verdict failed (raised only by the CLI layer)
-     +-- InconclusiveRun (exit 3)       the run cannot be judged (starved generator, too few samples)
+     +-- InconclusiveRun (exit 3)       the run cannot be judged (starved generator, few samples)
      +-- EnvironmentProblem (exit 4)    missing binary, port in use, component crashed
 
 Routine outcomes are values; these are for what stops a command. `cli.main` has the one
