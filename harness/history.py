@@ -97,6 +97,8 @@ class Sample:
     breakers: Mapping[str, str] = field(default_factory=dict)
     decisions_total: Mapping[str, float] = field(default_factory=dict)
     impressions: Mapping[str, float | None] = field(default_factory=dict)
+    # layer -> ((le, cumulative count), ...) ascending, le = inf last; None: not recorded
+    rejection_buckets: Mapping[str, tuple[tuple[float, int], ...]] | None = None
     line: int = 0
 
 
@@ -261,6 +263,16 @@ def _is_num(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _bucket(pair: object) -> tuple[float, int] | None:
+    """`[le, count]` -> (le, count), le null -> inf; None when malformed."""
+    if not isinstance(pair, list) or len(pair) != 2:
+        return None
+    le, n = pair
+    if not (le is None or _is_num(le)) or not _is_num(n) or n < 0 or n != int(n):
+        return None
+    return (math.inf if le is None else float(le), int(n))
+
+
 class _Where:
     """Where a value came from, for error messages: `requests.jsonl:12`."""
 
@@ -308,6 +320,32 @@ class _Where:
         if not isinstance(v, dict) or not all(isinstance(x, dict) for x in v.values()):
             raise self.fail(f"field {key!r} must map names to objects of counts, got {v!r}")
         return {str(k): self.counts(v, k) for k in v}
+
+    def buckets(
+        self, row: Mapping[str, Any], key: str
+    ) -> dict[str, tuple[tuple[float, int], ...]] | None:
+        """`{layer: [[le, cumulative count], ...]}` (le null = +Inf) -> sorted tuples."""
+        v = row.get(key)
+        if v is None:
+            return None
+        form = "an object mapping layers to [[le, cumulative count], ...] (le null for +Inf)"
+        if not isinstance(v, dict):
+            raise self.fail(f"field {key!r} must be {form}, got {v!r}")
+        out: dict[str, tuple[tuple[float, int], ...]] = {}
+        for layer, pairs in v.items():
+            if not isinstance(pairs, list):
+                raise self.fail(f"field {key!r}.{layer} must be {form}, got {pairs!r}")
+            parsed: list[tuple[float, int]] = []
+            for pair in pairs:
+                bucket = _bucket(pair)
+                if bucket is None:
+                    raise self.fail(
+                        f"field {key!r}.{layer}: {pair!r} is not [le, count] "
+                        f"(le a number or null, count a whole number >= 0)"
+                    )
+                parsed.append(bucket)
+            out[str(layer)] = tuple(sorted(parsed))
+        return out
 
     def hist(self, row: Mapping[str, Any], key: str) -> str | None:
         v = row.get(key)
@@ -374,6 +412,7 @@ def parse_sample_row(row: Mapping[str, Any], where: _Where) -> Sample:
         breakers={str(k): str(v) for k, v in breakers.items()},
         decisions_total={str(k): float(v) for k, v in decisions.items() if v is not None},
         impressions={str(k): (None if v is None else float(v)) for k, v in impressions.items()},
+        rejection_buckets=where.buckets(row, "rejection_buckets"),
         line=where.line,
     )
 

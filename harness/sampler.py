@@ -40,6 +40,9 @@ _MS = {
     "spikegate_event_loop_lag_max_seconds": "loop_lag_max_ms",
 }
 _IMPRESSIONS = "spikegate_impressions_"
+# The server-side cost of every 429/503, by layer: its cumulative buckets are kept each
+# second so that the checker can difference any window of the run.
+_REJECTION = "spikegate_rejection_seconds"
 
 
 def _finite(value: float) -> float | None:
@@ -58,7 +61,10 @@ def parse_metrics(text: str) -> dict[str, Any]:
     decisions: dict[str, float] = {}
     requests: dict[str, float] = {}
     impressions: dict[str, float | None] = {}
+    rejections: dict[str, list[tuple[float, float]]] | None = None
     for family in text_string_to_metric_families(text):
+        if family.name == _REJECTION and rejections is None:
+            rejections = {}  # exported before any rejection: present but empty
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, float(sample.value)
             if not name.startswith(_PREFIX):
@@ -76,6 +82,9 @@ def parse_metrics(text: str) -> dict[str, Any]:
             elif name == "spikegate_requests_total":
                 key = f"{labels.get('route', '')}:{labels.get('status', '')}:"
                 requests[key + labels.get("decision", "")] = value
+            elif name == _REJECTION + "_bucket" and rejections is not None and "le" in labels:
+                le = float(labels["le"])  # "+Inf" parses to inf, written as null
+                rejections.setdefault(labels.get("layer", "?"), []).append((le, value))
     if breakers:
         row["breakers"] = dict(sorted(breakers.items()))
     if decisions:
@@ -84,6 +93,11 @@ def parse_metrics(text: str) -> dict[str, Any]:
         row["requests_total"] = requests
     if impressions:
         row["impressions"] = impressions
+    if rejections is not None:
+        row["rejection_buckets"] = {
+            layer: [[_finite(le), int(count)] for le, count in sorted(buckets)]
+            for layer, buckets in sorted(rejections.items())
+        }
     return row
 
 

@@ -15,6 +15,7 @@ Every key, its default and its meaning (the README copies this table):
 | `capacity_rps`      | none            | declared capacity in admitted/s (2)                      |
 | `latency_factor`    | `3.0`           | stress admitted p99 <= max(SLO bound, factor x baseline) |
 | `fast_reject`       | half the SLO    | latency bound of designed rejections (429/503)           |
+| `server_reject`     | `"p99 < 5ms"`   | server-side cost of bulkhead_full / shed 503s (8)        |
 | `inflight_max`      | the target's    | auction inflight ceiling (3)                             |
 | `queue_max`         | the target's    | impression queue depth cap (4)                           |
 | `rss_growth`        | `"< 200MB"`     | target RSS growth over its baseline level                |
@@ -44,6 +45,14 @@ Every key, its default and its meaning (the README copies this table):
     needs a few slow calls as evidence); time_to_detect judges that moment instead.
 (6) a healthy second: load was sent, admitted p99 meets `slo`, failures meet
     `error_rate`, and the admitted share meets `goodput_floor`.
+(8) layer.bulkhead and layer.shedder judge "answered fast" on the target's own
+    `spikegate_rejection_seconds{layer}` histogram (sampled each second), not on client
+    latencies that carry the generator's scheduling noise. The pNN is the upper edge of the
+    bucket holding it (an upper bound); a bucket's edge equal to a `<` bound counts as
+    within it, since the bucket holds values <= its edge. A bulkhead_full may wait for a
+    permit by design, so its bound is `server_reject` plus the target's
+    auction.max_wait_ms. Without server-side data (an external target, an older run
+    directory) both fall back to `fast_reject` on the client-side rejected latency.
 
 Accepted forms: a latency bound `pNN[.N] (<|<=) N(us|ms|s)` (also `p(99)`), a rate
 `rate (<|<=) N%`, a floor `(>=|>) N%`, a duration `within N(ms|s|m)`, a size
@@ -309,6 +318,7 @@ class Thresholds(BaseModel):
     capacity_rps: float | None = Field(default=None, gt=0)
     latency_factor: float = Field(default=3.0, ge=1, le=1000)
     fast_reject: Latency | None = None
+    server_reject: Latency = parse_latency("p99 < 5ms")
     inflight_max: int | None = Field(default=None, ge=1)
     queue_max: int | None = Field(default=None, ge=1)
     rss_growth: Size = parse_size("< 200MB")
@@ -346,6 +356,7 @@ class Thresholds(BaseModel):
 _FORMS = {
     "slo": '"p99 < 150ms"',
     "fast_reject": '"p99 < 50ms"',
+    "server_reject": '"p99 < 5ms"',
     "error_rate": '"rate < 1%"',
     "unexpected_errors": '"rate < 1%"',
     "isolation": '"rate < 5%"',
