@@ -53,6 +53,11 @@ SampleRow (samples.jsonl), parsed from the target's Prometheus /metrics once a s
      "decisions_total": {"layer:reason": cumulative count},
      "requests_total": {"route:status:decision": cumulative count},
      "impressions": {stat: value},        # ImpressionLogger.stats() as exported
+     "rejection_buckets": {layer: [[le, cumulative count], ...]},
+                                          # spikegate_rejection_seconds{layer}: the server-side
+                                          # cost of every 429/503, le in seconds ascending,
+                                          # null = +Inf (the total); {} = exported, none yet;
+                                          # absent = not exported (or an older run directory)
      "rss_bytes": f, "loop_lag_ms": f, "loop_lag_max_ms": f,
      "scrape_ms": f}
 
