@@ -4,6 +4,7 @@ well-formed, partial and corrupted directories give values or precise UsageError
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,18 @@ def test_failed_scrapes_load_with_empty_levels(tmp_path: Path) -> None:
     assert not h.samples[0].ok and h.samples[0].queue_depth is None
 
 
+def test_rejection_buckets_load_sorted_with_inf_and_are_none_when_absent(tmp_path: Path) -> None:
+    """Older run directories have no rejection_buckets: None, not an error."""
+    rows = [sample_row(t) for t in range(20)]
+    rows[3]["rejection_buckets"] = {"auction": [[None, 9], [0.001, 2], [0.005, 9]], "edge": []}
+    h = load_history(write_run(tmp_path / "run", samples=rows))
+    assert h.samples[3].rejection_buckets == {
+        "auction": ((0.001, 2), (0.005, 9), (math.inf, 9)),
+        "edge": (),
+    }
+    assert h.samples[2].rejection_buckets is None
+
+
 def test_truncated_last_line_of_a_killed_run_is_skipped(tmp_path: Path) -> None:
     d = write_run(tmp_path / "run")
     with (d / "requests.jsonl").open("a") as fh:
@@ -189,6 +202,13 @@ BROKEN: list[tuple[str, Callable[[Path], None], list[str]]] = [
     ("breakers not a mapping",
      lambda d: _corrupt_line(d, "samples.jsonl", 2, '{"t": 1.0, "ok": true, "breakers": [1]}'),
      ["samples.jsonl:2", "breakers"]),
+    ("rejection buckets with a negative count",
+     lambda d: _corrupt_line(d, "samples.jsonl", 3,
+                             '{"t": 2.0, "rejection_buckets": {"auction": [[0.001, -1]]}}'),
+     ["samples.jsonl:3", "rejection_buckets", "auction", "[le, count]"]),
+    ("rejection buckets not an object",
+     lambda d: _corrupt_line(d, "samples.jsonl", 3, '{"t": 2.0, "rejection_buckets": [1]}'),
+     ["samples.jsonl:3", "rejection_buckets", "null for +Inf"]),
     ("an event without kind",
      lambda d: _corrupt_line(d, "events.jsonl", 1, '{"t": 0.0}'), ["events.jsonl:1", "kind"]),
     ("meta.json not JSON", lambda d: (d / "meta.json").write_text("{oops"), ["meta.json"]),

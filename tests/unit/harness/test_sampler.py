@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 from typing import Any
@@ -76,6 +77,60 @@ def test_foreign_metrics_give_an_empty_row() -> None:
 def test_garbage_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         parse_metrics("this is { not prometheus\n")
+
+
+# A literal exposition as the target writes it (two layers, a _created series, +Inf last).
+REJECTION_TEXT = """\
+# HELP spikegate_rejection_seconds server-side cost of a designed rejection (429/503), by layer
+# TYPE spikegate_rejection_seconds histogram
+spikegate_rejection_seconds_bucket{layer="auction",le="0.001"} 3.0
+spikegate_rejection_seconds_bucket{layer="auction",le="0.005"} 7.0
+spikegate_rejection_seconds_bucket{layer="auction",le="0.01"} 9.0
+spikegate_rejection_seconds_bucket{layer="auction",le="+Inf"} 10.0
+spikegate_rejection_seconds_count{layer="auction"} 10.0
+spikegate_rejection_seconds_sum{layer="auction"} 0.2
+spikegate_rejection_seconds_bucket{layer="impressions",le="0.001"} 40.0
+spikegate_rejection_seconds_bucket{layer="impressions",le="0.005"} 41.0
+spikegate_rejection_seconds_bucket{layer="impressions",le="0.01"} 41.0
+spikegate_rejection_seconds_bucket{layer="impressions",le="+Inf"} 41.0
+spikegate_rejection_seconds_count{layer="impressions"} 41.0
+spikegate_rejection_seconds_sum{layer="impressions"} 0.02
+spikegate_rejection_seconds_created{layer="auction"} 1.7e9
+"""
+
+REJECTION_CASES: list[tuple[str, str, dict[str, list[list[Any]]] | None]] = [
+    ("two layers, +Inf as null", REJECTION_TEXT, {
+        "auction": [[0.001, 3], [0.005, 7], [0.01, 9], [None, 10]],
+        "impressions": [[0.001, 40], [0.005, 41], [0.01, 41], [None, 41]],
+    }),
+    ("exported before any rejection: present, empty",
+     "# HELP spikegate_rejection_seconds x\n# TYPE spikegate_rejection_seconds histogram\n", {}),
+    ("a service without the histogram: absent",
+     "# TYPE http_requests counter\nhttp_requests_total 3\n", None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "text", "expected"), REJECTION_CASES, ids=[c[0] for c in REJECTION_CASES]
+)
+def test_rejection_histogram_becomes_cumulative_buckets_per_layer(
+    case: str, text: str, expected: dict[str, list[list[Any]]] | None
+) -> None:
+    row = parse_metrics(text)
+    assert row.get("rejection_buckets") == expected
+
+
+def test_target_registry_rejections_land_in_their_layer_buckets() -> None:
+    """The target's own registry: a 429 counts under edge, a shed under impressions, and
+    admitted responses nowhere; the row is JSON (no infinity)."""
+    buckets = parse_metrics(_exposition())["rejection_buckets"]
+    assert set(buckets) == {"edge", "impressions"}
+    edge = dict((le, n) for le, n in buckets["edge"])
+    assert edge[0.0001] == 0 and edge[0.00025] == 1 and edge[None] == 1
+    assert dict((le, n) for le, n in buckets["impressions"])[0.0001] == 1
+    les = [le for le, _ in buckets["edge"]]
+    assert les[-1] is None and les[:-1] == sorted(les[:-1])
+    json.dumps(buckets, allow_nan=False)
 
 
 class _FakeClock:

@@ -152,3 +152,16 @@ def test_scenario_set_override_reaches_the_thresholds() -> None:
 )  # fmt: skip
 def test_shipped_scenarios_have_valid_checks(name: str) -> None:
     thresholds_from_checks(load_scenario(name).checks)
+
+
+def test_server_reject_defaults_to_p99_under_5ms_and_is_settable() -> None:
+    assert Thresholds().server_reject == LatencyBound(99.0, "<", 5.0)
+    th = thresholds_from_checks(apply_check_overrides({}, ['checks.server_reject="p99.9 <= 2ms"']))
+    assert th.server_reject == LatencyBound(99.9, "<=", 2.0)
+    assert th.to_json()["server_reject"] == "p99.9 <= 2ms"
+
+
+def test_bad_server_reject_names_the_key_and_the_form() -> None:
+    with pytest.raises(UsageError) as info:
+        thresholds_from_checks({"server_reject": "5ms"})
+    assert 'checks.server_reject: expected a latency bound like "p99 < 150ms"' in str(info.value)
