@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from harness.checker import check, percentile_ms, phase_stats
+from harness.checker import check, percentile_ms, phase_stats, server_rejections
 from harness.history import Event, History, ImpressionAccounting, RequestSecond, Sample
 from harness.scenario import Scenario, parse_scenario
 from harness.thresholds import thresholds_from_checks
@@ -596,3 +597,159 @@ def test_hour_long_history_is_checked_fast() -> None:
     elapsed = time.perf_counter() - started
     assert verdict(result, "steady_state", "baseline").status == "pass"
     assert elapsed < 10.0, f"check took {elapsed:.2f} s"
+
+
+# --- rejection speed judged server-side (spikegate_rejection_seconds{layer}) ----------------
+EDGES = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, math.inf)
+Costs = Mapping[str, Sequence[tuple[int, float]]]  # layer -> [(rejections per second, cost s)]
+
+
+def served(costs: Costs, samples: Iterable[Sample] | None = None, t0: float = 20,
+           t1: float = 35) -> list[Sample]:  # fmt: skip
+    """Samples whose cumulative rejection histogram grows by `costs` each second in [t0, t1)
+    (a sample at t has counted the seconds before t, as a scrape at t does)."""
+    out = []
+    for s in healthy_samples() if samples is None else samples:
+        secs = max(0.0, min(s.t, t1) - t0)
+        buckets = {
+            layer: tuple((le, int(sum(n * secs for n, cost in mix if cost <= le))) for le in EDGES)
+            for layer, mix in costs.items()
+        }
+        out.append(dataclasses.replace(s, rejection_buckets=buckets))
+    return out
+
+
+def _client_slow(kind: str) -> list[RequestSecond]:
+    return (
+        between(healthy_rows(), 20, 35, lambda r: sec(
+            r.t, ok=200, p99=60, rejected={"overloaded": 100}, rej_p99=400.0,
+            decisions={"bulkhead_full": 100}))
+        if kind == "bulkhead_full" else
+        between(healthy_rows(), 24, 32, lambda r: sec(
+            r.t, ok=200, p99=60, rejected={"shed": 100}, rej_p99=300.0, decisions={"shed": 100}))
+    )  # fmt: skip
+
+
+FAST = {"auction": [(40, 0.0004)], "impressions": [(20, 0.0003)]}
+
+SERVER_SIDE: list[tuple[str, str, Costs, str, str]] = [
+    # (case, verdict, server costs, status, a word the message must contain)
+    ("fast 503s server-side, slow client-side", "layer.bulkhead", FAST, "pass", "<= 0.5 ms"),
+    ("fast sheds server-side, slow client-side", "layer.shedder", FAST, "pass", "<= 0.5 ms"),
+    ("bulkhead_full costs 20 ms server-side", "layer.bulkhead",
+     {**FAST, "auction": [(40, 0.02)]}, "fail", "p99 <= 25 ms server-side"),
+    ("sheds cost 8 ms server-side", "layer.shedder",
+     {**FAST, "impressions": [(20, 0.008)]}, "fail", "above p99 < 5ms"),
+    ("sheds above the last bucket edge", "layer.shedder",
+     {**FAST, "impressions": [(20, 0.3)]}, "fail", "p99 > 100 ms"),
+    ("a bucket edge equal to the < bound is within it", "layer.shedder",
+     {**FAST, "impressions": [(20, 0.004)]}, "pass", "p99 <= 5 ms"),
+    ("bulkhead_full within its designed wait (5 ms + max_wait 5 ms)", "layer.bulkhead",
+     {**FAST, "auction": [(40, 0.007)]}, "pass", "p99 <= 10 ms"),
+    ("1% slow sheds: the p99 is still fast", "layer.shedder",
+     {**FAST, "impressions": [(99, 0.0003), (1, 0.05)]}, "pass", "p99 <= 0.5 ms"),
+    ("2% slow sheds: the p99 is slow", "layer.shedder",
+     {**FAST, "impressions": [(98, 0.0003), (2, 0.05)]}, "fail", "p99 <= 100 ms"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "name", "costs", "status", "word"), SERVER_SIDE,
+                         ids=[c[0] for c in SERVER_SIDE])  # fmt: skip
+def test_rejection_speed_is_judged_server_side(
+    case: str, name: str, costs: Costs, status: str, word: str
+) -> None:
+    """Client-side rejected latencies are slow (generator noise) in every case: only the
+    target's own histogram decides."""
+    kind = "bulkhead_full" if name == "layer.bulkhead" else "shed"
+    v = verdict(check(history(rows=_client_slow(kind), samples=served(costs))), name)
+    assert v.status == status, v.message
+    assert word in v.message
+    assert v.evidence["reject_latency_judged_on"] == "server"
+    assert "upper bound" in v.evidence["server_estimate"]
+    assert v.evidence["rejected_latency_ms"] >= 300  # the client figure, kept as evidence
+
+
+def test_server_side_evidence_names_layer_window_count_and_bound() -> None:
+    v = verdict(check(history(samples=served(FAST))), "layer.bulkhead")
+    ev = v.evidence
+    assert (ev["server_layer"], ev["server_window"], ev["server_rejected"]) == (
+        "auction", [5.0, 59.0], 600)  # fmt: skip
+    assert ev["server_latency_ms"] == 0.5
+    assert ev["server_bound"] == "p99 < 10ms (p99 < 5ms + 5 ms designed wait)"
+    shed = verdict(check(history(samples=served(FAST))), "layer.shedder").evidence
+    assert (shed["server_layer"], shed["server_bound"]) == ("impressions", "p99 < 5ms")
+
+
+def test_bulkhead_without_a_designed_wait_gets_the_plain_bound() -> None:
+    auction = {"limit": 12, "max_wait_ms": 0}
+    sc = scenario(target={**STORM["target"], "config": {"auction": auction}})
+    samples = served({"auction": [(40, 0.007)]})
+    v = verdict(check(history(sc=sc, samples=samples)), "layer.bulkhead")
+    assert v.status == "fail" and "above p99 < 5ms" in v.message
+
+
+def test_tightened_server_reject_turns_pass_into_fail() -> None:
+    h = history(samples=served({**FAST, "impressions": [(20, 0.0015)]}))
+    assert verdict(check(h), "layer.shedder").status == "pass"
+    strict = thresholds_from_checks({"server_reject": "p99 < 1ms"})
+    assert verdict(check(h, strict), "layer.shedder").status == "fail"
+
+
+def test_rejections_during_warmup_are_not_judged() -> None:
+    v = verdict(check(history(samples=served({"impressions": [(50, 0.5)]}, t0=0, t1=5))),
+                "layer.shedder")  # fmt: skip
+    assert v.status == "pass", v.message
+    assert v.evidence["server_rejected"] == 0
+
+
+@pytest.mark.parametrize("kind", ["bulkhead_full", "shed"])
+def test_without_server_data_the_client_side_figure_decides(kind: str) -> None:
+    """Old run directories and external targets: rejection_buckets is None everywhere."""
+    name = "layer.bulkhead" if kind == "bulkhead_full" else "layer.shedder"
+    v = verdict(check(history(rows=_client_slow(kind))), name)
+    assert v.status == "fail" and "client-side" in v.message
+    assert v.evidence["reject_latency_judged_on"].startswith("client")
+    assert "server_rejected" not in v.evidence
+    fast = verdict(check(history()), name)
+    assert fast.status == "pass" and fast.evidence["reject_latency_judged_on"].startswith("client")
+
+
+def test_one_sample_with_buckets_is_not_server_side_data() -> None:
+    one = [s if s.t == 30 else dataclasses.replace(s, rejection_buckets=None) for s in served(FAST)]
+    v = verdict(check(history(rows=_client_slow("shed"), samples=one)), "layer.shedder")
+    assert v.evidence["reject_latency_judged_on"].startswith("client") and v.status == "fail"
+
+
+# server_rejections on its own: differencing, restarts, failed scrapes
+def _bk(**layers: Sequence[int]) -> dict[str, tuple[tuple[float, int], ...]]:
+    return {k: tuple(zip((0.001, 0.01, math.inf), v, strict=True)) for k, v in layers.items()}
+
+
+SERVER_ROWS: list[tuple[str, list[Sample], tuple[int, float | None] | None]] = [
+    ("last minus first", [Sample(0.0, True, rejection_buckets=_bk(a=(50, 50, 50))),
+                          Sample(1.0, True, rejection_buckets=_bk(a=(60, 80, 80))),
+                          Sample(2.0, True, rejection_buckets=_bk(a=(148, 150, 150)))],
+     (100, 10.0)),  # 98 of 100 under 1 ms: the p99 is in the 10 ms bucket
+    ("a target restart counts from zero",
+     [Sample(0.0, True, rejection_buckets=_bk(a=(0, 0, 0))),
+      Sample(1.0, True, rejection_buckets=_bk(a=(100, 100, 100))),
+      Sample(2.0, True, rejection_buckets={}),
+      Sample(3.0, True, rejection_buckets=_bk(a=(0, 0, 2)))], (102, math.inf)),
+    ("failed and unrecorded scrapes are skipped",
+     [Sample(0.0, True, rejection_buckets=_bk(a=(0, 0, 0))), Sample(1.0, False),
+      Sample(2.0, True), Sample(3.0, True, rejection_buckets=_bk(a=(100, 100, 100)))],
+     (100, 1.0)),
+    ("no rejections in the window", [Sample(0.0, True, rejection_buckets={}),
+                                     Sample(1.0, True, rejection_buckets=_bk(b=(5, 5, 5)))],
+     (0, None)),
+    ("a single scrape is no data", [Sample(0.0, True, rejection_buckets=_bk(a=(5, 5, 5)))], None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "samples", "expected"), SERVER_ROWS,
+                         ids=[c[0] for c in SERVER_ROWS])  # fmt: skip
+def test_server_rejections_difference_cumulative_buckets(
+    case: str, samples: list[Sample], expected: tuple[int, float | None] | None
+) -> None:
+    got = server_rejections(samples, "a", 99.0)
+    assert (None if got is None else (got.count, got.p_ms)) == expected
