@@ -33,7 +33,9 @@ from typing import Any
 import gevent
 import psutil
 from gevent.pool import Group
+from geventhttpclient.client import HTTPClientPool
 from locust import events
+from locust.contrib.fasthttp import insecure_ssl_context_factory
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
@@ -148,7 +150,7 @@ class Runtime:
     _rows: JsonlWriter | None = None
     _acked_path: Path | None = None
     _flusher: gevent.Greenlet | None = None
-    _pool: Any = None
+    _pool: HTTPClientPool | None = None
     _proc: psutil.Process | None = None
 
     @property
@@ -180,12 +182,19 @@ class Runtime:
             return self.merger.done(self.expected_workers)
         return self.finished
 
-    def client_pool(self) -> Any:
-        """One HTTP connection pool per process, sized to the in-flight bound."""
+    def client_pool(self) -> HTTPClientPool:
+        """One HTTP connection pool per process, sized to the in-flight bound, with
+        client_timeout_s on the connect and on each socket read (a pool handed to
+        FastHttpUser replaces the one its own timeouts would have configured)."""
         if self._pool is None:
-            from geventhttpclient.client import HTTPClientPool
-
-            self._pool = HTTPClientPool(concurrency=self.params.max_inflight)
+            timeout = self.params.client_timeout_s
+            self._pool = HTTPClientPool(
+                concurrency=self.params.max_inflight,
+                connection_timeout=timeout,
+                network_timeout=timeout,
+                insecure=True,  # FastHttpUser's default: loopback and test targets
+                ssl_context_factory=insecure_ssl_context_factory,
+            )
         return self._pool
 
     # --- start ---------------------------------------------------------------------------
