@@ -14,8 +14,13 @@ run; the open model's scheduling is not what limits throughput, the per-request 
 Achieved rate = Locust's num_requests / (last request - start) from --json-file, the
 same measure for both; ours is cross-checked against the recorder's `sent` total.
 Also reported: CPU microseconds per request of each Locust process (getrusage of the
-child), the steadier figure on a shared machine; plain/ours is the rate ratio a saturated
-generator would reach. Target (issue 5): ours >= 85% of plain (median over repeats).
+child, start-up included), the steadier figure on a shared machine; plain/ours is the
+rate ratio a saturated generator would reach. And the steady state without start-up and
+shut-down: Locust's console table (printed every 2 s to stderr, for both sides alike)
+gives the request count, the bench reads the child's CPU time at each table; rate and CPU
+per request between the table at ~2 s and the last one before the run time ends.
+Target (issue 5): ours >= 85% of plain (median over repeats; compare same-run ratios:
+other work on the machine moves the absolute figures).
 """
 
 from __future__ import annotations
@@ -28,10 +33,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import psutil
 
 REPO = Path(__file__).resolve().parents[2]
 LOCUST = Path(sys.executable).parent / "locust"
@@ -67,6 +76,40 @@ def start_bidder(log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit(f"the DSP bidder did not start; see {log_path}")
 
 
+def _watch_tables(
+    stream: IO[str],
+    proc: psutil.Process,
+    samples: list[tuple[float, float, int]],
+    tail: deque[str],
+) -> None:
+    """For each console table, (monotonic time, CPU seconds of the child, requests so far)."""
+    for line in stream:
+        tail.append(line)
+        parts = line.split()
+        if len(parts) > 1 and parts[0] == "Aggregated" and parts[1].isdigit():
+            try:
+                cpu = proc.cpu_times()
+            except psutil.Error:
+                continue
+            samples.append((time.monotonic(), cpu.user + cpu.system, int(parts[1])))
+
+
+def _steady(samples: list[tuple[float, float, int]], seconds: float) -> dict[str, float | None]:
+    """Rate and CPU/request between the table at >= 1.5 s and the last at <= seconds - 0.5 s
+    (times from the first table, printed as the run starts)."""
+    if not samples:
+        return {"steady_rps": None, "steady_cpu_us_per_request": None}
+    t0 = samples[0][0]
+    window = [s for s in samples if 1.5 <= s[0] - t0 <= seconds - 0.5]
+    if len(window) < 2 or window[-1][2] <= window[0][2]:
+        return {"steady_rps": None, "steady_cpu_us_per_request": None}
+    (ta, ca, na), (tb, cb, nb) = window[0], window[-1]
+    return {
+        "steady_rps": round((nb - na) / (tb - ta), 1),
+        "steady_cpu_us_per_request": round((cb - ca) / (nb - na) * 1e6, 1),
+    }
+
+
 def run_locust(
     files: str, host: str, users: int, seconds: float, work: Path, env_extra: dict[str, str]
 ) -> dict[str, Any]:
@@ -74,19 +117,34 @@ def run_locust(
     cmd = [
         str(LOCUST), "-f", files, "--headless", "--host", host,
         "-u", str(users), "-r", str(users), "-t", f"{round(seconds)}s",
-        "--exit-code-on-error", "0", "--stop-timeout", "2", "--only-summary",
+        "--exit-code-on-error", "0", "--stop-timeout", "2",
         "--loglevel", "WARNING", "--json-file", str(report.with_suffix("")),
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPIKEGATE_")}
     env.update(env_extra)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(
-        cmd, env=env, cwd=work, capture_output=True, text=True, timeout=seconds + 60
-    )
+    samples: list[tuple[float, float, int]] = []
+    tail: deque[str] = deque(maxlen=60)
+    with (work / "locust.log").open("w") as out:
+        child = subprocess.Popen(
+            cmd, env=env, cwd=work, stdout=out, stderr=subprocess.PIPE, text=True
+        )
+        assert child.stderr is not None
+        watcher = threading.Thread(
+            target=_watch_tables, args=(child.stderr, psutil.Process(child.pid), samples, tail)
+        )
+        watcher.start()
+        try:
+            returncode = child.wait(timeout=seconds + 60)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            watcher.join(10)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if done.returncode != 0:
-        raise SystemExit(f"locust failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    if returncode != 0:
+        raise SystemExit(f"locust failed ({returncode}):\n{''.join(tail)[-3000:]}")
     stats = json.loads(report.read_text())
     reqs = sum(int(s["num_requests"]) for s in stats)
     fails = sum(int(s["num_failures"]) for s in stats)
@@ -99,7 +157,13 @@ def run_locust(
         # CPU of the whole locust process (start-up included) per request: steadier than
         # rps on a shared machine, and what bounds the rate once the generator saturates
         "cpu_us_per_request": round(cpu_s / max(reqs, 1) * 1e6, 1),
+        **_steady(samples, seconds),
     }
+
+
+def _median(results: list[dict[str, Any]], key: str) -> float:
+    values = [r[key] for r in results if r.get(key) is not None]
+    return float(statistics.median(values)) if values else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     ours: list[dict[str, Any]] = []
     plain: list[dict[str, Any]] = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="spikegate-bench-gen-") as tmp:
         work = Path(tmp)
         bidder, url = start_bidder(work / "dsp.log")
@@ -152,17 +217,22 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bidder.terminate()
             bidder.wait(10)
-    ours_rps = statistics.median(r["rps"] for r in ours)
-    plain_rps = statistics.median(r["rps"] for r in plain)
+    ours_rps = _median(ours, "rps")
+    plain_rps = _median(plain, "rps")
     ratio = ours_rps / plain_rps if plain_rps else 0.0
-    ours_cpu = statistics.median(r["cpu_us_per_request"] for r in ours)
-    plain_cpu = statistics.median(r["cpu_us_per_request"] for r in plain)
+    ours_cpu = _median(ours, "cpu_us_per_request")
+    plain_cpu = _median(plain, "cpu_us_per_request")
+    ours_steady = _median(ours, "steady_rps")
+    plain_steady = _median(plain, "steady_rps")
+    ours_steady_cpu = _median(ours, "steady_cpu_us_per_request")
+    plain_steady_cpu = _median(plain, "steady_cpu_us_per_request")
     out = {
         "endpoint": "simulated DSP bidder POST /bid (python -m target.dsp, service time 0)",
         "users": args.users,
         "seconds": args.seconds,
         "repeats": args.repeats,
         "cpu_count": os.cpu_count(),
+        "load_average_1m_before": load_before,
         "load_average_1m": os.getloadavg()[0],
         "ours": ours,
         "plain": plain,
@@ -172,6 +242,14 @@ def main(argv: list[str] | None = None) -> int:
         "ours_median_cpu_us_per_request": ours_cpu,
         "plain_median_cpu_us_per_request": plain_cpu,
         "cpu_ratio_plain_over_ours": round(plain_cpu / ours_cpu, 3) if ours_cpu else None,
+        "ours_median_steady_rps": ours_steady,
+        "plain_median_steady_rps": plain_steady,
+        "steady_ratio": round(ours_steady / plain_steady, 3) if plain_steady else None,
+        "ours_median_steady_cpu_us_per_request": ours_steady_cpu,
+        "plain_median_steady_cpu_us_per_request": plain_steady_cpu,
+        "steady_cpu_ratio_plain_over_ours": (
+            round(plain_steady_cpu / ours_steady_cpu, 3) if ours_steady_cpu else None
+        ),
         "target_ratio": 0.85,
         "meets_target": ratio >= 0.85,
     }
