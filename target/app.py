@@ -104,7 +104,7 @@ def _lifespan(
         app.state.impressions = logger
         metrics.registry.register(
             LevelsCollector(
-                limit=lambda: limit,
+                limit=lambda: limit if limit is not None else auction.unlimited,
                 breakers=lambda: dsps.breakers,
                 impression_stats=logger.stats,
                 loop_lag=lag.snapshot,

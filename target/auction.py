@@ -105,6 +105,21 @@ def make_limit(cfg: AuctionConfig) -> ConcurrencyLimit | None:
     return ConcurrencyLimit(cfg.limit, max_wait_s=cfg.max_wait_ms / 1000, adaptive=adaptive)
 
 
+class UnlimitedView:
+    """The metrics' view of a switched-off limit: real in-flight count, configured bound."""
+
+    __slots__ = ("ceiling", "inflight")
+    waiting = 0
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = ceiling
+        self.inflight = 0
+
+    @property
+    def limit(self) -> int:
+        return self.ceiling
+
+
 class Auction:
     """One auction per /bid; holds the limit, the Redis client and the DSP client."""
 
@@ -121,6 +136,9 @@ class Auction:
         self.redis = redis
         self.dsps = dsps
         self.limit = limit
+        # With the limit switched off (ablation) the metrics still see Redis work in flight,
+        # against the configured, unenforced limit: that is what the limit would have bounded.
+        self.unlimited = UnlimitedView(cfg.limit) if limit is None else None
         self._clock = clock
         self._reserve = redis.register_script(_RESERVE_LUA)
         self.last_redis_error = ""
@@ -157,7 +175,13 @@ class Auction:
 
     async def run(self, req: BidRequest, publisher_id: str, deadline_ns: int) -> AuctionOutcome:
         if self.limit is None:
-            verdict = await self._redis_work(req, publisher_id, deadline_ns)
+            view = self.unlimited
+            assert view is not None
+            view.inflight += 1
+            try:
+                verdict = await self._redis_work(req, publisher_id, deadline_ns)
+            finally:
+                view.inflight -= 1
         else:
             permit = await self.limit.acquire(deadline_ns=deadline_ns)
             if not permit.admitted:
