@@ -888,10 +888,12 @@ def _rejection_speed(
     # A bucket holds values <= its edge: an edge equal to a `<` bound is within it.
     tag = f"p{sb.percentile:g} <= {server.p_ms:g} ms server-side"
     if above:
-        tag = f"p{sb.percentile:g} > {server.last_edge_ms:g} ms server-side"
+        tag = f"p{sb.percentile:g} > {server.last_edge_ms:g} ms server-side (the last bucket)"
     elif server.p_ms <= bound.bound_ms:
         return PASS, f"{what} in {tag}"
-    return FAIL, f"{what} in {tag}, above {bound} (bucket upper edge)"
+    else:
+        tag += " (a bucket's upper edge)"
+    return FAIL, f"{what} in {tag}, above {ev['server_bound']}"
 
 
 def layer_bulkhead(c: _Ctx) -> list[Verdict]:
