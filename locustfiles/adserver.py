@@ -95,8 +95,8 @@ class AdServerUser(FastHttpUser):
 
     @task
     def dispatch(self) -> None:
-        if self.rt.recorder is None:
-            gevent.sleep(_IDLE_SLEEP_S)  # before test_start
+        if not self.rt.dispatching:
+            gevent.sleep(_IDLE_SLEEP_S)  # before test_start, after the process finished
         elif self.rt.params.mode == "closed":
             self._closed_loop()
         else:
@@ -148,13 +148,20 @@ class AdServerUser(FastHttpUser):
 
     # --- closed (benchmark) mode -------------------------------------------------------------
     def _closed_loop(self) -> None:
-        """Back to back in this user's greenlet: one request in flight, intended = sent."""
+        """Back to back in this user's greenlet until the schedule's end: one request in
+        flight per user, intended = sent."""
         rt = self.rt
-        rec = rt.recorder
+        rec, end = rt.recorder, rt.end
         assert rec is not None
         n = 0
         while not self._stopping():
-            second = rec.second_of(wall())
+            now = wall()
+            if now >= end:
+                rt.schedule_done = True
+                while not self._stopping():
+                    gevent.sleep(_IDLE_SLEEP_S)
+                return
+            second = rec.second_of(now)
             b = rec.bucket(second)
             b.intended += 1
             b.sent += 1

@@ -275,8 +275,7 @@ class Runtime:
     def _process_done(self, now: float) -> bool:
         if now < self.end:
             return False
-        if self.params.mode == "closed":
-            return self.inflight == 0 or now > self.end + self.settle_s
+        # both loops set schedule_done at the end; in-flight requests then get their outcome
         return (self.schedule_done and self.inflight == 0) or now > self.end + self.settle_s
 
     def _emit(self, seconds: list[SecondStats]) -> None:

@@ -81,9 +81,12 @@ def run_locust(
     shape: str = "steady",
     processes: int = 1,
     timeout_s: float = 60,
+    publishers: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """Locust headless; Locust's own stats go to run_dir.parent / "locust.json"."""
     files = f"{LOCUSTFILES / 'adserver.py'},{LOCUSTFILES / f'shape_{shape}.py'}"
     cmd = [str(LOCUST), "-f", files, "--headless", "--host", host]
+    cmd += ["--json-file", str(run_dir.parent / "locust")]
     if processes > 1:
         cmd += ["--processes", str(processes)]
     cmd += ["--exit-code-on-error", "0", "--stop-timeout", "3", "--only-summary"]
@@ -92,9 +95,20 @@ def run_locust(
     env["SPIKEGATE_LOAD"] = load if isinstance(load, str) else json.dumps(load)
     env["SPIKEGATE_SEED"] = "3"
     env["SPIKEGATE_RUN_DIR"] = str(run_dir)
+    if publishers is not None:
+        env["SPIKEGATE_PUBLISHERS"] = json.dumps(publishers)
     return subprocess.run(
         cmd, env=env, cwd=run_dir.parent, capture_output=True, text=True, timeout=timeout_s
     )
+
+
+def locust_stats(run_dir: Path) -> dict[str, dict[str, int]]:
+    """Locust's own totals by request name: {name: {"requests": n, "failures": n}}."""
+    entries = json.loads((run_dir.parent / "locust.json").read_text())
+    return {
+        e["name"]: {"requests": int(e["num_requests"]), "failures": int(e["num_failures"])}
+        for e in entries
+    }
 
 
 def rows(run_dir: Path) -> list[dict[str, Any]]:
@@ -205,3 +219,72 @@ def test_bad_load_settings_exit_2_naming_the_field(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "SPIKEGATE_LOAD: load.base_rps must be in [0" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.timeout(120)
+def test_locust_counts_designed_rejections_as_successes_and_the_rest_as_failures(
+    tmp_path: Path, server: str
+) -> None:
+    """Locust's own stats see every request once; 429 with a decision header is no failure."""
+    run_dir = tmp_path / "run"
+    load = {"duration_s": 4, "warmup_s": 1, "base_rps": 50, "impression_rate": 1.0}
+    done = run_locust(run_dir, server, load)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = rows(run_dir)
+    stats = locust_stats(run_dir)
+    bid = {
+        o: sum(r["endpoints"].get("bid", {}).get(o, 0) for r in got) for o in ("ok", "rate_limited")
+    }
+    impressions = sum(r["endpoints"].get("impression", {}).get("accepted", 0) for r in got)
+    assert bid["rate_limited"] > 0 and impressions > 0
+    assert stats["/bid"] == {"requests": sum(bids(r) for r in got), "failures": 0}
+    assert stats["/impression"] == {"requests": impressions, "failures": 0}
+
+
+@pytest.mark.timeout(120)
+def test_a_rejected_api_key_is_a_client_error_and_a_locust_failure(
+    tmp_path: Path, server: str
+) -> None:
+    run_dir = tmp_path / "run"
+    load = {"duration_s": 3, "warmup_s": 1, "base_rps": 40}
+    done = run_locust(run_dir, server, load, publishers={"pub-1": ""})  # the target answers 401
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = rows(run_dir)
+    sent = sum(r["sent"] for r in got)
+    assert sent > 0 and sum(r["outcomes"]["client_error"] for r in got) == sent
+    assert locust_stats(run_dir)["/bid"] == {"requests": sent, "failures": sent}
+
+
+@pytest.mark.timeout(120)
+def test_client_timeout_bounds_each_request_and_is_recorded_as_timeout(
+    tmp_path: Path, slow_server: str
+) -> None:
+    """client_timeout_s (0.15 s) cuts the 400 ms answers: no request waits for them."""
+    run_dir = tmp_path / "run"
+    load = {"duration_s": 3, "warmup_s": 1, "base_rps": 20, "client_timeout_s": 0.15}
+    done = run_locust(run_dir, slow_server, load)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = rows(run_dir)
+    assert_outcomes_sum_to_sent(got)
+    sent = sum(r["sent"] for r in got)
+    assert sent >= 40 and sum(r["outcomes"]["timeout"] for r in got) == sent
+    assert locust_stats(run_dir)["/bid"]["failures"] == sent
+
+
+@pytest.mark.timeout(120)
+def test_closed_mode_sends_back_to_back_with_every_request_recorded_once(
+    tmp_path: Path, server: str
+) -> None:
+    """The benchmark mode: intended = sent, rows add up, Locust and the recorder agree."""
+    run_dir = tmp_path / "run"
+    load = {"mode": "closed", "duration_s": 3, "warmup_s": 0, "max_inflight": 3}
+    done = run_locust(run_dir, server, load)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = rows(run_dir)
+    assert_one_row_per_second(got)
+    assert_outcomes_sum_to_sent(got)
+    assert all(r["intended"] == r["sent"] for r in got)
+    sent = sum(r["sent"] for r in got)
+    assert sent > 100  # back to back, not paced by base_rps
+    stats = locust_stats(run_dir)
+    assert stats["/bid"]["requests"] + stats.get("/impression", {"requests": 0})["requests"] == sent
