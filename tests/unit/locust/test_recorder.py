@@ -19,7 +19,7 @@ from locustfiles.recorder import (
     quantize_us,
 )
 from locustfiles.shapes import LoadParams
-from locustfiles.traffic import Traffic, default_publishers
+from locustfiles.traffic import FLOORS, USER_POOL, Traffic, default_publishers
 
 
 @pytest.mark.parametrize(
@@ -231,3 +231,24 @@ def test_publisher_counts_meter_bids_only_as_the_edge_buckets_do() -> None:
     b.record(BID, "pub-1", OUTCOME_INDEX["rate_limited"], "rate_limited", 100)
     assert b.publishers == {"pub-1": [2, 1, 1]}
     assert sum(b.outcomes) == 3
+
+
+def test_bid_bodies_stay_valid_json_for_publisher_ids_that_need_escaping() -> None:
+    pub = 'pub "7"\\x'
+    t = Traffic(LoadParams(), {pub: "key-7"}, seed=1)
+    body = json.loads(t.bid_body(pub))
+    assert body["site"]["publisher"]["id"] == pub
+
+
+def test_bid_floors_and_users_are_drawn_from_their_sets_and_vary() -> None:
+    t = traffic()
+    bodies = [json.loads(t.bid_body("pub-1")) for _ in range(300)]
+    floors = {b["imp"][0]["bidfloor"] for b in bodies}
+    assert floors == set(FLOORS)
+    users = {b["user"]["id"] for b in bodies}
+    assert len(users) > 250 and all(0 <= int(u[2:]) < USER_POOL for u in users)
+
+
+def test_bid_bodies_are_the_same_for_the_same_seed() -> None:
+    a, b = traffic(), traffic()
+    assert [a.bid_body("pub-3") for _ in range(20)] == [b.bid_body("pub-3") for _ in range(20)]
