@@ -26,6 +26,10 @@ from typing import Any
 
 import pytest
 
+from chaos.client import ChaosClient
+from chaos.errors import ChaosUnavailable
+from harness.services import free_port
+
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -297,3 +301,53 @@ class Net:
 @pytest.fixture
 def net() -> type[Net]:
     return Net
+
+
+# --- a fresh embedded server per test (client and schedule tests) ---------------------------
+REPO = Path(__file__).resolve().parents[3]
+
+
+@contextlib.contextmanager
+def _chaos_server(log_path: Path) -> Iterator[str]:
+    """Run `python -m chaos.server` on a free port; yield its URL; stop it afterwards."""
+    for _attempt in range(3):
+        port = free_port()
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "chaos.server", "--host", "127.0.0.1", "--port", str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        url = f"http://127.0.0.1:{port}"
+        probe = ChaosClient(url, timeout_s=1.0)
+        deadline = time.monotonic() + 20
+        ready = False
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                probe.version()
+                ready = True
+                break
+            except ChaosUnavailable:
+                time.sleep(0.05)
+        if ready:
+            try:
+                yield url
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+            return
+        proc.kill()
+        proc.wait(5)
+    pytest.fail(f"chaos server did not start; log: {log_path.read_text(errors='replace')[-2000:]}")
+
+
+@pytest.fixture
+def start_chaos_server() -> Callable[[Path], contextlib.AbstractContextManager[str]]:
+    """`with start_chaos_server(log_path) as url:` runs `python -m chaos.server` on a free
+    port for the block (each test gets its own server and its own proxies)."""
+    return _chaos_server

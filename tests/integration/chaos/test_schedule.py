@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import socketserver
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,58 +14,12 @@ from typing import Any
 import pytest
 
 from chaos.client import ChaosClient
-from chaos.errors import ChaosUnavailable
 from chaos.faults import FaultSpec
 from chaos.schedule import FaultSchedule
 
 pytestmark = [pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def chaos_server(log_path: Path) -> Iterator[str]:
-    """Run `python -m chaos.server` on a free port; yield its URL; stop it afterwards."""
-    for _attempt in range(3):
-        port = free_port()
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "chaos.server", "--host", "127.0.0.1", "--port", str(port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-            )
-        url = f"http://127.0.0.1:{port}"
-        probe = ChaosClient(url, timeout_s=1.0)
-        deadline = time.monotonic() + 20
-        ready = False
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                probe.version()
-                ready = True
-                break
-            except ChaosUnavailable:
-                time.sleep(0.05)
-        if ready:
-            try:
-                yield url
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-            return
-        proc.kill()
-        proc.wait(5)
-    pytest.fail(f"chaos server did not start; log: {log_path.read_text(errors='replace')[-2000:]}")
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -91,9 +42,9 @@ def upstream() -> Iterator[str]:
 
 
 @pytest.fixture
-def client(tmp_path: Path, upstream: str) -> Iterator[ChaosClient]:
+def client(tmp_path: Path, upstream: str, start_chaos_server: Any) -> Iterator[ChaosClient]:
     """A client on a fresh server with proxies redis and kafka in front of an echo server."""
-    with chaos_server(tmp_path / "chaos-server.log") as url:
+    with start_chaos_server(tmp_path / "chaos-server.log") as url:
         chaos = ChaosClient(url, timeout_s=3.0)
         chaos.create_proxy("redis", upstream)
         chaos.create_proxy("kafka", upstream)
