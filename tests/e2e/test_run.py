@@ -70,7 +70,10 @@ def test_faults_land_on_time_each_layer_decides_and_no_toxic_is_left(
         "--set", f"stack.toxiproxy_url='{chaos_server}'",
     ])  # fmt: skip
     code, out = finish(proc, 100)
-    assert code == 0, out
+    # The run itself must complete; its verdicts (exit 0 or 1) are not this test's subject:
+    # this short storm is tuned for every layer to act, not to pass (see test_gate.py).
+    assert code in (0, 1), out
+    assert json.loads((run_dir / "meta.json").read_text())["status"] == "complete", out
     events = rows(run_dir / "events.jsonl")
     starts = [e for e in events if e["kind"] == "fault_start"]
     stops = [e for e in events if e["kind"] == "fault_stop"]
