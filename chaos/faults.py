@@ -178,11 +178,9 @@ class Down:
 
 
 @dataclass(frozen=True)
-class ResetPeer(_ToxicFault):
-    """Reset connections (RST) timeout_ms after they carry data (0 = at once)."""
+class _TimedToxicFault(_ToxicFault):
+    """A toxic whose one attribute is `timeout` (ms): reset_peer and timeout."""
 
-    name: ClassVar[str] = "reset"
-    toxic_type: ClassVar[str] = "reset_peer"
     timeout_ms: int = 0
     stream: str = "downstream"
     toxicity: float = 1.0
@@ -196,21 +194,19 @@ class ResetPeer(_ToxicFault):
 
 
 @dataclass(frozen=True)
-class Timeout(_ToxicFault):
+class ResetPeer(_TimedToxicFault):
+    """Reset connections (RST) timeout_ms after they carry data (0 = at once)."""
+
+    name: ClassVar[str] = "reset"
+    toxic_type: ClassVar[str] = "reset_peer"
+
+
+@dataclass(frozen=True)
+class Timeout(_TimedToxicFault):
     """Drop all data; close after timeout_ms (0 = hold the connection open, silent)."""
 
     name: ClassVar[str] = "timeout"
     toxic_type: ClassVar[str] = "timeout"
-    timeout_ms: int = 0
-    stream: str = "downstream"
-    toxicity: float = 1.0
-
-    def __post_init__(self) -> None:
-        _check_int(self.name, "timeout_ms", self.timeout_ms, 0, _MAX_MS)
-        self._check_common()
-
-    def attributes(self) -> dict[str, int]:
-        return {"timeout": self.timeout_ms}
 
 
 @dataclass(frozen=True)
