@@ -258,6 +258,12 @@ def echo_server(tcp_server: Callable[[Callable[[socket.socket], None]], TcpServe
     return tcp_server(echo)
 
 
+@pytest.fixture
+def upstream(echo_server: TcpServer) -> str:
+    """The address of an echo server, as a proxy's upstream."""
+    return echo_server.address
+
+
 class Net:
     """Socket helpers for tests (a fixture, since test modules cannot import conftest)."""
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import socket
-import socketserver
 import threading
 import time
 from collections.abc import Iterator
@@ -38,25 +36,6 @@ pytestmark = [pytest.mark.integration]
 REPO = Path(__file__).resolve().parents[3]
 
 
-class _Echo(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        while data := self.request.recv(65536):
-            self.request.sendall(data)
-
-
-@contextlib.contextmanager
-def echo_server() -> Iterator[str]:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def round_trip(listen: str, payload: bytes = b"ping") -> bytes:
     host, _, port = listen.rpartition(":")
     with socket.create_connection((host, int(port)), timeout=3) as sock:
@@ -79,12 +58,6 @@ def server_url(tmp_path: Path, start_chaos_server: Any) -> Iterator[str]:
 @pytest.fixture
 def client(server_url: str) -> ChaosClient:
     return ChaosClient(server_url, timeout_s=3.0)
-
-
-@pytest.fixture
-def upstream() -> Iterator[str]:
-    with echo_server() as address:
-        yield address
 
 
 # -- round trips -------------------------------------------------------------------------

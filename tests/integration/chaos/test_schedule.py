@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import socketserver
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,25 +18,6 @@ from chaos.schedule import FaultSchedule
 pytestmark = [pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-class _Echo(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        while data := self.request.recv(65536):
-            self.request.sendall(data)
-
-
-@pytest.fixture
-def upstream() -> Iterator[str]:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture
