@@ -178,3 +178,17 @@ def test_all_on_must_pass_not_merely_avoid_failing() -> None:
     unrelated = CheckResult([Verdict("no_silent_loss", "run", "fail", "lost")], {})
     assert not expectation_met("edge", unrelated)
     assert expectation_met("impressions", unrelated)
+
+
+def test_the_matrix_reads_in_an_80_column_log(scenario_file: Path, tmp_path: Path) -> None:
+    console = Console(record=True, width=80, force_terminal=False)
+    ablate(scenario_file, [], console, tmp_path / "out", runner=fake_runner())
+    text = console.export_text()
+    lines = text[text.index("ablation matrix") :].splitlines()
+    row = next(line for line in lines if "layer.edge" in line)
+    # one row per verdict, one column per run (all-on, no-edge, ...), nothing folded
+    cells = [c.strip() for c in row.split("│")[1:-1]]
+    assert cells[:3] == ["layer.edge", "pass", "fail*"]
+    assert max(len(line) for line in lines) <= 80
+    verdict = next(line for line in lines if "as expected" in line and "│" in line)
+    assert verdict.count("yes") == 5
