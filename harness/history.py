@@ -45,6 +45,9 @@ __all__ = [
     "ImpressionAccounting",
     "RequestSecond",
     "Sample",
+    "derive_fault_windows",
+    "derive_phases",
+    "events_from_rows",
     "load_history",
 ]
 
@@ -87,6 +90,7 @@ class Sample:
     t: float
     ok: bool
     auction_inflight: float | None = None
+    auction_inflight_max: float | None = None  # high-water mark of the last 1-2 s
     auction_limit: float | None = None
     auction_limit_ceiling: float | None = None
     queue_depth: float | None = None
@@ -118,6 +122,8 @@ class FaultWindow:
     start_s: float
     end_s: float
     source: str = "scenario"
+    id: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +179,8 @@ class History:
             samples=smps,
             events=evs,
             impressions=impressions,
-            phases=_phases(scenario, evs),
-            faults=_fault_windows(scenario, evs),
+            phases=derive_phases(scenario, evs),
+            faults=derive_fault_windows(scenario, evs),
             run_dir=run_dir,
             notes=tuple(notes),
             _req_t=tuple(r.t for r in reqs),
@@ -211,7 +217,8 @@ class History:
 
 
 # --- derived structure ----------------------------------------------------------------------
-def _phases(scenario: Scenario, events: Sequence[Event]) -> tuple[Phase, ...]:
+def derive_phases(scenario: Scenario | None, events: Sequence[Event]) -> tuple[Phase, ...]:
+    """The phases the run recorded (`phase` events), else the scenario's; () without both."""
     recorded: dict[str, Phase] = {}
     for e in events:
         if e.kind != "phase":
@@ -223,13 +230,18 @@ def _phases(scenario: Scenario, events: Sequence[Event]) -> tuple[Phase, ...]:
                 recorded[str(name)] = Phase(name, s, t)  # type: ignore[arg-type]
     if recorded:
         return tuple(sorted(recorded.values(), key=lambda p: p.start_s))
-    return tuple(scenario.phase_list())
+    return tuple(scenario.phase_list()) if scenario is not None else ()
 
 
-def _fault_windows(scenario: Scenario, events: Sequence[Event]) -> tuple[FaultWindow, ...]:
+def derive_fault_windows(
+    scenario: Scenario | None, events: Sequence[Event], *, end_s: float | None = None
+) -> tuple[FaultWindow, ...]:
+    """Fault windows from the fault_start/fault_stop events (manual faults included); a
+    fault that never stopped lasts to the end of the run (`end_s`, default the scenario's
+    duration). Without any fault event, the scenario's timeline."""
     starts: dict[str, Event] = {}
     windows: list[FaultWindow] = []
-    end_of_run = scenario.load.duration_s
+    end_of_run = end_s if end_s is not None else scenario.load.duration_s if scenario else 0.0
     for e in events:
         key = str(e.data.get("id", f"{e.data.get('proxy')}/{e.data.get('fault')}"))
         if e.kind == "fault_start":
@@ -239,23 +251,43 @@ def _fault_windows(scenario: Scenario, events: Sequence[Event]) -> tuple[FaultWi
             windows.append(_window(s, e.t))
     for s in starts.values():  # never stopped: it lasted to the end of the run
         windows.append(_window(s, max(end_of_run, s.t)))
-    if windows or any(e.kind.startswith("fault_") for e in events):
-        return tuple(sorted(windows, key=lambda w: w.start_s))
+    if windows or any(e.kind.startswith("fault_") for e in events) or scenario is None:
+        return tuple(sorted(windows, key=lambda w: (w.start_s, w.proxy)))
     out = []
-    for spec in scenario.fault_specs():
-        proxy, _ = spec.resolve()
-        out.append(FaultWindow(proxy, spec.fault, spec.at_s, spec.at_s + spec.duration_s))
+    for i, spec in enumerate(scenario.fault_specs()):
+        proxy, _ = spec.resolve()  # the proxy a shorthand such as redis_latency implies
+        end = spec.at_s + spec.duration_s
+        out.append(
+            FaultWindow(proxy, spec.fault, spec.at_s, end, id=f"s{i}", params=dict(spec.params))
+        )
     return tuple(out)
 
 
 def _window(start: Event, end_t: float) -> FaultWindow:
+    params = start.data.get("params")
     return FaultWindow(
         proxy=str(start.data.get("proxy", "?")),
         fault=str(start.data.get("fault", "?")),
         start_s=start.t,
         end_s=end_t,
         source=str(start.data.get("source", "scenario")),
+        id=str(start.data.get("id", "")),
+        params=dict(params) if isinstance(params, dict) else {},
     )
+
+
+def events_from_rows(
+    rows: Iterable[tuple[int, Mapping[str, Any]]], file: str
+) -> tuple[list[Event], list[str]]:
+    """Events from (line, row) pairs, leniently: a malformed row is skipped and noted."""
+    events: list[Event] = []
+    notes: list[str] = []
+    for line, row in rows:
+        try:
+            events.append(parse_event_row(row, _Where(file, line)))
+        except UsageError as exc:
+            notes.append(f"skipped {exc.message}")
+    return sorted(events, key=lambda e: e.t), notes
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -402,6 +434,7 @@ def parse_sample_row(row: Mapping[str, Any], where: _Where) -> Sample:
         t=t,
         ok=ok,
         auction_inflight=where.num(row, "auction_inflight"),
+        auction_inflight_max=where.num(row, "auction_inflight_max"),
         auction_limit=where.num(row, "auction_limit"),
         auction_limit_ceiling=where.num(row, "auction_limit_ceiling"),
         queue_depth=where.num(row, "queue_depth"),

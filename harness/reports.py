@@ -28,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness import __version__
+from harness.history import History
 from harness.reports_data import RunData, load_run_data, phase_figures
 from harness.verdicts import FAIL, INCONCLUSIVE, PASS, CheckResult, Verdict
 
@@ -46,12 +47,12 @@ REPORT_FORMAT = 1
 STATUS_STYLE = {PASS: "green", FAIL: "bold red", INCONCLUSIVE: "yellow"}
 
 
-def write_reports(run_dir: Path, history: object, result: CheckResult) -> dict[str, Path]:
+def write_reports(run_dir: Path, history: History | None, result: CheckResult) -> dict[str, Path]:
     """Write report.json, junit.xml, summary.md and report.html into `run_dir`; return
-    {file name: path}. `history` is the checker's input (a harness.history.History): its
-    phases and fault windows are the ones drawn, so the charts show what was judged. The
-    per-second figures are read from the run directory itself, tolerantly, so a directory
-    whose history failed to load (pass None) still gets its reports."""
+    {file name: path}. `history` is the checker's input: its phases and fault windows are the
+    ones drawn, so the charts show what was judged. The per-second figures are read from the
+    run directory itself, tolerantly, so a directory whose history failed to load (pass None)
+    still gets its reports."""
     from harness.reports_html import render_html  # matplotlib loads only when HTML is wanted
 
     run_dir = Path(run_dir)

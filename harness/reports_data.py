@@ -21,7 +21,13 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from harness.errors import ScenarioError
-from harness.history import History
+from harness.history import (
+    FaultWindow,
+    History,
+    derive_fault_windows,
+    derive_phases,
+    events_from_rows,
+)
 from harness.rundir import (
     ADMITTED_OUTCOMES,
     DESIGNED_REJECTIONS,
@@ -74,7 +80,6 @@ class RunData:
     meta: dict[str, Any]
     requests: list[dict[str, Any]]
     samples: list[dict[str, Any]]
-    events: list[dict[str, Any]]
     impressions: dict[str, Any] | None
     phases: list[PhaseSpan]
     faults: list[Window]
@@ -83,32 +88,37 @@ class RunData:
     notes: list[str] = field(default_factory=list)  # missing or unreadable files
 
 
-def load_run_data(run_dir: Path, history: object = None) -> RunData:
+def load_run_data(run_dir: Path, history: History | None = None) -> RunData:
     """Read every file of the run directory that exists; note (never raise) what is missing.
-    With the checker's History, its phases and fault windows replace the ones derived here."""
+    Phases and fault windows are the checker's (`history`), else derived the checker's way
+    from what could be read."""
     notes: list[str] = []
     meta = _read_json(run_dir / META_FILE, notes) or {}
     scenario = _read_scenario(run_dir / SCENARIO_FILE, notes)
-    requests = _read_rows(run_dir / REQUESTS_FILE, notes)
-    samples = _read_rows(run_dir / SAMPLES_FILE, notes)
-    events = _read_rows(run_dir / EVENTS_FILE, notes)
+    requests = [row for _, row in _read_rows(run_dir / REQUESTS_FILE, notes)]
+    samples = [row for _, row in _read_rows(run_dir / SAMPLES_FILE, notes)]
+    event_rows = _read_rows(run_dir / EVENTS_FILE, notes)
     impressions = _read_json(run_dir / IMPRESSIONS_FILE, notes)
 
     name = str(meta.get("scenario") or (scenario.name if scenario else run_dir.name))
     seed_raw = meta.get("seed", scenario.seed if scenario else None)
     seed = seed_raw if isinstance(seed_raw, int) and not isinstance(seed_raw, bool) else None
     last_t = max((_num(r.get("t")) or 0.0) + 1.0 for r in (*requests, *samples, {"t": 0.0}))
-    event_t = max((_num(e.get("t")) or 0.0 for e in events), default=0.0)
+    event_t = max((_num(row.get("t")) or 0.0 for _, row in event_rows), default=0.0)
     duration = max(last_t, event_t, scenario.load.duration_s if scenario else 0.0)
 
-    phases = _phases(events, scenario, duration)
-    faults = _faults(events, scenario, duration)
-    if isinstance(history, History):
+    if history is not None:
         scenario = history.scenario
         phases = [PhaseSpan(p.name, p.start_s, p.end_s) for p in history.phases]
-        faults = _history_faults(history, faults)
+        windows: Sequence[FaultWindow] = history.faults
         duration = max(duration, history.end_s)
-    stress = _stress(phases, scenario)
+    else:
+        events, skipped = events_from_rows(event_rows, EVENTS_FILE)
+        notes += skipped
+        recorded = derive_phases(scenario, events)
+        phases = [PhaseSpan(p.name, p.start_s, p.end_s) for p in recorded]
+        phases = phases or [PhaseSpan("run", 0.0, duration)]
+        windows = derive_fault_windows(scenario, events, end_s=duration)
     return RunData(
         run_dir=run_dir,
         scenario_name=name,
@@ -116,25 +126,25 @@ def load_run_data(run_dir: Path, history: object = None) -> RunData:
         meta=meta,
         requests=sorted(requests, key=lambda r: _num(r.get("t")) or 0.0),
         samples=sorted(samples, key=lambda r: _num(r.get("t")) or 0.0),
-        events=events,
         impressions=impressions,
         phases=phases,
-        faults=faults,
-        stress=stress,
+        faults=[_fault(w) for w in windows],
+        stress=_stress(phases, scenario),
         duration_s=duration,
         notes=notes,
     )
 
 
 # --- reading ----------------------------------------------------------------------------------
-def _read_rows(path: Path, notes: list[str]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def _read_rows(path: Path, notes: list[str]) -> list[tuple[int, dict[str, Any]]]:
+    """(line, row) pairs up to the first unreadable line, which is noted."""
+    rows: list[tuple[int, dict[str, Any]]] = []
     if not path.is_file():
         notes.append(f"{path.name} is missing")
         return rows
     try:
-        for _, row in read_jsonl(path):
-            rows.append(row)
+        for line, row in read_jsonl(path):
+            rows.append((line, row))
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         notes.append(f"{path.name}: read stopped after {len(rows)} rows ({exc})")
     return rows
@@ -175,76 +185,13 @@ def _num(value: Any) -> float | None:
 
 
 # --- timeline ---------------------------------------------------------------------------------
-def _phases(
-    events: Sequence[Mapping[str, Any]], scenario: Scenario | None, end: float
-) -> list[PhaseSpan]:
-    spans = []
-    for e in events:
-        if e.get("kind") != "phase":
-            continue
-        start, stop = _num(e.get("start_t")), _num(e.get("end_t"))
-        if isinstance(e.get("name"), str) and start is not None and stop is not None:
-            spans.append(PhaseSpan(e["name"], start, stop))
-    if spans:
-        return sorted(spans, key=lambda p: p.start_s)
-    if scenario is not None:
-        return [PhaseSpan(p.name, p.start_s, p.end_s) for p in scenario.phase_list()]
-    return [PhaseSpan("run", 0.0, end)]
-
-
-def _faults(
-    events: Sequence[Mapping[str, Any]], scenario: Scenario | None, end: float
-) -> list[Window]:
-    """Fault windows from the fault_start/fault_stop events (manual faults included); the
-    scenario's timeline when the events are missing. A fault that never stopped runs to the end."""
-    open_: dict[str, tuple[float, Mapping[str, Any]]] = {}
-    out: list[Window] = []
-    for i, e in enumerate(events):
-        kind, t = e.get("kind"), _num(e.get("t"))
-        if t is None:
-            continue
-        key = str(e.get("id", f"#{i}"))
-        if kind == "fault_start":
-            open_[key] = (t, e)
-        elif kind == "fault_stop" and key in open_:
-            start, info = open_.pop(key)
-            out.append(_fault_window(start, t, info))
-    out.extend(_fault_window(start, end, info) for start, info in open_.values())
-    if not out and scenario is not None and not any(e.get("kind") == "fault_start" for e in events):
-        for spec in scenario.fault_specs():
-            proxy, _ = spec.resolve()  # the proxy a fault such as redis_latency implies
-            info = {"fault": spec.fault, "proxy": proxy, "params": dict(spec.params)}
-            out.append(_fault_window(spec.at_s, spec.end_s, info))
-    return sorted(out, key=lambda w: (w.start_s, w.label))
-
-
-def _fault_window(start: float, stop: float, info: Mapping[str, Any]) -> Window:
-    fault, proxy = info.get("fault", "fault"), info.get("proxy")
-    label = f"{fault} on {proxy}" if proxy else str(fault)
-    details = {
-        k: info[k] for k in ("id", "fault", "proxy", "params", "source") if info.get(k) is not None
-    }
-    return Window("fault", label, start, stop, details)
-
-
-def _history_faults(history: History, ours: Sequence[Window]) -> list[Window]:
-    """The checker's fault windows, with the ids and params read from the events attached."""
-    out = []
-    for f in history.faults:
-        match = next(
-            (
-                w
-                for w in ours
-                if w.details.get("proxy") == f.proxy
-                and w.details.get("fault") == f.fault
-                and abs(w.start_s - f.start_s) < 1e-6
-            ),
-            None,
-        )
-        details = dict(match.details) if match else {}
-        details.update(proxy=f.proxy, fault=f.fault, source=f.source)
-        out.append(Window("fault", f"{f.fault} on {f.proxy}", f.start_s, f.end_s, details))
-    return out
+def _fault(w: FaultWindow) -> Window:
+    details: dict[str, Any] = {"fault": w.fault, "proxy": w.proxy, "source": w.source}
+    if w.id:
+        details["id"] = w.id
+    if w.params:
+        details["params"] = dict(w.params)
+    return Window("fault", f"{w.fault} on {w.proxy}", w.start_s, w.end_s, details)
 
 
 def _stress(phases: Sequence[PhaseSpan], scenario: Scenario | None) -> Window | None:
@@ -343,7 +290,7 @@ def phase_figures(data: RunData, start: float, end: float) -> dict[str, Any]:
         "admitted_p99_ms": adm["p99_ms"],
         "rejected_p50_ms": rej["p50_ms"],
         "rejected_p99_ms": rej["p99_ms"],
-        "max_inflight": _max(samples, "auction_inflight"),
+        "max_inflight": _max(samples, "auction_inflight_max") or _max(samples, "auction_inflight"),
         "max_limit": _max(samples, "auction_limit"),
         "max_queue_depth": _max(samples, "queue_depth"),
         "max_rss_bytes": _max(samples, "rss_bytes"),

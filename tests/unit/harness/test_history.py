@@ -15,7 +15,13 @@ from rich.console import Console
 
 from harness.checkcmd import check_run, compare_runs, judge
 from harness.errors import UsageError
-from harness.history import load_history
+from harness.history import (
+    Event,
+    derive_fault_windows,
+    derive_phases,
+    events_from_rows,
+    load_history,
+)
 from harness.scenario import Scenario, parse_scenario
 
 SMOKE: dict[str, Any] = {
@@ -136,6 +142,38 @@ def test_a_fault_never_stopped_lasts_to_the_end(tmp_path: Path) -> None:
     start = {"t": 8.0, "kind": "fault_start", "id": "x", "proxy": "redis", "fault": "down"}
     h = load_history(write_run(tmp_path / "run", events=[start]))
     assert [(w.proxy, w.end_s) for w in h.faults] == [("redis", 20.0)]
+
+
+def test_a_manual_fault_keeps_its_source_id_and_params(tmp_path: Path) -> None:
+    base = {"id": "m1", "proxy": "redis", "fault": "latency", "source": "manual",
+            "params": {"latency_ms": 50}}  # fmt: skip
+    events = [{"t": 3.0, "kind": "fault_start", **base}, {"t": 6.0, "kind": "fault_stop", **base}]
+    h = load_history(write_run(tmp_path / "run", events=events))
+    (w,) = h.faults
+    assert (w.proxy, w.start_s, w.end_s, w.source, w.id) == ("redis", 3.0, 6.0, "manual", "m1")
+    assert w.params == {"latency_ms": 50}
+
+
+def test_scenario_fault_windows_carry_the_schedule_ids_and_params() -> None:
+    sc = parse_scenario(SMOKE, source="test")
+    (w,) = derive_fault_windows(sc, [])
+    assert (w.id, w.source, dict(w.params)) == ("s0", "scenario", dict(sc.faults[0].params))
+
+
+def test_without_a_scenario_only_recorded_phases_and_faults_are_derived() -> None:
+    events = [Event(1.0, "fault_start", {"id": "a", "proxy": "kafka", "fault": "down"})]
+    assert derive_phases(None, events) == ()
+    (w,) = derive_fault_windows(None, events, end_s=9.0)
+    assert (w.proxy, w.start_s, w.end_s) == ("kafka", 1.0, 9.0)
+    assert derive_fault_windows(None, []) == ()
+
+
+def test_events_from_rows_skips_and_notes_a_malformed_row() -> None:
+    rows = [(1, {"t": 2.0, "kind": "phase"}), (2, {"t": "soon", "kind": "fault_start"}),
+            (3, {"t": 1.0, "kind": "run_start"})]  # fmt: skip
+    events, notes = events_from_rows(rows, "events.jsonl")
+    assert [(e.t, e.kind) for e in events] == [(1.0, "run_start"), (2.0, "phase")]
+    assert len(notes) == 1 and "events.jsonl:2" in notes[0] and "'t'" in notes[0]
 
 
 def test_failed_scrapes_load_with_empty_levels(tmp_path: Path) -> None:

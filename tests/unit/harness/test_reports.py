@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -378,6 +377,15 @@ def test_without_fault_events_the_scenario_timeline_is_shaded(run_dir: Path) -> 
         ("dsp_latency on dsp-1", 22.0, 32.0)]  # fmt: skip
 
 
+def test_a_malformed_event_is_skipped_and_noted_and_the_rest_is_drawn(run_dir: Path) -> None:
+    before = [(w.label, w.start_s, w.end_s) for w in load_run_data(run_dir).faults]
+    with (run_dir / EVENTS_FILE).open("a") as f:
+        f.write('{"t": "late", "kind": "fault_start", "proxy": "redis"}\n')
+    data = load_run_data(run_dir)
+    assert [(w.label, w.start_s, w.end_s) for w in data.faults] == before
+    assert any(n.startswith("skipped events.jsonl:") for n in data.notes)
+
+
 def test_shipped_perfect_storm_scenario_parses_in_a_run_dir(tmp_path: Path) -> None:
     run = make_run_dir(tmp_path)
     (run / SCENARIO_FILE).write_text(load_scenario("perfect-storm").to_toml())
@@ -385,12 +393,6 @@ def test_shipped_perfect_storm_scenario_parses_in_a_run_dir(tmp_path: Path) -> N
     data = load_run_data(run)
     assert [p.name for p in data.phases][:3] == ["warmup", "baseline", "stress"]
     assert len(data.faults) == 3 and data.stress is not None
-
-
-def test_rendering_a_60_s_run_takes_under_10_s(run_dir: Path) -> None:
-    started = time.perf_counter()
-    write_reports(run_dir, None, make_result())
-    assert time.perf_counter() - started < 10.0
 
 
 # --- console ------------------------------------------------------------------------------------
