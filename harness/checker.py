@@ -521,6 +521,14 @@ def _queue_cap(c: _Ctx) -> tuple[float | None, str]:
     return None, "unknown"
 
 
+def _inflight_peak(s: Sample) -> float | None:
+    """Auctions in flight: the target's 1-2 s high-water mark when it exports one (a bound
+    crossed between two scrapes is still seen), else the level at the scrape."""
+    if s.auction_inflight_max is None:
+        return s.auction_inflight
+    return max(s.auction_inflight_max, s.auction_inflight or 0.0)
+
+
 def bounded_resources(c: _Ctx) -> list[Verdict]:
     ok_samples = [s for s in c.h.samples if s.ok]
     if not ok_samples:
@@ -529,7 +537,7 @@ def bounded_resources(c: _Ctx) -> list[Verdict]:
         return [_v("bounded_resources", "run", INCONCLUSIVE, "no successful /metrics sample")]
     parts: list[tuple[Status, str]] = []
     ev: dict[str, Any] = {}
-    inflight, at = _gauge_max(c, lambda s: s.auction_inflight)
+    inflight, at = _gauge_max(c, _inflight_peak)
     ceiling, src = _ceiling(c)
     ev.update(max_inflight=inflight, max_inflight_t=at, ceiling=ceiling, ceiling_source=src)
     if inflight is not None and ceiling is not None:
@@ -537,7 +545,7 @@ def bounded_resources(c: _Ctx) -> list[Verdict]:
             parts.append((PASS, f"inflight <= {ceiling:g}"))
         else:
             parts.append(
-                (FAIL, f"auction inflight reached {inflight:g} at t={at:g}s > {ceiling:g}")
+                (FAIL, f"auction inflight reached {inflight:g} by t={at:g}s > {ceiling:g}")
             )
     depth, dat = _gauge_max(c, lambda s: s.queue_depth)
     cap, qsrc = _queue_cap(c)
@@ -901,7 +909,7 @@ def layer_bulkhead(c: _Ctx) -> list[Verdict]:
     if p is None:
         return []
     ceiling, src = _ceiling(c)
-    inflight, at = _gauge_max(c, lambda s: s.auction_inflight)
+    inflight, at = _gauge_max(c, _inflight_peak)
     redis_fault = any(w.proxy == "redis" for w in c.h.faults)
     full = sum(r.decisions.get("bulkhead_full", 0) for r in c.h.requests)
     at_limit = inflight is not None and ceiling is not None and inflight >= ceiling
@@ -924,7 +932,7 @@ def layer_bulkhead(c: _Ctx) -> list[Verdict]:
     if inflight > ceiling:
         why = " (limit switched off)" if off else ""
         parts.append(
-            (FAIL, f"inflight {inflight:g} exceeded the ceiling {ceiling:g} at t={at:g}s{why}")
+            (FAIL, f"inflight {inflight:g} exceeded the ceiling {ceiling:g} by t={at:g}s{why}")
         )
     else:
         parts.append((PASS, f"inflight never above {ceiling:g} (max {inflight:g})"))

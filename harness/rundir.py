@@ -48,6 +48,7 @@ ok, no_bid and accepted. A user's own service without the header is classified b
 SampleRow (samples.jsonl), parsed from the target's Prometheus /metrics once a second:
     {"t": 12.0, "ok": true,               # false (and the rest absent) when the scrape failed
      "auction_inflight": f, "auction_limit": f, "auction_limit_ceiling": f, "auction_waiting": f,
+     "auction_inflight_max": f,           # the target's high-water mark of the last 1-2 s
      "queue_depth": f, "queue_max_depth": f, "queue_sojourn_ms": f,
      "breakers": {dsp: "closed"|"open"|"half_open"|"forced_open"|"disabled"},
      "decisions_total": {"layer:reason": cumulative count},

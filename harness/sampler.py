@@ -27,6 +27,7 @@ SCRAPE_TIMEOUT_S = 0.8
 _PREFIX = "spikegate_"
 _LEVELS = {
     "spikegate_auction_inflight": "auction_inflight",
+    "spikegate_auction_inflight_max": "auction_inflight_max",
     "spikegate_auction_limit": "auction_limit",
     "spikegate_auction_limit_ceiling": "auction_limit_ceiling",
     "spikegate_auction_waiting": "auction_waiting",

@@ -108,6 +108,7 @@ def _lifespan(
                 breakers=lambda: dsps.breakers,
                 impression_stats=logger.stats,
                 loop_lag=lag.snapshot,
+                inflight_peak=auction.inflight_peak,
             )
         )
         await dsps.start()

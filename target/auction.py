@@ -120,6 +120,39 @@ class UnlimitedView:
         return self.ceiling
 
 
+class PeakLevel:
+    """The highest level noted in the current and the previous whole second of `clock`.
+
+    A scrape once a second sees the instant's level only; this keeps the high-water mark in
+    between, so a bound that is crossed for a few milliseconds is still seen (1-2 s back).
+    """
+
+    __slots__ = ("_clock", "_current", "_previous", "_second")
+
+    def __init__(self, clock: Clock = monotonic_ns) -> None:
+        self._clock = clock
+        self._second = clock() // NS_PER_S
+        self._current = 0
+        self._previous = 0
+
+    def note(self, level: int) -> None:
+        second = self._clock() // NS_PER_S
+        if second != self._second:
+            self._previous = self._current if second == self._second + 1 else 0
+            self._current, self._second = 0, second
+        if level > self._current:
+            self._current = level
+
+    def value(self, level_now: int) -> int:
+        """The peak of the last 1-2 s, never below the level now."""
+        ago = self._clock() // NS_PER_S - self._second
+        if ago == 0:
+            return max(self._current, self._previous, level_now)
+        if ago == 1:
+            return max(self._current, level_now)
+        return level_now
+
+
 class Auction:
     """One auction per /bid; holds the limit, the Redis client and the DSP client."""
 
@@ -139,6 +172,7 @@ class Auction:
         # With the limit switched off (ablation) the metrics still see Redis work in flight,
         # against the configured, unenforced limit: that is what the limit would have bounded.
         self.unlimited = UnlimitedView(cfg.limit) if limit is None else None
+        self.peak = PeakLevel(clock)
         self._clock = clock
         self._reserve = redis.register_script(_RESERVE_LUA)
         self.last_redis_error = ""
@@ -169,6 +203,11 @@ class Auction:
                 await pool.release(conn)
         return True
 
+    def inflight_peak(self) -> int:
+        """Most auctions holding Redis work at once in the last 1-2 s (limit on or off)."""
+        view = self.limit if self.limit is not None else self.unlimited
+        return self.peak.value(view.inflight if view is not None else 0)
+
     def deadline_ns(self, arrival_ns: int, tmax_ms: int | None) -> int:
         tmax = min(tmax_ms or self.cfg.default_tmax_ms, self.cfg.max_tmax_ms)
         return arrival_ns + round((tmax - self.cfg.deadline_margin_ms) * 1_000_000)
@@ -178,6 +217,7 @@ class Auction:
             view = self.unlimited
             assert view is not None
             view.inflight += 1
+            self.peak.note(view.inflight)
             try:
                 verdict = await self._redis_work(req, publisher_id, deadline_ns)
             finally:
@@ -186,6 +226,7 @@ class Auction:
             permit = await self.limit.acquire(deadline_ns=deadline_ns)
             if not permit.admitted:
                 return _bulkhead(permit)
+            self.peak.note(self.limit.inflight)
             started = self._clock()
             verdict = -1
             try:

@@ -9,7 +9,8 @@ request path nothing.
 Names (all prefixed `spikegate_`):
     requests_total{route,status,decision}        decisions_total{layer,reason}
     request_duration_seconds{route,outcome}      rejection_seconds{layer}  (429/503 cost)
-    auction_inflight / auction_limit / auction_limit_ceiling / auction_waiting
+    auction_inflight / auction_inflight_max (1-2 s high-water mark) / auction_limit /
+    auction_limit_ceiling / auction_waiting
     breaker_state{dsp,state} (1 = current)       breaker_state_code{dsp} (0 closed .. 4 disabled)
     impressions_<stat> (one gauge per ImpressionLogger.stats() key)
     event_loop_lag_seconds / event_loop_lag_max_seconds   process_rss_bytes
@@ -118,8 +119,10 @@ class LevelsCollector(Collector):
         breakers: Callable[[], Mapping[str, BreakerView]],
         impression_stats: Callable[[], Mapping[str, float] | None],
         loop_lag: Callable[[], tuple[float, float]],
+        inflight_peak: Callable[[], int] | None = None,
     ) -> None:
         self._limit = limit
+        self._inflight_peak = inflight_peak
         self._breakers = breakers
         self._impression_stats = impression_stats
         self._loop_lag = loop_lag
@@ -136,6 +139,12 @@ class LevelsCollector(Collector):
             )
             for name, value, doc in levels:
                 yield GaugeMetricFamily(f"spikegate_{name}", doc, value=float(value))
+            if self._inflight_peak is not None:
+                yield GaugeMetricFamily(
+                    "spikegate_auction_inflight_max",
+                    "most auctions holding a Redis permit at once in the last 1-2 s",
+                    value=float(self._inflight_peak()),
+                )
         state = GaugeMetricFamily(
             "spikegate_breaker_state", "1 for the current state", labels=["dsp", "state"]
         )

@@ -152,6 +152,9 @@ async def test_a_switched_off_limit_still_exports_redis_work_in_flight(
         await asyncio.sleep(0.4)
         text = (await client.get("/metrics")).text
         results = await bids
+        after = (await client.get("/metrics")).text  # the burst is over: only its peak remains
     assert kit.metric_value(text, "spikegate_auction_limit_ceiling") == 2.0
     assert kit.metric_value(text, "spikegate_auction_inflight") == 6.0
     assert all(r.status_code != 503 for r, _ in results)  # nothing bounded them
+    assert kit.metric_value(after, "spikegate_auction_inflight") == 0.0
+    assert kit.metric_value(after, "spikegate_auction_inflight_max") == 6.0

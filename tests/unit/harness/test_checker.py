@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -250,6 +249,12 @@ def _inflight_over(h: dict[str, Any]) -> None:
     )
 
 
+def _inflight_peak_over(h: dict[str, Any]) -> None:  # crossed between two scrapes
+    h["samples"] = between(
+        healthy_samples(), 25, 26, lambda s: dataclasses.replace(s, auction_inflight_max=13.0)
+    )
+
+
 def _queue_over(h: dict[str, Any]) -> None:
     h["samples"] = between(
         healthy_samples(), 25, 60, lambda s: dataclasses.replace(s, queue_depth=5000.0)
@@ -341,6 +346,7 @@ FAILING: list[tuple[str, Callable[[dict[str, Any]], None], str, str, str]] = [
     ("admitted latency explodes", _slow_admitted, "graceful_degradation", "stress", "admitted p99"),
     ("slow rejections", _slow_rejections, "graceful_degradation", "stress", "not fast"),
     ("inflight over the limit", _inflight_over, "bounded_resources", "run", "inflight"),
+    ("inflight peak over the limit", _inflight_peak_over, "bounded_resources", "run", "13"),
     ("queue over its cap", _queue_over, "bounded_resources", "run", "queue depth"),
     ("memory grows", _rss_grows, "bounded_resources", "run", "RSS"),
     ("protection engages late", _late_detection, "time_to_detect", "stress", "11 s"),
@@ -352,6 +358,7 @@ FAILING: list[tuple[str, Callable[[dict[str, Any]], None], str, str, str]] = [
     ("publisher above its bucket", _edge_bound_broken, "layer.edge", "stress", "pub-1"),
     ("no concurrency limit", _bulkhead_off, "layer.bulkhead", "stress", "limit switched off"),
     ("inflight above the ceiling", _inflight_over, "layer.bulkhead", "stress", "exceeded"),
+    ("inflight peak above the ceiling", _inflight_peak_over, "layer.bulkhead", "stress", "13"),
     ("queue above the cap", _queue_over, "layer.shedder", "stress", "cap"),
     ("breaker never opens", _breaker_never_opens, "layer.breaker", "stress", "never opened"),
     ("breaker never closes", _breaker_never_closes, "layer.breaker", "stress", "still open"),
@@ -584,19 +591,16 @@ def test_phase_stats_reports_rates_and_shares() -> None:
     assert stats["rejection_share"] == pytest.approx(1 / 3, abs=1e-3)
 
 
-def test_hour_long_history_is_checked_fast() -> None:
-    """3600 rows and samples judge in well under a few seconds (loose: busy 2-core box)."""
+def test_an_hour_long_history_judges_its_baseline_steady() -> None:
+    """3600 rows and samples (how fast: tests/bench/checker.py)."""
     sc = scenario(load={**STORM["load"], "duration_s": 3600, "spike_at_s": 1800, "spike_for_s": 60},
                   faults=[])  # fmt: skip
     rows = [sec(t, ok=100 + t % 7, p99=20.0 + t % 5) for t in range(3600)]
     samples = [sample(t) for t in range(3600)]
     h = History.build(sc, requests=rows, samples=samples,
                       impressions=ImpressionAccounting(acked=1, found=1, missing=0))  # fmt: skip
-    started = time.perf_counter()
     result = check(h)
-    elapsed = time.perf_counter() - started
     assert verdict(result, "steady_state", "baseline").status == "pass"
-    assert elapsed < 10.0, f"check took {elapsed:.2f} s"
 
 
 # --- rejection speed judged server-side (spikegate_rejection_seconds{layer}) ----------------

@@ -33,6 +33,7 @@ def _exposition(*, max_depth: float = 400.0) -> str:
             breakers=lambda: breakers,  # type: ignore[arg-type,return-value]
             impression_stats=lambda: stats,
             loop_lag=lambda: (0.001, 0.003),
+            inflight_peak=lambda: 9,
         )
     )
     return metrics.render().decode()
@@ -41,6 +42,7 @@ def _exposition(*, max_depth: float = 400.0) -> str:
 def test_parse_metrics_maps_every_level_of_the_target() -> None:
     row = parse_metrics(_exposition())
     assert row["auction_inflight"] == 7.0
+    assert row["auction_inflight_max"] == 9.0
     assert row["auction_limit"] == 12.0
     assert row["auction_limit_ceiling"] == 16.0
     assert row["auction_waiting"] == 2.0
