@@ -201,6 +201,75 @@ def schema_command(
     typer.echo(f"wrote {out}")
 
 
+fault_app = typer.Typer(
+    name="fault",
+    help="Add and remove faults by hand while `spikegate run` runs (they always expire).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(fault_app)
+
+_RunOption = Annotated[
+    Path | None,
+    typer.Option("--run", help="the live run's directory (default: the one live run)"),
+]
+
+
+@fault_app.command("ls")
+def fault_ls_command(
+    run_dir: _RunOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the control API's JSON")] = False,
+) -> None:
+    """List the active faults of the live run and its proxies."""
+    from harness.faultcmd import list_faults
+
+    list_faults(run_dir, Console(), as_json=as_json)
+
+
+@fault_app.command("add")
+def fault_add_command(
+    fault: Annotated[
+        str, typer.Argument(help="redis_latency, dsp_down, latency, ... (`fault ls` lists them)")
+    ],
+    proxy: Annotated[
+        str | None, typer.Option("--proxy", help="redis, kafka, dsp-N (shorthands imply one)")
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="a fault parameter: key=value, e.g. latency_ms=50"),
+    ] = None,
+    for_s: Annotated[
+        float | None,
+        typer.Option("--for", help="seconds until it expires (default 30, at most 600)"),
+    ] = None,
+    run_dir: _RunOption = None,
+) -> None:
+    """Put a fault on a proxy of the live run now; it expires after --for seconds."""
+    from harness.faultcmd import add_fault
+
+    add_fault(run_dir, Console(), fault, proxy=proxy, params=list(param or []), for_s=for_s)
+
+
+@fault_app.command("rm")
+def fault_rm_command(
+    fault_id: Annotated[list[str], typer.Argument(help="fault ids as `fault ls` shows (m1)")],
+    run_dir: _RunOption = None,
+) -> None:
+    """Take faults off now (manual or scheduled ones)."""
+    from harness.faultcmd import remove_faults
+
+    remove_faults(run_dir, Console(), fault_id)
+
+
+@fault_app.command("clear")
+def fault_clear_command(run_dir: _RunOption = None) -> None:
+    """Take every active fault off now (scheduled ones still to come will start)."""
+    from harness.faultcmd import clear_faults
+
+    clear_faults(run_dir, Console())
+
+
 def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
     """Run the CLI with `argv`; return the exit code instead of exiting."""
     console = console or Console(stderr=True)
