@@ -3,10 +3,15 @@
     run dir + scenario.toml + meta.json
       -> Stack.up()            redis, chaos server + proxies, kafka, DSP bidders, target
       -> t0: Locust (subprocess) | FaultSchedule (thread) | Sampler (thread) | phases, view
+             ControlServer (thread; control.json + live pointer): faults by hand
       -> watch: Locust ends / a component dies / SIGINT / SIGTERM
       -> load_stop, faults off, drain, impressions read back (complete runs only)
       -> reset chaos, stop in reverse order, verify: no child, no toxic, no listening port
       -> run_end, meta.json status: complete | interrupted | failed
+
+Whenever there is a chaos server, the run has a FaultSchedule (even without scenario faults)
+and a control server over it, so `spikegate fault add|rm|ls|clear` and the control page can
+inject faults by hand; teardown unpublishes and closes it before anything else stops.
 
 SIGINT and SIGTERM are caught for the whole run: during bring-up the first one unwinds the
 start (every started child is stopped); during load it ends the run at the next tick; a
@@ -38,6 +43,7 @@ from chaos.errors import ChaosError
 from chaos.schedule import FaultSchedule
 from harness import __version__
 from harness.accounting import account_impressions, read_acked, unavailable, wait_drained
+from harness.control import ControlApi, ControlServer, LiveRun, unpublish
 from harness.errors import EnvironmentProblem, UsageError
 from harness.live import LiveStatus, LiveView, PlainProgress, Progress, RequestsTail, target_rate
 from harness.loadgen import LocustProcess
@@ -262,6 +268,9 @@ class _Run:
         self.locust: LocustProcess | None = None
         self.sampler: Sampler | None = None
         self.schedule: FaultSchedule | None = None
+        self.control: ControlServer | None = None
+        self.control_port: int | None = None
+        self.published: list[Path] = []
         self.target_url = ""
         self.t0_epoch: float | None = None
         self.t0_mono = 0.0
@@ -368,11 +377,48 @@ class _Run:
             on_warning=lambda m: self.events.emit("warning", message=m),
         )
         self.sampler.start(self.t0_mono)
-        if self.chaos is not None and sc.faults:
+        if self.chaos is not None:
             self.schedule = FaultSchedule(self.chaos, sc.fault_specs(), on_event=self.events.write)
             self.schedule.begin(self.t0_mono)
             self.schedule.__enter__()
+            self._start_control(self.schedule)
         self._watch()
+
+    def _start_control(self, schedule: FaultSchedule) -> None:
+        """Serve the control API and publish where it is; a failure costs only the control."""
+        info = {"scenario": self.scenario.name, "run_dir": str(self.run_dir.resolve())}
+        api = ControlApi(schedule, self._proxy_names, info=info)
+        try:
+            self.control = ControlServer(api).start()
+        except OSError as exc:
+            self.events.emit("warning", message=f"no control server (faults by hand): {exc}")
+            return
+        url = self.control.url
+        self.control_port = self.control.port
+        self.meta["components"]["control"] = {"url": url}
+        _write_json(self.run_dir / META_FILE, self.meta)
+        live = LiveRun.here(url, self.run_dir, self.scenario.name, self.meta["started_utc"])
+        self.published = live.paths()
+        try:
+            live.publish()
+        except OSError as exc:
+            self.events.emit("warning", message=f"cannot publish the live run: {exc}")
+            self.console.print(
+                f"warning: `spikegate fault` cannot find this run ({exc}); use the control page",
+                highlight=False,
+                markup=False,
+            )
+        self.console.print(
+            f"control page: {url}/  (faults by hand: spikegate fault add|rm|ls|clear)",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+
+    def _proxy_names(self) -> list[str]:
+        if self.stack is not None:
+            return sorted(self.stack.proxies)
+        return sorted(self.chaos.proxies()) if self.chaos is not None else []
 
     def _watch(self) -> None:
         """Tick until Locust ends, a component dies, a signal arrives or the bound passes."""
@@ -419,7 +465,7 @@ class _Run:
                 if self.sampler.latest is not last_sample:
                     prev_sample, last_sample = last_sample, self.sampler.latest
                 active = self.schedule.active() if self.schedule is not None else []
-                faults = [f"{a.fault}@{a.proxy}" for a in active]
+                faults = [f"{a.id} {a.fault}@{a.proxy}" for a in active]
                 view.update(
                     LiveStatus(
                         elapsed_s=elapsed,
@@ -486,6 +532,7 @@ class _Run:
         """Stop everything, newest first; every step runs even if one before it failed."""
         sig = self.signals
         steps: list[tuple[str, Callable[[], None]]] = [
+            ("control", self._stop_control),
             ("locust", self._stop_locust),
             ("faults", self._stop_faults),
             ("drain", self._drain_and_account),
@@ -514,6 +561,13 @@ class _Run:
         if self.t0_epoch is None:
             self.meta["t0_epoch"] = None
         _write_json(self.run_dir / META_FILE, self.meta)
+
+    def _stop_control(self) -> None:
+        """Unpublish first, so no client finds a run that is stopping; then close."""
+        paths, self.published = self.published, []
+        unpublish(paths)
+        if self.control is not None:
+            self.control.close()
 
     def _stop_locust(self) -> None:
         if self.locust is not None:
@@ -584,6 +638,8 @@ class _Run:
                 proc.kill()
                 proc.wait(2.0)
         ports = sorted(self.stack.ports()) if self.stack is not None else []
+        if self.control_port is not None:
+            ports.append(self.control_port)
         bound = [p for p in ports if port_listening(p)]
         self.cleanup.update(
             {"children_left": left, "ports_checked": len(ports), "ports_bound": bound}
