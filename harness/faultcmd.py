@@ -22,6 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from chaos.faults import build_fault, fault_params
 from harness.control import CONTROL_FILE, LiveRun, live_runs, read_live_run
 from harness.errors import EnvironmentProblem, UsageError
 
@@ -130,8 +131,14 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
 
 
 # --- the commands -------------------------------------------------------------------------------
-def _params_text(params: Mapping[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in params.items())
+def _params_text(fault: str, params: Mapping[str, Any]) -> str:
+    """The parameters that differ from the fault's defaults (all of them, `-` if none)."""
+    try:
+        defaults = fault_params(build_fault(fault))
+    except ValueError:
+        defaults = {}
+    shown = [f"{k}={v}" for k, v in params.items() if k not in defaults or defaults[k] != v]
+    return " ".join(shown) or "-"
 
 
 def _ends_text(fault: Mapping[str, Any]) -> str:
@@ -158,7 +165,7 @@ def list_faults(run_dir: Path | None, console: Console, *, as_json: bool = False
         table = Table("id", "fault", "proxy", "params", "source", "since t", "ends in")
         for f in active:
             table.add_row(
-                f["id"], f["fault"], f["proxy"], _params_text(f.get("params") or {}),
+                f["id"], f["fault"], f["proxy"], _params_text(f["fault"], f.get("params") or {}),
                 f["source"], f"{f['started_t']:.1f} s", _ends_text(f),
             )  # fmt: skip
         console.print(table)
@@ -186,7 +193,8 @@ def add_fault(
     added = _call(run, "POST", "/faults", body)
     console.print(
         f"added {added['id']}: {added['fault']} on {added['proxy']} "
-        f"({_params_text(added.get('params') or {})}), ends in {_ends_text(added)}",
+        f"({_params_text(added['fault'], added.get('params') or {})}), "
+        f"ends in {_ends_text(added)}",
         highlight=False,
         soft_wrap=True,
     )
