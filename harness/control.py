@@ -16,56 +16,41 @@ Manual faults always expire: `for_s` defaults to DEFAULT_FOR_S and is at most MA
 the schedule resets the chaos server when the run ends. Bad input is a 400/422 naming the
 field, a chaos server failure a 502; nothing a client sends can stop the run.
 
-Discovery: the running orchestrator publishes a `LiveRun` as control.json in its run
-directory and as <runtime dir>/live/<pid>.json (runtime dir: $SPIKEGATE_RUNTIME_DIR, else
-$XDG_RUNTIME_DIR/spikegate, else ~/.cache/spikegate); `live_runs()` lists them and removes
-pointers whose process is gone. The module is longer than most: it also holds the control
-page (HTML) and the discovery files, whose format the server and the CLI share.
+How clients find a live run: harness/liverun.py. The page: harness/templates/control.html.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import os
 import threading
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from importlib import resources
 from typing import Any, Self, cast
-
-import psutil
 
 from chaos.errors import ChaosError
 from chaos.faults import FAULTS, SHORTHANDS, build_fault, fault_params, resolve_fault
 from chaos.schedule import ActiveFault, FaultSchedule
 
 __all__ = [
-    "CONTROL_FILE",
     "DEFAULT_FOR_S",
     "MAX_BODY_BYTES",
     "MAX_FOR_S",
     "ControlApi",
     "ControlServer",
-    "LiveRun",
     "Request",
     "Response",
     "catalog",
+    "control_page",
     "fault_json",
-    "live_dir",
-    "live_runs",
-    "read_live_run",
-    "runtime_dir",
-    "unpublish",
 ]
 
 log = logging.getLogger(__name__)
 
-CONTROL_FILE = "control.json"
 DEFAULT_FOR_S = 30.0
 MAX_FOR_S = 600.0
 MAX_BODY_BYTES = 16_384
@@ -203,7 +188,7 @@ class ControlApi:
         path = req.path.split("?", 1)[0].rstrip("/") or "/"
         if path == "/":
             self._allow(req, "GET")
-            return Response(200, CONTROL_PAGE.encode(), "text/html; charset=utf-8")
+            return Response(200, control_page(), "text/html; charset=utf-8")
         if path == "/faults":
             self._allow(req, "GET", "POST")
             return self._list() if req.method == "GET" else self._add(req.body)
@@ -455,256 +440,7 @@ class ControlServer:
         self.close()
 
 
-# --- discovery ------------------------------------------------------------------------------
-def runtime_dir() -> Path:
-    """$SPIKEGATE_RUNTIME_DIR, else $XDG_RUNTIME_DIR/spikegate, else ~/.cache/spikegate."""
-    override = os.environ.get("SPIKEGATE_RUNTIME_DIR")
-    if override:
-        return Path(override)
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
-        return Path(xdg) / "spikegate"
-    return Path.home() / ".cache" / "spikegate"
-
-
-def live_dir() -> Path:
-    return runtime_dir() / "live"
-
-
-def _process_start(pid: int) -> float | None:
-    try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
-        return None
-
-
-@dataclass(frozen=True)
-class LiveRun:
-    """What a client needs to find a live run and talk to it."""
-
-    pid: int
-    control_url: str
-    run_dir: str
-    scenario: str
-    started: str
-    process_start: float | None = None  # tells a reused pid from ours
-
-    @classmethod
-    def here(cls, control_url: str, run_dir: Path, scenario: str, started: str) -> LiveRun:
-        pid = os.getpid()
-        return cls(pid, control_url, str(run_dir.resolve()), scenario, started,
-                   _process_start(pid))  # fmt: skip
-
-    @classmethod
-    def from_json(cls, data: object) -> LiveRun:
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        pid, url = data.get("pid"), data.get("control_url")
-        if not isinstance(pid, int) or pid <= 0 or not isinstance(url, str):
-            raise ValueError("pid or control_url missing")
-        started = data.get("process_start")
-        return cls(
-            pid=pid,
-            control_url=url,
-            run_dir=str(data.get("run_dir") or ""),
-            scenario=str(data.get("scenario") or "?"),
-            started=str(data.get("started") or ""),
-            process_start=float(started) if isinstance(started, int | float) else None,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "pid": self.pid,
-            "control_url": self.control_url,
-            "run_dir": self.run_dir,
-            "scenario": self.scenario,
-            "started": self.started,
-            "process_start": self.process_start,
-        }
-
-    @property
-    def alive(self) -> bool:
-        """Its process still runs (the same process: a reused pid does not count)."""
-        now = _process_start(self.pid)
-        if now is None:
-            return False
-        return self.process_start is None or abs(now - self.process_start) < 1.0
-
-    def paths(self) -> list[Path]:
-        """Where `publish` writes: control.json in the run directory, and the pointer."""
-        return [Path(self.run_dir) / CONTROL_FILE, live_dir() / f"{self.pid}.json"]
-
-    def publish(self) -> None:
-        """Write both files (OSError on failure; `unpublish(paths())` removes what was)."""
-        paths = self.paths()
-        paths[1].parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for path in paths:
-            _write_json(path, self.to_json())
-
-
-def unpublish(paths: Sequence[Path]) -> None:
-    for path in paths:
-        with contextlib.suppress(OSError):
-            path.unlink()
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_live_run(path: Path) -> LiveRun:
-    """Read a control.json or pointer file; ValueError / OSError when unreadable."""
-    return LiveRun.from_json(json.loads(path.read_text(encoding="utf-8")))
-
-
-def live_runs() -> list[LiveRun]:
-    """The live runs of this user, oldest first; pointers of dead or unreadable runs are
-    removed on the way."""
-    folder = live_dir()
-    try:
-        paths = sorted(folder.glob("*.json"))
-    except OSError:
-        return []
-    runs: list[LiveRun] = []
-    for path in paths[:1000]:
-        try:
-            run = read_live_run(path)
-        except (OSError, ValueError):
-            run = None
-        if run is None or not run.alive:
-            with contextlib.suppress(OSError):
-                path.unlink()
-            continue
-        runs.append(run)
-    return sorted(runs, key=lambda r: (r.started, r.pid))
-
-
 # --- the control page ------------------------------------------------------------------------
-CONTROL_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>spikegate: faults by hand</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:60em;padding:0 1em;color:#222}
-h1{font-size:1.3em} h2{font-size:1.05em;margin-top:1.5em}
-table{border-collapse:collapse;width:100%} td,th{border-bottom:1px solid #ddd;padding:.3em;
-text-align:left;vertical-align:top} code{font-size:12px}
-form label{display:inline-block;margin:.3em 1em .3em 0} input{width:7em}
-#status{color:#555} .err{color:#b00020;white-space:pre-wrap} button{cursor:pointer}
-</style></head><body>
-<h1>spikegate: faults by hand</h1>
-<p id="status">connecting...</p>
-<h2>Active faults</h2>
-<table><thead><tr><th>id</th><th>fault</th><th>proxy</th><th>params</th><th>source</th>
-<th>ends in</th><th></th></tr></thead><tbody id="active"></tbody></table>
-<p><button id="clear" type="button">Remove all</button></p>
-<h2>Add a fault</h2>
-<form id="add">
-<label>fault <select id="fault"></select></label>
-<label>proxy <select id="proxy"></select></label>
-<label>for (s) <input id="for_s" type="number" min="0.1" step="any"></label>
-<div id="doc"></div><div id="params"></div>
-<button type="submit">Add</button>
-</form>
-<p id="error" class="err"></p>
-<script>
-"use strict";
-let catalog = [], proxies = [], failures = 0, poller = null;
-const $ = (id) => document.getElementById(id);
-function cell(row, text) { const td = row.insertCell(); td.textContent = text; return td; }
-function showError(msg) { $("error").textContent = msg || ""; }
-async function call(method, path, body) {
-  const opts = {method, headers: {}};
-  if (body !== undefined) {
-    opts.headers["Content-Type"] = "application/json";
-    opts.body = JSON.stringify(body);
-  }
-  const resp = await fetch(path, opts);
-  const data = await resp.json().catch(() => ({error: resp.statusText}));
-  if (!resp.ok) throw new Error(data.error || resp.statusText);
-  return data;
-}
-function renderActive(active) {
-  const body = $("active");
-  body.replaceChildren();
-  for (const f of active) {
-    const row = body.insertRow();
-    cell(row, f.id); cell(row, f.fault); cell(row, f.proxy);
-    cell(row, Object.entries(f.params).map(([k, v]) => k + "=" + v).join(" "));
-    cell(row, f.source);
-    cell(row, f.remaining_s === null ? "-" : f.remaining_s.toFixed(1) + " s");
-    const btn = document.createElement("button");
-    btn.textContent = "Remove";
-    btn.onclick = () => call("DELETE", "/faults/" + encodeURIComponent(f.id))
-      .then(refresh, (e) => showError(e.message));
-    row.insertCell().appendChild(btn);
-  }
-  if (!active.length) cell(body.insertRow(), "none").colSpan = 7;
-}
-function renderForm() {
-  const sel = $("fault");
-  if (!sel.options.length) {
-    for (const f of catalog) sel.add(new Option(f.name, f.name));
-    sel.value = "redis_latency";
-    sel.onchange = renderFault;
-    renderFault();
-  }
-}
-function renderFault() {
-  const f = catalog.find((c) => c.name === $("fault").value);
-  if (!f) return;
-  $("doc").textContent = f.doc;
-  const psel = $("proxy");
-  psel.replaceChildren();
-  for (const p of f.proxies) psel.add(new Option(p, p));
-  if (f.proxy && f.proxies.includes(f.proxy)) psel.value = f.proxy;
-  const box = $("params");
-  box.replaceChildren();
-  for (const [k, v] of Object.entries(f.params)) {
-    const label = document.createElement("label");
-    const input = document.createElement("input");
-    input.name = k; input.placeholder = String(v);
-    label.append(k + " ", input);
-    box.appendChild(label);
-  }
-}
-function value(text) {
-  const t = text.trim();
-  return t !== "" && !isNaN(Number(t)) ? Number(t) : t;
-}
-async function refresh() {
-  try {
-    const data = await call("GET", "/faults");
-    failures = 0;
-    catalog = data.catalog; proxies = data.proxies;
-    const run = data.run || {};
-    $("status").textContent = "run " + (run.scenario || "?") + " in " + (run.run_dir || "?") +
-      " at t=" + data.t.toFixed(1) + " s; manual faults expire after " + data.default_for_s +
-      " s unless told (at most " + data.max_for_s + " s)";
-    if (!$("for_s").value) $("for_s").value = data.default_for_s;
-    renderActive(data.active);
-    renderForm();
-  } catch (e) {
-    failures += 1;
-    $("status").textContent = "the run does not answer (" + e.message + ")";
-    if (failures >= 3) { clearInterval(poller); $("status").textContent += "; it has ended"; }
-  }
-}
-$("add").onsubmit = (ev) => {
-  ev.preventDefault();
-  const params = {};
-  for (const input of $("params").querySelectorAll("input")) {
-    if (input.value.trim() !== "") params[input.name] = value(input.value);
-  }
-  const body = {fault: $("fault").value, params, for_s: Number($("for_s").value)};
-  if ($("proxy").value) body.proxy = $("proxy").value;
-  call("POST", "/faults", body).then(() => { showError(""); refresh(); },
-                                     (e) => showError(e.message));
-};
-$("clear").onclick = () => call("POST", "/faults/clear").then(refresh, (e) => showError(e.message));
-refresh();
-poller = setInterval(refresh, 1000);
-</script></body></html>
-"""
+def control_page() -> bytes:
+    """The self-contained control page (harness/templates/control.html)."""
+    return resources.files("harness.templates").joinpath("control.html").read_bytes()

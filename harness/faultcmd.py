@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from chaos.faults import build_fault, fault_params
-from harness.control import CONTROL_FILE, LiveRun, live_runs, read_live_run
 from harness.errors import EnvironmentProblem, UsageError
+from harness.liverun import CONTROL_FILE, LiveRun, live_runs, read_live_run
 
 __all__ = ["add_fault", "clear_faults", "find_run", "list_faults", "parse_params", "remove_faults"]
 

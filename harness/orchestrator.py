@@ -43,9 +43,10 @@ from chaos.errors import ChaosError
 from chaos.schedule import FaultSchedule
 from harness import __version__
 from harness.accounting import account_impressions, read_acked, unavailable, wait_drained
-from harness.control import ControlApi, ControlServer, LiveRun, unpublish
+from harness.control import ControlApi, ControlServer
 from harness.errors import EnvironmentProblem, UsageError
 from harness.live import LiveStatus, LiveView, PlainProgress, Progress, RequestsTail, target_rate
+from harness.liverun import LiveRun, unpublish
 from harness.loadgen import LocustProcess
 from harness.rundir import (
     EVENTS_FILE,

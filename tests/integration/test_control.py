@@ -22,14 +22,8 @@ from rich.console import Console
 from chaos.client import ChaosClient
 from chaos.schedule import FaultSchedule
 from harness.cli import main
-from harness.control import (
-    CONTROL_FILE,
-    MAX_BODY_BYTES,
-    ControlApi,
-    ControlServer,
-    LiveRun,
-    unpublish,
-)
+from harness.control import MAX_BODY_BYTES, ControlApi, ControlServer
+from harness.liverun import CONTROL_FILE, LiveRun, unpublish
 from harness.services import free_port
 from harness.stack import ChaosServerProcess, port_listening
 

@@ -16,18 +16,9 @@ from rich.console import Console
 from chaos.errors import ChaosUnavailable
 from chaos.schedule import FaultSchedule
 from harness.cli import main
-from harness.control import (
-    CONTROL_FILE,
-    ControlApi,
-    LiveRun,
-    Request,
-    Response,
-    catalog,
-    live_dir,
-    live_runs,
-    runtime_dir,
-)
+from harness.control import ControlApi, Request, Response, catalog
 from harness.faultcmd import NO_RUN, parse_params
+from harness.liverun import CONTROL_FILE, LiveRun, live_dir, live_runs, runtime_dir
 
 PROXIES = ("dsp-1", "dsp-2", "kafka", "redis")
 
