@@ -33,6 +33,7 @@ from harness.reports_data import RunData, load_run_data, phase_figures
 from harness.verdicts import FAIL, INCONCLUSIVE, PASS, CheckResult, Verdict
 
 __all__ = [
+    "FIGURES_NOTE",
     "REPORT_FILES",
     "build_report",
     "load_report",
@@ -43,6 +44,11 @@ __all__ = [
 ]
 
 REPORT_FILES = ("report.json", "junit.xml", "summary.md", "report.html")
+FIGURES_NOTE = (
+    "Figures cover each whole phase. The verdicts leave out the latencies of the settle "
+    "period (checks.settle, 1 s by default) after each onset: the stress start and every "
+    "fault start. So a stress p99 here can be above the one graceful_degradation judged."
+)
 REPORT_FORMAT = 1
 STATUS_STYLE = {PASS: "green", FAIL: "bold red", INCONCLUSIVE: "yellow"}
 
@@ -319,6 +325,8 @@ def render_summary(report: Mapping[str, Any]) -> str:
     k = report["key_figures"]
     imp = k["impressions"] or {}
     lines += [
+        "",
+        FIGURES_NOTE,
         "",
         f"Time to detect: {fmt(k['time_to_detect_s'], ' s')} · "
         f"time to recover: {fmt(k['time_to_recover_s'], ' s')} · "

@@ -17,7 +17,7 @@ from jinja2 import Environment, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
 from harness.charts import render_charts
-from harness.reports import fmt, pct, status_line
+from harness.reports import FIGURES_NOTE, fmt, pct, status_line
 from harness.reports_data import RunData
 
 __all__ = ["TEMPLATE", "render_html"]
@@ -45,6 +45,7 @@ def render_html(report: Mapping[str, Any], data: RunData) -> str:
     return template.render(
         r=report,
         status_line=status_line(report),
+        figures_note=FIGURES_NOTE,
         # Component URLs are loopback addresses of a stack that no longer exists; leaving them
         # out keeps the page free of anything a browser or a link checker could try to fetch.
         meta_shown={k: v for k, v in report["meta"].items() if k != "components"},

@@ -304,6 +304,13 @@ def test_summary_has_the_status_and_every_failing_verdict(written: dict[str, Pat
 
 
 # --- report.html --------------------------------------------------------------------------------
+def test_both_figure_tables_say_the_verdicts_leave_out_the_settle(
+    written: dict[str, Path],
+) -> None:
+    for name in ("summary.md", "report.html"):
+        assert "checks.settle" in written[name].read_text(), name
+
+
 def test_html_is_self_contained(written: dict[str, Path]) -> None:
     html = written["report.html"].read_text()
     assert "http://" not in html and "https://" not in html
