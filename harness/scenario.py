@@ -301,7 +301,9 @@ class Scenario(_Model):
         }
         if spool_dir is not None:
             base["impressions"] = {"spool_dir": spool_dir}
-        return _merge(base, self.target.config)
+        from target.config import deep_merge  # the target's own merge, loaded when needed
+
+        return deep_merge(base, self.target.config)
 
     def load_env(self) -> dict[str, str]:
         """Environment for the Locust subprocess (read by locustfiles/)."""
@@ -421,16 +423,6 @@ def _line_of(text: str, loc: Sequence[str]) -> int | None:
 def _shipped_hint() -> str:
     names = shipped()
     return "shipped scenarios: " + (", ".join(names) if names else "(none found)")
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def _drop_none(value: Any) -> Any:

@@ -194,11 +194,12 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `over` laid on top, tables merged key by key (neither is changed)."""
     merged = dict(base)
     for key, value in over.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -231,7 +232,7 @@ def load_config(
             raise ConfigError(f"{CONFIG_ENV}: no such file {p}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
-    data = _merge(data, _env_overrides(env))
+    data = deep_merge(data, _env_overrides(env))
     try:
         return TargetConfig.model_validate(data)
     except ValidationError as exc:
