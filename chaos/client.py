@@ -26,7 +26,7 @@ import requests
 from toxiproxy import api as _toxiproxy_api
 from toxiproxy import exceptions as _toxiproxy_exc
 
-from chaos.errors import BadResponse, ChaosError, ChaosUnavailable, error_for_status
+from spikegate.chaos.errors import BadResponse, ChaosError, ChaosUnavailable, error_for_status
 
 __all__ = ["STREAMS", "ChaosClient", "ProxyInfo", "ToxicInfo"]
 

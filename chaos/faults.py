@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Final, Protocol
 
-from chaos.errors import ProxyNotFound, ToxicNotFound
+from spikegate.chaos.errors import ProxyNotFound, ToxicNotFound
 
 __all__ = [
     "FAULTS",

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from chaos.errors import ChaosError
-from chaos.faults import FaultSpec, FaultTarget, Undo, fault_params, resolve_fault
+from spikegate.chaos.errors import ChaosError
+from spikegate.chaos.faults import FaultSpec, FaultTarget, Undo, fault_params, resolve_fault
 
 __all__ = ["ActiveFault", "EventSink", "FaultSchedule", "ScheduleClient"]
 

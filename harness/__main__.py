@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from harness.cli import run
+from spikegate.harness.cli import run
 
 run()

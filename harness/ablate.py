@@ -32,10 +32,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from harness.checkcmd import check_run
-from harness.errors import SpikegateError
-from harness.scenario import Scenario, load_scenario
-from harness.verdicts import FAIL, INCONCLUSIVE, PASS, CheckResult
+from spikegate.harness.checkcmd import check_run
+from spikegate.harness.errors import SpikegateError
+from spikegate.harness.scenario import Scenario, load_scenario
+from spikegate.harness.verdicts import FAIL, INCONCLUSIVE, PASS, CheckResult
 
 __all__ = ["PATTERNS", "PROTECTS", "Runner", "ablate", "ablated", "expectation_met"]
 
@@ -75,7 +75,9 @@ def expectation_met(pattern: str | None, result: CheckResult) -> bool:
 
 
 def _orchestrator_runner(scenario: Scenario, out: Path, console: Console) -> Path:
-    orchestrator: Any = importlib.import_module("harness.orchestrator")  # lands separately
+    orchestrator: Any = importlib.import_module(
+        "spikegate.harness.orchestrator"
+    )  # lands separately
     result = orchestrator.run_scenario(scenario, out_dir=out, console=console, live=False)
     if getattr(result, "status", "complete") == "interrupted":
         raise KeyboardInterrupt  # Ctrl-C during one run stops the whole ablation

@@ -24,8 +24,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from harness.reports_data import RunData, latency_series, series
-from harness.rundir import OUTCOMES
+from spikegate.harness.reports_data import RunData, latency_series, series
+from spikegate.harness.rundir import OUTCOMES
 
 __all__ = ["CHARTS", "Chart", "new_figure", "render_charts"]
 

@@ -18,12 +18,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from harness.checker import check, phase_stats
-from harness.errors import UsageError
-from harness.history import History, load_history
-from harness.reports import print_verdicts, write_reports
-from harness.thresholds import apply_check_overrides, thresholds_from_checks
-from harness.verdicts import CheckResult
+from spikegate.harness.checker import check, phase_stats
+from spikegate.harness.errors import UsageError
+from spikegate.harness.history import History, load_history
+from spikegate.harness.reports import print_verdicts, write_reports
+from spikegate.harness.thresholds import apply_check_overrides, thresholds_from_checks
+from spikegate.harness.verdicts import CheckResult
 
 __all__ = ["check_run", "compare_runs", "judge", "summarize"]
 

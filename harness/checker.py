@@ -28,11 +28,11 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from harness.history import FaultWindow, History, RequestSecond, Sample
-from harness.rundir import DESIGNED_REJECTIONS
-from harness.scenario import Phase
-from harness.thresholds import LatencyBound, Thresholds, thresholds_from_checks
-from harness.verdicts import FAIL, INCONCLUSIVE, PASS, CheckResult, Status, Verdict
+from spikegate.harness.history import FaultWindow, History, RequestSecond, Sample
+from spikegate.harness.rundir import DESIGNED_REJECTIONS
+from spikegate.harness.scenario import Phase
+from spikegate.harness.thresholds import LatencyBound, Thresholds, thresholds_from_checks
+from spikegate.harness.verdicts import FAIL, INCONCLUSIVE, PASS, CheckResult, Status, Verdict
 
 __all__ = [
     "VERDICTS",
@@ -1047,7 +1047,7 @@ LAYERS: tuple[Callable[[_Ctx], list[Verdict]], ...] = (
 def _target_config(history: History) -> Any:
     if history.external:
         return None
-    from target.config import TargetConfig  # the reference target's defaults and switches
+    from spikegate.target.config import TargetConfig  # the reference target's defaults and switches
 
     sc = history.scenario
     data = sc.target_config(

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from harness import __version__
-from harness.errors import SpikegateError, UsageError
+from spikegate.harness import __version__
+from spikegate.harness.errors import SpikegateError, UsageError
 
 if TYPE_CHECKING:
-    from harness.orchestrator import RunResult
+    from spikegate.harness.orchestrator import RunResult
 
 app = typer.Typer(
     name="spikegate",
@@ -62,8 +62,8 @@ def run_command(
     ] = False,
 ) -> None:
     """Run a spike test end to end and record its history in a run directory."""
-    from harness.orchestrator import run_scenario
-    from harness.scenario import load_scenario
+    from spikegate.harness.orchestrator import run_scenario
+    from spikegate.harness.scenario import load_scenario
 
     overrides = list(set_ or [])
     if seed is not None:
@@ -117,7 +117,7 @@ def check_run(result: RunResult, console: Console) -> int:
     """Judge a finished run and write its reports; an interrupted run keeps its own code."""
     if result.status != "complete":
         return result.exit_code
-    from harness.checkcmd import check_run as judge_and_report
+    from spikegate.harness.checkcmd import check_run as judge_and_report
 
     return judge_and_report(result.run_dir, (), console).exit_code
 
@@ -131,7 +131,7 @@ def check_command(
     ] = None,
 ) -> None:
     """Re-judge a stored run offline (optionally with other thresholds); rewrite its reports."""
-    from harness.checkcmd import check_run as judge_and_report
+    from spikegate.harness.checkcmd import check_run as judge_and_report
 
     code = judge_and_report(run_dir, list(set_ or []), Console()).exit_code
     if code:
@@ -147,7 +147,7 @@ def compare_command(
     ] = None,
 ) -> None:
     """Show the deltas between two runs; exit 1 when B fails a verdict that A passed."""
-    from harness.checkcmd import compare_runs
+    from spikegate.harness.checkcmd import compare_runs
 
     code = compare_runs(run_a, run_b, Console(), json_out)
     if code:
@@ -170,7 +170,7 @@ def ablate_command(
     ] = None,
 ) -> None:
     """Run all patterns on, then each off in turn; exit 0 only if each ablation fails its check."""
-    from harness.ablate import PATTERNS, ablate
+    from spikegate.harness.ablate import PATTERNS, ablate
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out_dir = out or Path("runs") / f"{stamp}-ablate-{Path(scenario).stem}"
@@ -188,7 +188,7 @@ def schema_command(
     ] = None,
 ) -> None:
     """Print the JSON Schema of scenario files (for editors)."""
-    from harness.scenario import Scenario
+    from spikegate.harness.scenario import Scenario
 
     text = json.dumps(Scenario.model_json_schema(), indent=2, sort_keys=True) + "\n"
     if out is None:
@@ -222,7 +222,7 @@ def fault_ls_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the control API's JSON")] = False,
 ) -> None:
     """List the active faults of the live run and its proxies."""
-    from harness.faultcmd import list_faults
+    from spikegate.harness.faultcmd import list_faults
 
     list_faults(run_dir, Console(), as_json=as_json)
 
@@ -246,7 +246,7 @@ def fault_add_command(
     run_dir: _RunOption = None,
 ) -> None:
     """Put a fault on a proxy of the live run now; it expires after --for seconds."""
-    from harness.faultcmd import add_fault
+    from spikegate.harness.faultcmd import add_fault
 
     add_fault(run_dir, Console(), fault, proxy=proxy, params=list(param or []), for_s=for_s)
 
@@ -257,7 +257,7 @@ def fault_rm_command(
     run_dir: _RunOption = None,
 ) -> None:
     """Take faults off now (manual or scheduled ones)."""
-    from harness.faultcmd import remove_faults
+    from spikegate.harness.faultcmd import remove_faults
 
     remove_faults(run_dir, Console(), fault_id)
 
@@ -265,7 +265,7 @@ def fault_rm_command(
 @fault_app.command("clear")
 def fault_clear_command(run_dir: _RunOption = None) -> None:
     """Take every active fault off now (scheduled ones still to come will start)."""
-    from harness.faultcmd import clear_faults
+    from spikegate.harness.faultcmd import clear_faults
 
     clear_faults(run_dir, Console())
 

@@ -32,9 +32,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, Self, cast
 
-from chaos.errors import ChaosError
-from chaos.faults import FAULTS, SHORTHANDS, build_fault, fault_params, resolve_fault
-from chaos.schedule import ActiveFault, FaultSchedule
+from spikegate.chaos.errors import ChaosError
+from spikegate.chaos.faults import FAULTS, SHORTHANDS, build_fault, fault_params, resolve_fault
+from spikegate.chaos.schedule import ActiveFault, FaultSchedule
 
 __all__ = [
     "DEFAULT_FOR_S",
@@ -443,4 +443,4 @@ class ControlServer:
 # --- the control page ------------------------------------------------------------------------
 def control_page() -> bytes:
     """The self-contained control page (harness/templates/control.html)."""
-    return resources.files("harness.templates").joinpath("control.html").read_bytes()
+    return resources.files("spikegate.harness.templates").joinpath("control.html").read_bytes()

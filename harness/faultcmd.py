@@ -22,9 +22,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from chaos.faults import build_fault, fault_params
-from harness.errors import EnvironmentProblem, UsageError
-from harness.liverun import CONTROL_FILE, LiveRun, live_runs, read_live_run
+from spikegate.chaos.faults import build_fault, fault_params
+from spikegate.harness.errors import EnvironmentProblem, UsageError
+from spikegate.harness.liverun import CONTROL_FILE, LiveRun, live_runs, read_live_run
 
 __all__ = ["add_fault", "clear_faults", "find_run", "list_faults", "parse_params", "remove_faults"]
 

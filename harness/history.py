@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ScenarioError, UsageError
-from harness.rundir import (
+from spikegate.harness.errors import ScenarioError, UsageError
+from spikegate.harness.rundir import (
     ADMITTED_OUTCOMES,
     DESIGNED_REJECTIONS,
     EVENTS_FILE,
@@ -36,7 +36,7 @@ from harness.rundir import (
     SCENARIO_FILE,
     read_jsonl,
 )
-from harness.scenario import Phase, Scenario, load_scenario
+from spikegate.harness.scenario import Phase, Scenario, load_scenario
 
 __all__ = [
     "Event",

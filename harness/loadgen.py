@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from harness.rundir import RUN_DIR_ENV, T0_ENV
-from harness.services import ManagedProcess
-from harness.stack import python_env
+from spikegate.harness.rundir import RUN_DIR_ENV, T0_ENV
+from spikegate.harness.services import ManagedProcess
+from spikegate.harness.stack import python_env
 
 __all__ = ["LOCUSTFILES", "LOCUSTFILES_ENV", "SHAPES", "LocustProcess", "locust_command"]
 

@@ -38,17 +38,24 @@ from typing import Any
 import psutil
 from rich.console import Console
 
-from chaos.client import ChaosClient
-from chaos.errors import ChaosError
-from chaos.schedule import FaultSchedule
-from harness import __version__
-from harness.accounting import account_impressions, read_acked, unavailable, wait_drained
-from harness.control import ControlApi, ControlServer
-from harness.errors import EnvironmentProblem, UsageError
-from harness.live import LiveStatus, LiveView, PlainProgress, Progress, RequestsTail, target_rate
-from harness.liverun import LiveRun, unpublish
-from harness.loadgen import LocustProcess
-from harness.rundir import (
+from spikegate.chaos.client import ChaosClient
+from spikegate.chaos.errors import ChaosError
+from spikegate.chaos.schedule import FaultSchedule
+from spikegate.harness import __version__
+from spikegate.harness.accounting import account_impressions, read_acked, unavailable, wait_drained
+from spikegate.harness.control import ControlApi, ControlServer
+from spikegate.harness.errors import EnvironmentProblem, UsageError
+from spikegate.harness.live import (
+    LiveStatus,
+    LiveView,
+    PlainProgress,
+    Progress,
+    RequestsTail,
+    target_rate,
+)
+from spikegate.harness.liverun import LiveRun, unpublish
+from spikegate.harness.loadgen import LocustProcess
+from spikegate.harness.rundir import (
     EVENTS_FILE,
     IMPRESSIONS_FILE,
     LOGS_DIR,
@@ -59,10 +66,10 @@ from harness.rundir import (
     JsonlWriter,
     read_jsonl,
 )
-from harness.sampler import Sampler
-from harness.scenario import Scenario
-from harness.services import ManagedProcess, ServiceError
-from harness.stack import Stack, StackSettings, leftover_children, port_listening
+from spikegate.harness.sampler import Sampler
+from spikegate.harness.scenario import Scenario
+from spikegate.harness.services import ManagedProcess, ServiceError
+from spikegate.harness.stack import Stack, StackSettings, leftover_children, port_listening
 
 __all__ = ["RunResult", "new_run_dir", "run_scenario"]
 

@@ -27,10 +27,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from harness import __version__
-from harness.history import History
-from harness.reports_data import RunData, load_run_data, phase_figures
-from harness.verdicts import FAIL, INCONCLUSIVE, PASS, CheckResult, Verdict
+from spikegate.harness import __version__
+from spikegate.harness.history import History
+from spikegate.harness.reports_data import RunData, load_run_data, phase_figures
+from spikegate.harness.verdicts import FAIL, INCONCLUSIVE, PASS, CheckResult, Verdict
 
 __all__ = [
     "FIGURES_NOTE",
@@ -59,7 +59,9 @@ def write_reports(run_dir: Path, history: History | None, result: CheckResult) -
     ones drawn, so the charts show what was judged. The per-second figures are read from the
     run directory itself, tolerantly, so a directory whose history failed to load (pass None)
     still gets its reports."""
-    from harness.reports_html import render_html  # matplotlib loads only when HTML is wanted
+    from spikegate.harness.reports_html import (
+        render_html,  # matplotlib loads only when HTML is wanted
+    )
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -20,15 +20,15 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from harness.errors import ScenarioError
-from harness.history import (
+from spikegate.harness.errors import ScenarioError
+from spikegate.harness.history import (
     FaultWindow,
     History,
     derive_fault_windows,
     derive_phases,
     events_from_rows,
 )
-from harness.rundir import (
+from spikegate.harness.rundir import (
     ADMITTED_OUTCOMES,
     DESIGNED_REJECTIONS,
     EVENTS_FILE,
@@ -41,7 +41,7 @@ from harness.rundir import (
     SCENARIO_FILE,
     read_jsonl,
 )
-from harness.scenario import Scenario, parse_scenario
+from spikegate.harness.scenario import Scenario, parse_scenario
 
 __all__ = [
     "PhaseSpan",

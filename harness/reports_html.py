@@ -16,9 +16,9 @@ from typing import Any
 from jinja2 import Environment, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from harness.charts import render_charts
-from harness.reports import FIGURES_NOTE, fmt, pct, status_line
-from harness.reports_data import RunData
+from spikegate.harness.charts import render_charts
+from spikegate.harness.reports import FIGURES_NOTE, fmt, pct, status_line
+from spikegate.harness.reports_data import RunData
 
 __all__ = ["TEMPLATE", "render_html"]
 
@@ -39,7 +39,11 @@ def _environment() -> Environment:
 
 
 def render_html(report: Mapping[str, Any], data: RunData) -> str:
-    source = resources.files("harness.templates").joinpath(TEMPLATE).read_text(encoding="utf-8")
+    source = (
+        resources.files("spikegate.harness.templates")
+        .joinpath(TEMPLATE)
+        .read_text(encoding="utf-8")
+    )
     template = _environment().from_string(source)
     charts = render_charts(data)
     return template.render(

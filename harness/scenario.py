@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from chaos.faults import FaultSpec
-from harness.errors import ScenarioError
+from spikegate.chaos.faults import FaultSpec
+from spikegate.harness.errors import ScenarioError
 
 SCENARIO_DIRS = (Path.cwd() / "scenarios", Path(__file__).resolve().parents[1] / "scenarios")
 
@@ -301,7 +301,7 @@ class Scenario(_Model):
         }
         if spool_dir is not None:
             base["impressions"] = {"spool_dir": spool_dir}
-        from target.config import deep_merge  # the target's own merge, loaded when needed
+        from spikegate.target.config import deep_merge  # the target's own merge, loaded when needed
 
         return deep_merge(base, self.target.config)
 

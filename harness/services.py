@@ -46,15 +46,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, ClassVar
 
 import psutil
 
-from harness.errors import EnvironmentProblem
-from harness.kafka_util import create_topic, kafka_metadata_ok, read_topic_ids
+from spikegate.harness.errors import EnvironmentProblem
+from spikegate.harness.kafka_util import create_topic, kafka_metadata_ok, read_topic_ids
 
 __all__ = [
     "DspBidders",
@@ -528,13 +528,14 @@ class KafkaBroker(ManagedProcess):
         return kafka_metadata_ok(self.port)
 
 
-def _python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+def python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This environment for a Python child (`python -m spikegate....`), unbuffered.
+
+    The child runs this interpreter, so it imports the installed `spikegate` (wheel or
+    editable) and nothing from the current directory."""
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    if extra:
-        env.update(extra)
+    env.update(extra or {})
     return env
 
 
@@ -575,13 +576,13 @@ class DspBidders(ManagedProcess):
         self.ports = sorted(ports)
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "target.dsp", "--seed", str(self.seed)]
+        cmd = [sys.executable, "-m", "spikegate.target.dsp", "--seed", str(self.seed)]
         for port in self.ports:
             cmd += ["--port", str(port)]
         return cmd + self.extra_args
 
     def env(self) -> dict[str, str]:
-        return _python_env()
+        return python_env()
 
     def is_ready(self) -> bool:
         return all(_http_ok(p) for p in self.ports)
@@ -621,7 +622,7 @@ class TargetServer(ManagedProcess):
     def command(self) -> list[str]:
         return [
             sys.executable, "-m", "uvicorn",
-            "--factory", "target.app:create_app_from_env",
+            "--factory", "spikegate.target.app:create_app_from_env",
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--timeout-graceful-shutdown", str(self.graceful_shutdown_s),
@@ -633,7 +634,7 @@ class TargetServer(ManagedProcess):
         extra = dict(self.extra_env)
         if self.config_path is not None:
             extra["SPIKEGATE_TARGET_CONFIG"] = str(self.config_path)
-        return _python_env(extra)
+        return python_env(extra)
 
     def is_ready(self) -> bool:
         return _http_ok(self.port)

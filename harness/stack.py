@@ -15,7 +15,6 @@ end up talking through the proxy. `Stack.close()` stops everything in reverse or
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import sys
 import time
@@ -28,10 +27,10 @@ from urllib.parse import urlsplit
 import psutil
 import tomli_w
 
-from chaos.client import ChaosClient, ProxyInfo
-from chaos.errors import ChaosError
-from harness.errors import EnvironmentProblem
-from harness.services import (
+from spikegate.chaos.client import ChaosClient, ProxyInfo
+from spikegate.chaos.errors import ChaosError
+from spikegate.harness.errors import EnvironmentProblem
+from spikegate.harness.services import (
     DspBidders,
     ExternalService,
     KafkaBroker,
@@ -40,6 +39,7 @@ from harness.services import (
     RedisServer,
     TargetServer,
     free_port,
+    python_env,
     redis_service,
 )
 
@@ -51,17 +51,6 @@ __all__ = [
     "port_listening",
     "python_env",
 ]
-
-_ROOT = Path(__file__).resolve().parent.parent
-
-
-def python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This environment with the project root importable (children run `python -m ...`)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH")) if p)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.update(extra or {})
-    return env
 
 
 class ChaosServerProcess(ManagedProcess):
@@ -83,7 +72,7 @@ class ChaosServerProcess(ManagedProcess):
         self.port = free_port()
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "chaos.server", "--host", "127.0.0.1", "--port"]
+        cmd = [sys.executable, "-m", "spikegate.chaos.server", "--host", "127.0.0.1", "--port"]
         cmd.append(str(self.port))
         if self.seed is not None:
             cmd += ["--seed", str(self.seed)]

@@ -76,7 +76,7 @@ from pydantic import (
     ValidationError,
 )
 
-from harness.errors import UsageError
+from spikegate.harness.errors import UsageError
 
 __all__ = [
     "Floor",

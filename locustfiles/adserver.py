@@ -39,9 +39,9 @@ from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import CatchResponseError
 from locust.user.task import LOCUST_STATE_STOPPING
 
-from harness.rundir import ADMITTED_OUTCOMES, DESIGNED_REJECTIONS
-from locustfiles.plugin import MAX_LATENESS_S, runtime
-from locustfiles.recorder import (
+from spikegate.harness.rundir import ADMITTED_OUTCOMES, DESIGNED_REJECTIONS
+from spikegate.locustfiles.plugin import MAX_LATENESS_S, runtime
+from spikegate.locustfiles.recorder import (
     BID,
     DECISION_HEADER,
     IMPRESSION,

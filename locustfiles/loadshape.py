@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from locust import LoadTestShape
 
-from locustfiles.plugin import runtime
+from spikegate.locustfiles.plugin import runtime
 
 __all__ = ["SpikegateShape"]
 

@@ -39,10 +39,10 @@ from locust.contrib.fasthttp import insecure_ssl_context_factory
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from harness.rundir import ACKED_DIR, REQUESTS_FILE, RUN_DIR_ENV, T0_ENV, JsonlWriter
-from locustfiles.recorder import Merger, Recorder, SecondStats
-from locustfiles.shapes import DEMO_LOAD, ArrivalSchedule, LoadParams, Shape, make_shape
-from locustfiles.traffic import Traffic, default_publishers
+from spikegate.harness.rundir import ACKED_DIR, REQUESTS_FILE, RUN_DIR_ENV, T0_ENV, JsonlWriter
+from spikegate.locustfiles.recorder import Merger, Recorder, SecondStats
+from spikegate.locustfiles.shapes import DEMO_LOAD, ArrivalSchedule, LoadParams, Shape, make_shape
+from spikegate.locustfiles.traffic import Traffic, default_publishers
 
 __all__ = [
     "LOAD_ENV",

@@ -20,7 +20,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from harness.rundir import ADMITTED_OUTCOMES, DESIGNED_REJECTIONS, OUTCOMES
+from spikegate.harness.rundir import ADMITTED_OUTCOMES, DESIGNED_REJECTIONS, OUTCOMES
 
 __all__ = [
     "BID",

@@ -5,7 +5,7 @@ locust -f locustfiles/adserver.py,locustfiles/shape_sawtooth.py --headless --hos
 
 from __future__ import annotations
 
-from locustfiles.loadshape import SpikegateShape
+from spikegate.locustfiles.loadshape import SpikegateShape
 
 
 class SawtoothShape(SpikegateShape):

@@ -5,7 +5,7 @@ locust -f locustfiles/adserver.py,locustfiles/shape_steady.py --headless --host 
 
 from __future__ import annotations
 
-from locustfiles.loadshape import SpikegateShape
+from spikegate.locustfiles.loadshape import SpikegateShape
 
 
 class SteadyShape(SpikegateShape):

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from locustfiles.shapes import LoadParams
+from spikegate.locustfiles.shapes import LoadParams
 
 __all__ = ["FLOORS", "Traffic", "default_publishers"]
 

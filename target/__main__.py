@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be in [0, 65535], got {args.port}")
     uvicorn.run(
-        "target.app:create_app_from_env",
+        "spikegate.target.app:create_app_from_env",
         factory=True,
         host=args.host,
         port=args.port,

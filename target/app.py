@@ -27,15 +27,15 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from target.auction import Auction, AuctionOutcome, make_limit, make_redis
-from target.backpressure.decision import ADMITTED, Decision
-from target.config import TargetConfig, load_config
-from target.dsp_client import DspClient
-from target.edge import ARRIVAL_SCOPE_KEY, PUBLISHER_SCOPE_KEY, Edge, EdgeMiddleware
-from target.edge import retry_after_header as _retry_after
-from target.impressions import ImpressionLogger
-from target.metrics import CONTENT_TYPE, LevelsCollector, LoopLagMonitor, Metrics
-from target.models import (
+from spikegate.target.auction import Auction, AuctionOutcome, make_limit, make_redis
+from spikegate.target.backpressure.decision import ADMITTED, Decision
+from spikegate.target.config import TargetConfig, load_config
+from spikegate.target.dsp_client import DspClient
+from spikegate.target.edge import ARRIVAL_SCOPE_KEY, PUBLISHER_SCOPE_KEY, Edge, EdgeMiddleware
+from spikegate.target.edge import retry_after_header as _retry_after
+from spikegate.target.impressions import ImpressionLogger
+from spikegate.target.metrics import CONTENT_TYPE, LevelsCollector, LoopLagMonitor, Metrics
+from spikegate.target.models import (
     DECISION_HEADER,
     BidRequest,
     BidResponse,

@@ -31,13 +31,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from target.backpressure.adaptive import GradientLimit
-from target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
-from target.backpressure.concurrency import ConcurrencyLimit
-from target.backpressure.decision import ADMITTED, BULKHEAD_FULL, Decision
-from target.config import AuctionConfig
-from target.dsp_client import DspBid, DspClient
-from target.models import (
+from spikegate.target.backpressure.adaptive import GradientLimit
+from spikegate.target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
+from spikegate.target.backpressure.concurrency import ConcurrencyLimit
+from spikegate.target.backpressure.decision import ADMITTED, BULKHEAD_FULL, Decision
+from spikegate.target.config import AuctionConfig
+from spikegate.target.dsp_client import DspBid, DspClient
+from spikegate.target.models import (
     BREAKER_OPEN_FALLBACK,
     DEADLINE_EXCEEDED,
     NO_BID,

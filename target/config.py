@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from target.backpressure.breaker import BreakerConfig
-from target.impressions import ImpressionLoggerSettings
+from spikegate.target.backpressure.breaker import BreakerConfig
+from spikegate.target.impressions import ImpressionLoggerSettings
 
 CONFIG_ENV = "SPIKEGATE_TARGET_CONFIG"
 ENV_PREFIX = "SPIKEGATE__"

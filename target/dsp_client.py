@@ -27,9 +27,9 @@ from typing import Any
 
 import aiohttp
 
-from target.backpressure.breaker import CircuitBreaker, Permit
-from target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
-from target.config import BreakerSection, DspClientConfig, DspConfig
+from spikegate.target.backpressure.breaker import CircuitBreaker, Permit
+from spikegate.target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
+from spikegate.target.config import BreakerSection, DspClientConfig, DspConfig
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
 

@@ -42,9 +42,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from target.backpressure.clock import Clock, monotonic_ns
-from target.backpressure.decision import SHED, Decision
-from target.backpressure.shedder import (
+from spikegate.target.backpressure.clock import Clock, monotonic_ns
+from spikegate.target.backpressure.decision import SHED, Decision
+from spikegate.target.backpressure.shedder import (
     SHED_CODEL,
     SHED_QUEUE_FULL,
     LoadShedder,

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from target.backpressure.breaker import BreakerState
+from spikegate.target.backpressure.breaker import BreakerState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

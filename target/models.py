@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from target.backpressure.decision import (
+from spikegate.target.backpressure.decision import (
     ADMITTED,
     BULKHEAD_FULL,
     RATE_LIMITED,

@@ -10,8 +10,8 @@ monotonic nanosecond clock, every answer a `Decision`. Semantics: ../shared/PATT
 
 from __future__ import annotations
 
-from target.backpressure.adaptive import AdaptiveLimit, AIMDLimit, GradientLimit
-from target.backpressure.breaker import (
+from spikegate.target.backpressure.adaptive import AdaptiveLimit, AIMDLimit, GradientLimit
+from spikegate.target.backpressure.breaker import (
     LEGAL_TRANSITIONS,
     BreakerConfig,
     BreakerListener,
@@ -20,9 +20,9 @@ from target.backpressure.breaker import (
     CircuitBreaker,
     Permit,
 )
-from target.backpressure.clock import NS_PER_S, Clock, FakeClock, monotonic_ns
-from target.backpressure.concurrency import ConcurrencyLimit
-from target.backpressure.decision import (
+from spikegate.target.backpressure.clock import NS_PER_S, Clock, FakeClock, monotonic_ns
+from spikegate.target.backpressure.concurrency import ConcurrencyLimit
+from spikegate.target.backpressure.decision import (
     ADMIT,
     ADMITTED,
     BREAKER_OPEN,
@@ -31,15 +31,15 @@ from target.backpressure.decision import (
     SHED,
     Decision,
 )
-from target.backpressure.registry import BucketRegistry
-from target.backpressure.shedder import (
+from spikegate.target.backpressure.registry import BucketRegistry
+from spikegate.target.backpressure.shedder import (
     SHED_CODEL,
     SHED_QUEUE_FULL,
     LoadShedder,
     ShedDecision,
     ShedQueue,
 )
-from target.backpressure.token_bucket import NEVER_NS, Reservation, TokenBucket
+from spikegate.target.backpressure.token_bucket import NEVER_NS, Reservation, TokenBucket
 
 __all__ = [
     "ADMIT",

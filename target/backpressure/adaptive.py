@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from typing import Protocol, runtime_checkable
 
-from target.backpressure.clock import NS_PER_S
+from spikegate.target.backpressure.clock import NS_PER_S
 
 __all__ = ["AIMDLimit", "AdaptiveLimit", "GradientLimit"]
 

@@ -34,8 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
-from target.backpressure.decision import ADMIT, BREAKER_OPEN, Decision
+from spikegate.target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
+from spikegate.target.backpressure.decision import ADMIT, BREAKER_OPEN, Decision
 
 __all__ = [
     "LEGAL_TRANSITIONS",

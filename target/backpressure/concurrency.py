@@ -22,9 +22,9 @@ import math
 from collections import OrderedDict
 from types import TracebackType
 
-from target.backpressure.adaptive import AdaptiveLimit
-from target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
-from target.backpressure.decision import ADMIT, BULKHEAD_FULL, Decision
+from spikegate.target.backpressure.adaptive import AdaptiveLimit
+from spikegate.target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
+from spikegate.target.backpressure.decision import ADMIT, BULKHEAD_FULL, Decision
 
 __all__ = ["ConcurrencyLimit"]
 

@@ -26,9 +26,9 @@ import math
 from collections import OrderedDict
 from itertools import islice
 
-from target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
-from target.backpressure.decision import RATE_LIMITED, Decision
-from target.backpressure.token_bucket import TokenBucket, check_burst, check_rate
+from spikegate.target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
+from spikegate.target.backpressure.decision import RATE_LIMITED, Decision
+from spikegate.target.backpressure.token_bucket import TokenBucket, check_burst, check_rate
 
 SWEEP = 16
 """How many least-recent buckets one insertion into a full registry looks at."""

@@ -45,8 +45,8 @@ import math
 from collections import deque
 from typing import Generic, TypeVar
 
-from target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
-from target.backpressure.decision import ADMIT, SHED, Decision
+from spikegate.target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
+from spikegate.target.backpressure.decision import ADMIT, SHED, Decision
 
 __all__ = [
     "SHED_CODEL",

@@ -28,8 +28,8 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
-from target.backpressure.decision import ADMIT, RATE_LIMITED, Decision
+from spikegate.target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
+from spikegate.target.backpressure.decision import ADMIT, RATE_LIMITED, Decision
 
 Sleep = Callable[[float], Awaitable[Any]]
 

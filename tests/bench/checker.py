@@ -30,16 +30,16 @@ from hdrh.histogram import HdrHistogram
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from harness.checker import check  # noqa: E402
-from harness.history import (  # noqa: E402
+from spikegate.harness.checker import check  # noqa: E402
+from spikegate.harness.history import (  # noqa: E402
     History,
     ImpressionAccounting,
     RequestSecond,
     Sample,
     load_history,
 )
-from harness.reports import write_reports  # noqa: E402
-from harness.scenario import Scenario, parse_scenario  # noqa: E402
+from spikegate.harness.reports import write_reports  # noqa: E402
+from spikegate.harness.scenario import Scenario, parse_scenario  # noqa: E402
 
 
 def _median(fn: Callable[[], object], repeat: int) -> float:

@@ -99,7 +99,7 @@ async def _with_httpx(urls: list[str], concurrency: int, duration_s: float) -> d
 
 def bench(duration_s: float, concurrency: int, rounds: int) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
-    from harness.services import DspBidders
+    from spikegate.harness.services import DspBidders
 
     runners = {"aiohttp": _with_aiohttp, "httpx": _with_httpx}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in runners}

@@ -46,8 +46,8 @@ REPO = Path(__file__).resolve().parents[2]
 LOCUST = Path(sys.executable).parent / "locust"
 sys.path.insert(0, str(REPO))
 
-from harness.rundir import REQUESTS_FILE, read_jsonl  # noqa: E402
-from harness.services import free_port  # noqa: E402
+from spikegate.harness.rundir import REQUESTS_FILE, read_jsonl  # noqa: E402
+from spikegate.harness.services import free_port  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -58,7 +58,15 @@ def start_bidder(log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     out = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "target.dsp", "--port", str(port), "--service-time-ms", "0"],
+        [
+            sys.executable,
+            "-m",
+            "spikegate.target.dsp",
+            "--port",
+            str(port),
+            "--service-time-ms",
+            "0",
+        ],
         cwd=REPO,
         stdout=out,
         stderr=subprocess.STDOUT,

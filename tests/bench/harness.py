@@ -30,8 +30,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from harness.scenario import load_scenario  # noqa: E402
-from harness.stack import Stack, StackSettings  # noqa: E402
+from spikegate.harness.scenario import load_scenario  # noqa: E402
+from spikegate.harness.stack import Stack, StackSettings  # noqa: E402
 
 
 def bring_ups(n: int) -> dict[str, Any]:
@@ -77,7 +77,16 @@ def harness_cpu(scenario: str) -> dict[str, Any]:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         started = time.monotonic()
         popen = subprocess.Popen(
-            [sys.executable, "-m", "harness", "run", scenario, "--no-live", "--out", str(out)],
+            [
+                sys.executable,
+                "-m",
+                "spikegate.harness",
+                "run",
+                scenario,
+                "--no-live",
+                "--out",
+                str(out),
+            ],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from target.backpressure.breaker import BreakerConfig, CircuitBreaker
-from target.backpressure.concurrency import ConcurrencyLimit
-from target.backpressure.token_bucket import TokenBucket
+from spikegate.target.backpressure.breaker import BreakerConfig, CircuitBreaker
+from spikegate.target.backpressure.concurrency import ConcurrencyLimit
+from spikegate.target.backpressure.token_bucket import TokenBucket
 
 HUGE_RATE = 1e12  # every call admitted: we measure the decision, not the rejection path
 

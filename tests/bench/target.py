@@ -177,8 +177,8 @@ async def _inprocess_rejection_cost(env: dict[str, str], n: int) -> dict[str, An
     """The server-side cost of a 429 and of a 503 bulkhead_full, timed around the ASGI app
     (middleware, routing, body parsing, decision, response) without sockets or OS noise
     from other processes: `n` calls of each, p50/p99 in ms."""
-    from target.app import create_app
-    from target.config import load_config
+    from spikegate.target.app import create_app
+    from spikegate.target.config import load_config
 
     app = create_app(load_config(environ=env))
     body = json.dumps(
@@ -254,7 +254,7 @@ def bench(duration_s: float, concurrency: int, rounds: int) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     import psutil
 
-    from harness.services import DspBidders, KafkaBroker, RedisServer, TargetServer
+    from spikegate.harness.services import DspBidders, KafkaBroker, RedisServer, TargetServer
 
     tmp = Path(tempfile.mkdtemp(prefix="spikegate-bench-"))
     result: dict[str, Any] = {

@@ -28,7 +28,7 @@ def spikegate(args: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return subprocess.Popen(
-        [sys.executable, "-m", "harness", *args],
+        [sys.executable, "-m", "spikegate.harness", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -123,7 +123,15 @@ def chaos_server(tmp_path: Path) -> Iterator[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chaos.server", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "spikegate.chaos.server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
@@ -131,7 +139,7 @@ def chaos_server(tmp_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        from chaos.client import ChaosClient
+        from spikegate.chaos.client import ChaosClient
 
         ChaosClient(url).wait_ready(15.0)
         yield url

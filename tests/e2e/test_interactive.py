@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.history import load_history
+from spikegate.harness.history import load_history
 from tests.e2e.conftest import ROOT, SCENARIOS, finish, leftovers, rows, spikegate, wait_for_event
 
 pytestmark = [pytest.mark.e2e]
@@ -25,7 +25,7 @@ def fault_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return subprocess.run(
-        [sys.executable, "-m", "harness", "fault", *args],
+        [sys.executable, "-m", "spikegate.harness", "fault", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.client import ChaosClient
+from spikegate.chaos.client import ChaosClient
 from tests.e2e.conftest import SCENARIOS, finish, leftovers, rows, spikegate
 
 pytestmark = [pytest.mark.e2e]

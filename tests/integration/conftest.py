@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.services import DspBidders, KafkaBroker, RedisServer
+from spikegate.harness.services import DspBidders, KafkaBroker, RedisServer
 
 
 @pytest.fixture

@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from chaos.client import ChaosClient
-from chaos.schedule import FaultSchedule
-from harness.cli import main
-from harness.control import MAX_BODY_BYTES, ControlApi, ControlServer
-from harness.liverun import CONTROL_FILE, LiveRun, unpublish
-from harness.services import free_port
-from harness.stack import ChaosServerProcess, port_listening
+from spikegate.chaos.client import ChaosClient
+from spikegate.chaos.schedule import FaultSchedule
+from spikegate.harness.cli import main
+from spikegate.harness.control import MAX_BODY_BYTES, ControlApi, ControlServer
+from spikegate.harness.liverun import CONTROL_FILE, LiveRun, unpublish
+from spikegate.harness.services import free_port
+from spikegate.harness.stack import ChaosServerProcess, port_listening
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

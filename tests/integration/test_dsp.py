@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.services import DspBidders
-from target.dsp import Bidder, BidderSettings, InvalidBidRequest
+from spikegate.harness.services import DspBidders
+from spikegate.target.dsp import Bidder, BidderSettings, InvalidBidRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -238,7 +238,7 @@ def test_cli_rejects_bad_arguments_with_exit_2_naming_the_option(
     args: list[str], message: str
 ) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "target.dsp", *args],
+        [sys.executable, "-m", "spikegate.target.dsp", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.errors import EnvironmentProblem
-from harness.services import (
+from spikegate.harness.errors import EnvironmentProblem
+from spikegate.harness.services import (
     DspBidders,
     ExternalService,
     KafkaBroker,
@@ -335,7 +335,7 @@ def test_external_services_are_used_as_given_and_never_stopped() -> None:
 def test_target_server_is_served_by_uvicorn_and_answers_healthz(
     log_dir: Path, redis_server: RedisServer, kafka_broker: KafkaBroker
 ) -> None:
-    pytest.importorskip("target.app", reason="target/app.py is not built yet")
+    pytest.importorskip("spikegate.target.app", reason="target/app.py is not built yet")
     env = {
         "SPIKEGATE__REDIS_URL": redis_server.url,
         "SPIKEGATE__KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
@@ -353,7 +353,7 @@ def test_target_server_is_served_by_uvicorn_and_answers_healthz(
 PARENT_SCRIPT = """
 import json, sys, time
 from pathlib import Path
-from harness.services import DspBidders, KafkaBroker, RedisServer, reap_on_sigterm
+from spikegate.harness.services import DspBidders, KafkaBroker, RedisServer, reap_on_sigterm
 reap_on_sigterm()
 log_dir = Path(sys.argv[1])
 with RedisServer(log_dir) as r, KafkaBroker(log_dir) as k, DspBidders(log_dir, count=2) as d:

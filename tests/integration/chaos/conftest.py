@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from chaos.client import ChaosClient
-from chaos.errors import ChaosUnavailable
-from harness.services import free_port
+from spikegate.chaos.client import ChaosClient
+from spikegate.chaos.errors import ChaosUnavailable
+from spikegate.harness.services import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -136,7 +136,17 @@ def _start_embedded(tmp: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
     log_path = tmp / "chaos-server.log"
     log_file = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chaos.server", "--host", "127.0.0.1", "--port", "0", "--seed", "7"],
+        [
+            sys.executable,
+            "-m",
+            "spikegate.chaos.server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--seed",
+            "7",
+        ],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=log_file,
@@ -320,7 +330,15 @@ def _chaos_server(log_path: Path) -> Iterator[str]:
         port = free_port()
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "chaos.server", "--host", "127.0.0.1", "--port", str(port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "spikegate.chaos.server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from toxiproxy.api import APIConsumer
 
-from chaos.client import ChaosClient, ProxyInfo, ToxicInfo
-from chaos.errors import (
+from spikegate.chaos.client import ChaosClient, ProxyInfo, ToxicInfo
+from spikegate.chaos.errors import (
     BadResponse,
     ChaosAPIError,
     ChaosError,
@@ -29,7 +29,7 @@ from chaos.errors import (
     ToxicNotFound,
     error_for_status,
 )
-from harness.services import free_port
+from spikegate.harness.services import free_port
 
 pytestmark = [pytest.mark.integration]
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from chaos.client import ChaosClient
-from chaos.faults import FaultSpec
-from chaos.schedule import FaultSchedule
+from spikegate.chaos.client import ChaosClient
+from spikegate.chaos.faults import FaultSpec
+from spikegate.chaos.schedule import FaultSchedule
 
 pytestmark = [pytest.mark.integration]
 

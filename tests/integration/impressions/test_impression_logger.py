@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from harness.kafka_util import read_topic_ids
-from harness.services import KafkaBroker
-from target.backpressure.decision import SHED
-from target.backpressure.shedder import SHED_CODEL, SHED_QUEUE_FULL, ShedDecision
-from target.impressions import SHED_STOPPING, ImpressionLogger, ImpressionLoggerSettings
+from spikegate.harness.kafka_util import read_topic_ids
+from spikegate.harness.services import KafkaBroker
+from spikegate.target.backpressure.decision import SHED
+from spikegate.target.backpressure.shedder import SHED_CODEL, SHED_QUEUE_FULL, ShedDecision
+from spikegate.target.impressions import SHED_STOPPING, ImpressionLogger, ImpressionLoggerSettings
 
 pytestmark = [pytest.mark.integration]
 
@@ -303,7 +303,7 @@ async def test_disabled_mode_never_sheds_and_the_queue_grows_unbounded(
 async def test_stop_without_a_reachable_kafka_spools_every_acked_impression(
     tmp_path: Path,
 ) -> None:
-    from harness.services import free_port
+    from spikegate.harness.services import free_port
 
     conf = settings(tmp_path, request_timeout_ms=500)
     logger = ImpressionLogger(conf, bootstrap=f"127.0.0.1:{free_port()}")
@@ -318,7 +318,7 @@ async def test_stop_without_a_reachable_kafka_spools_every_acked_impression(
 
 @pytest.mark.timeout(30)
 async def test_a_second_logger_on_the_same_spool_is_refused(tmp_path: Path) -> None:
-    from harness.services import free_port
+    from spikegate.harness.services import free_port
 
     conf = settings(tmp_path)
     bootstrap = f"127.0.0.1:{free_port()}"
@@ -333,7 +333,7 @@ async def test_a_second_logger_on_the_same_spool_is_refused(tmp_path: Path) -> N
 
 @pytest.mark.timeout(30)
 async def test_unreadable_spool_lines_are_skipped_and_counted(tmp_path: Path) -> None:
-    from harness.services import free_port
+    from spikegate.harness.services import free_port
 
     conf = settings(tmp_path)
     conf.spool_dir.mkdir(parents=True)

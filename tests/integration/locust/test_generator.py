@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from harness.rundir import ACKED_DIR, REQUESTS_FILE, read_jsonl
-from harness.services import free_port
+from spikegate.harness.rundir import ACKED_DIR, REQUESTS_FILE, read_jsonl
+from spikegate.harness.services import free_port
 
 pytestmark = [pytest.mark.integration]
 

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.services import DspBidders, KafkaBroker, RedisServer
-from target.app import create_app
-from target.config import TargetConfig
+from spikegate.harness.services import DspBidders, KafkaBroker, RedisServer
+from spikegate.target.app import create_app
+from spikegate.target.config import TargetConfig
 
 HOT_KEY = "key-hot"
 COLD_KEY = "key-cold"

@@ -10,7 +10,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from harness.services import TargetServer
+from spikegate.harness.services import TargetServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

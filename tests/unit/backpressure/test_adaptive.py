@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from target.backpressure.adaptive import AdaptiveLimit, AIMDLimit, GradientLimit
-from target.backpressure.clock import FakeClock
-from target.backpressure.concurrency import ConcurrencyLimit
+from spikegate.target.backpressure.adaptive import AdaptiveLimit, AIMDLimit, GradientLimit
+from spikegate.target.backpressure.clock import FakeClock
+from spikegate.target.backpressure.concurrency import ConcurrencyLimit
 
 MS = 1_000_000
 

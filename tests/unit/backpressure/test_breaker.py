@@ -13,15 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from target.backpressure.breaker import (
+from spikegate.target.backpressure.breaker import (
     LEGAL_TRANSITIONS,
     BreakerConfig,
     BreakerState,
     CircuitBreaker,
     Permit,
 )
-from target.backpressure.clock import NS_PER_S, FakeClock
-from target.backpressure.decision import BREAKER_OPEN
+from spikegate.target.backpressure.clock import NS_PER_S, FakeClock
+from spikegate.target.backpressure.decision import BREAKER_OPEN
 
 CLOSED = BreakerState.CLOSED
 OPEN = BreakerState.OPEN

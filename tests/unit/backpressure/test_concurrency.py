@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from target.backpressure.adaptive import GradientLimit
-from target.backpressure.clock import FakeClock
-from target.backpressure.concurrency import ConcurrencyLimit
-from target.backpressure.decision import ADMIT, BULKHEAD_FULL, Decision
+from spikegate.target.backpressure.adaptive import GradientLimit
+from spikegate.target.backpressure.clock import FakeClock
+from spikegate.target.backpressure.concurrency import ConcurrencyLimit
+from spikegate.target.backpressure.decision import ADMIT, BULKHEAD_FULL, Decision
 
 MS = 1_000_000
 LONG_WAIT_S = 60.0  # a wait that never expires within a test: waits end by hand-off only

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from target.backpressure.decision import ADMIT, MAX_RETRY_AFTER_S, Decision
+from spikegate.target.backpressure.decision import ADMIT, MAX_RETRY_AFTER_S, Decision
 
 
 @pytest.mark.parametrize(

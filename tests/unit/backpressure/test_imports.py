@@ -12,11 +12,11 @@ FORBIDDEN = ("fastapi", "starlette", "uvicorn", "aiohttp", "httpx", "redis", "ai
 def test_importing_backpressure_loads_no_framework() -> None:
     """A fresh interpreter that imports target.backpressure has none of the web/IO stacks loaded."""
     code = (
-        "import sys, json, target.backpressure as bp\n"
-        "import target.backpressure.decision, target.backpressure.clock\n"
+        "import sys, json, spikegate.target.backpressure as bp\n"
+        "import spikegate.target.backpressure.decision, spikegate.target.backpressure.clock\n"
         "import pkgutil, importlib\n"
         "for m in pkgutil.iter_modules(bp.__path__):\n"
-        "    importlib.import_module('target.backpressure.' + m.name)\n"
+        "    importlib.import_module('spikegate.target.backpressure.' + m.name)\n"
         f"print(json.dumps(sorted(n for n in sys.modules if n.split('.')[0] in {FORBIDDEN!r})))\n"
     )
     out = subprocess.run(

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from target.backpressure.clock import NS_PER_S, FakeClock
-from target.backpressure.decision import ADMIT, SHED
-from target.backpressure.shedder import (
+from spikegate.target.backpressure.clock import NS_PER_S, FakeClock
+from spikegate.target.backpressure.decision import ADMIT, SHED
+from spikegate.target.backpressure.shedder import (
     SHED_CODEL,
     SHED_QUEUE_FULL,
     LoadShedder,

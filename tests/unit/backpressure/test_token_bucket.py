@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from target.backpressure.clock import NS_PER_S, FakeClock
-from target.backpressure.decision import ADMITTED, RATE_LIMITED
-from target.backpressure.token_bucket import NEVER_NS, Reservation, TokenBucket
+from spikegate.target.backpressure.clock import NS_PER_S, FakeClock
+from spikegate.target.backpressure.decision import ADMITTED, RATE_LIMITED
+from spikegate.target.backpressure.token_bucket import NEVER_NS, Reservation, TokenBucket
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

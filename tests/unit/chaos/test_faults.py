@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from chaos.errors import ProxyNotFound, ToxicNotFound
-from chaos.faults import (
+from spikegate.chaos.errors import ProxyNotFound, ToxicNotFound
+from spikegate.chaos.faults import (
     FAULTS,
     SHORTHANDS,
     Down,

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from chaos.errors import ChaosUnavailable, ServerError
-from chaos.faults import FaultSpec
-from chaos.schedule import FaultSchedule
+from spikegate.chaos.errors import ChaosUnavailable, ServerError
+from spikegate.chaos.faults import FaultSpec
+from spikegate.chaos.schedule import FaultSchedule
 
 
 class FakeClock:

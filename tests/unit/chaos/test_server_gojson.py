@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chaos.server import gojson
+from spikegate.chaos.server import gojson
 
 FIELDS: dict[str, gojson.Kind] = {
     "name": "string",

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from chaos.server.connection import Connection, _Side
-from chaos.server.link import Counters, Link
-from chaos.server.schema import ToxicWrapper
-from chaos.server.toxics import LimitDataToxic, NoopToxic
+from spikegate.chaos.server.connection import Connection, _Side
+from spikegate.chaos.server.link import Counters, Link
+from spikegate.chaos.server.schema import ToxicWrapper
+from spikegate.chaos.server.toxics import LimitDataToxic, NoopToxic
 
 pytestmark = [pytest.mark.timeout(10)]
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from chaos.server import schema
-from chaos.server.errors import ApiError
-from chaos.server.toxics import TOXICS
+from spikegate.chaos.server import schema
+from spikegate.chaos.server.errors import ApiError
+from spikegate.chaos.server.toxics import TOXICS
 
 
 def body(value: object) -> bytes:

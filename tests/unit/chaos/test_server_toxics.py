@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from chaos.server.toxics import (
+from spikegate.chaos.server.toxics import (
     BandwidthToxic,
     Chunk,
     LatencyToxic,

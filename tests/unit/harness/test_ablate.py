@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from harness.ablate import PATTERNS, PROTECTS, ablate, ablated, expectation_met
-from harness.errors import EnvironmentProblem
-from harness.scenario import Scenario, load_scenario
-from harness.verdicts import CheckResult, Verdict
+from spikegate.harness.ablate import PATTERNS, PROTECTS, ablate, ablated, expectation_met
+from spikegate.harness.errors import EnvironmentProblem
+from spikegate.harness.scenario import Scenario, load_scenario
+from spikegate.harness.verdicts import CheckResult, Verdict
 from tests.unit.harness.test_history import request_row, sample_row, write_run
 
 # Phases: warmup [0,2) baseline [2,10) stress [10,18) recovery [18,23) post [23,30)

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from harness.checker import check, percentile_ms, phase_stats, server_rejections
-from harness.history import Event, History, ImpressionAccounting, RequestSecond, Sample
-from harness.scenario import Scenario, parse_scenario
-from harness.thresholds import thresholds_from_checks
-from harness.verdicts import CheckResult, Verdict
+from spikegate.harness.checker import check, percentile_ms, phase_stats, server_rejections
+from spikegate.harness.history import Event, History, ImpressionAccounting, RequestSecond, Sample
+from spikegate.harness.scenario import Scenario, parse_scenario
+from spikegate.harness.thresholds import thresholds_from_checks
+from spikegate.harness.verdicts import CheckResult, Verdict
 
 # --- builders -------------------------------------------------------------------------------
 # Phases of STORM: warmup [0,5) baseline [5,20) stress [20,35) recovery [35,45) post [45,60)

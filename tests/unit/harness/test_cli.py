@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
-from harness import __version__
-from harness.cli import main
+from spikegate.harness import __version__
+from spikegate.harness.cli import main
 
 
 def _console() -> tuple[Console, io.StringIO]:

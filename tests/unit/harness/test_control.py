@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from chaos.errors import ChaosUnavailable
-from chaos.schedule import FaultSchedule
-from harness.cli import main
-from harness.control import ControlApi, Request, Response, catalog
-from harness.faultcmd import NO_RUN, parse_params
-from harness.liverun import CONTROL_FILE, LiveRun, live_dir, live_runs, runtime_dir
+from spikegate.chaos.errors import ChaosUnavailable
+from spikegate.chaos.schedule import FaultSchedule
+from spikegate.harness.cli import main
+from spikegate.harness.control import ControlApi, Request, Response, catalog
+from spikegate.harness.faultcmd import NO_RUN, parse_params
+from spikegate.harness.liverun import CONTROL_FILE, LiveRun, live_dir, live_runs, runtime_dir
 
 PROXIES = ("dsp-1", "dsp-2", "kafka", "redis")
 

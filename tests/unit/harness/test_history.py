@@ -13,16 +13,16 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from rich.console import Console
 
-from harness.checkcmd import check_run, compare_runs, judge
-from harness.errors import UsageError
-from harness.history import (
+from spikegate.harness.checkcmd import check_run, compare_runs, judge
+from spikegate.harness.errors import UsageError
+from spikegate.harness.history import (
     Event,
     derive_fault_windows,
     derive_phases,
     events_from_rows,
     load_history,
 )
-from harness.scenario import Scenario, parse_scenario
+from spikegate.harness.scenario import Scenario, parse_scenario
 
 SMOKE: dict[str, Any] = {
     "name": "mini",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from harness.live import LiveStatus, LiveView, PlainProgress, RequestsTail, target_rate
+from spikegate.harness.live import LiveStatus, LiveView, PlainProgress, RequestsTail, target_rate
 
 
 def test_requests_tail_returns_only_complete_new_rows(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ from hdrh.histogram import HdrHistogram
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from rich.console import Console
 
-from harness import charts
-from harness.reports import (
+from spikegate.harness import charts
+from spikegate.harness.reports import (
     REPORT_FILES,
     build_report,
     load_report,
@@ -23,8 +23,8 @@ from harness.reports import (
     render_junit,
     write_reports,
 )
-from harness.reports_data import load_run_data
-from harness.rundir import (
+from spikegate.harness.reports_data import load_run_data
+from spikegate.harness.rundir import (
     EVENTS_FILE,
     IMPRESSIONS_FILE,
     META_FILE,
@@ -33,8 +33,8 @@ from harness.rundir import (
     SCENARIO_FILE,
     JsonlWriter,
 )
-from harness.scenario import load_scenario
-from harness.verdicts import CheckResult, Verdict
+from spikegate.harness.scenario import load_scenario
+from spikegate.harness.verdicts import CheckResult, Verdict
 
 WORKFLOW = Path(__file__).resolve().parents[3] / ".github" / "workflows" / "spikegate-gate.yml"
 
@@ -442,8 +442,8 @@ def test_ci_workflow_runs_the_gate_publishes_reports_and_propagates_the_exit_cod
 def test_the_checkers_history_and_verdicts_render(run_dir: Path) -> None:
     """A real History and the real checker's CheckResult: phases come from the History, the
     durations from the checker's evidence, and every verdict becomes a testcase."""
-    from harness.checker import check
-    from harness.history import load_history
+    from spikegate.harness.checker import check
+    from spikegate.harness.history import load_history
 
     history = load_history(run_dir)
     result = check(history)

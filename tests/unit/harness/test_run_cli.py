@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from harness.cli import main
-from harness.errors import UsageError
-from harness.loadgen import locust_command
-from harness.orchestrator import check_target_allowed, new_run_dir
-from harness.scenario import load_scenario
+from spikegate.harness.cli import main
+from spikegate.harness.errors import UsageError
+from spikegate.harness.loadgen import locust_command
+from spikegate.harness.orchestrator import check_target_allowed, new_run_dir
+from spikegate.harness.scenario import load_scenario
 
 
 def _console() -> tuple[Console, io.StringIO]:

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from harness.sampler import Sampler, parse_metrics
-from target.backpressure.breaker import BreakerState
-from target.metrics import LevelsCollector, Metrics
+from spikegate.harness.sampler import Sampler, parse_metrics
+from spikegate.target.backpressure.breaker import BreakerState
+from spikegate.target.metrics import LevelsCollector, Metrics
 
 
 def _exposition(*, max_depth: float = 400.0) -> str:

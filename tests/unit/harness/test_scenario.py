@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import ScenarioError
-from harness.scenario import Scenario, load_scenario, parse_scenario, shipped
+from spikegate.harness.errors import ScenarioError
+from spikegate.harness.scenario import Scenario, load_scenario, parse_scenario, shipped
 
 SHIPPED = ["dsp-brownout", "flash-crowd", "hot-publisher", "kafka-stall", "perfect-storm",
            "redis-outage", "smoke"]  # fmt: skip
@@ -149,7 +149,7 @@ def test_target_config_carries_publishers_dsps_and_overrides() -> None:
     }  # fmt: skip
     assert cfg["auction"]["limit"] == t.config["auction"]["limit"]
     assert cfg["dsps"][0]["name"] == "dsp-1"
-    from target.config import TargetConfig
+    from spikegate.target.config import TargetConfig
 
     TargetConfig.model_validate(cfg)  # the reference target accepts what we generate
 

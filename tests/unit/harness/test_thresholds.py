@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from harness.errors import UsageError
-from harness.scenario import load_scenario
-from harness.thresholds import (
+from spikegate.harness.errors import UsageError
+from spikegate.harness.scenario import load_scenario
+from spikegate.harness.thresholds import (
     Floor,
     LatencyBound,
     RateBound,
@@ -94,7 +94,7 @@ def test_defaults_are_documented_values() -> None:
 
 
 def test_every_key_is_in_the_docstring_table() -> None:
-    import harness.thresholds as mod
+    import spikegate.harness.thresholds as mod
 
     assert mod.__doc__ is not None
     for key in Thresholds.model_fields:

@@ -7,8 +7,8 @@ import json
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from harness.rundir import OUTCOMES
-from locustfiles.recorder import (
+from spikegate.harness.rundir import OUTCOMES
+from spikegate.locustfiles.recorder import (
     BID,
     IMPRESSION,
     OUTCOME_INDEX,
@@ -18,8 +18,8 @@ from locustfiles.recorder import (
     classify,
     quantize_us,
 )
-from locustfiles.shapes import LoadParams
-from locustfiles.traffic import FLOORS, USER_POOL, Traffic, default_publishers
+from spikegate.locustfiles.shapes import LoadParams
+from spikegate.locustfiles.traffic import FLOORS, USER_POOL, Traffic, default_publishers
 
 
 @pytest.mark.parametrize(

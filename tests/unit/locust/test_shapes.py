@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from locustfiles.shapes import (
+from spikegate.locustfiles.shapes import (
     DEMO_LOAD,
     SHAPES,
     ArrivalSchedule,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from target.config import ConfigError, TargetConfig, load_config
+from spikegate.target.config import ConfigError, TargetConfig, load_config
 
 
 def test_defaults_validate_with_every_pattern_on() -> None:

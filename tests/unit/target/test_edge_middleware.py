@@ -9,10 +9,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from target.backpressure.clock import FakeClock
-from target.config import PublisherConfig
-from target.edge import PUBLISHER_SCOPE_KEY, Edge, EdgeMiddleware
-from target.metrics import Metrics
+from spikegate.target.backpressure.clock import FakeClock
+from spikegate.target.config import PublisherConfig
+from spikegate.target.edge import PUBLISHER_SCOPE_KEY, Edge, EdgeMiddleware
+from spikegate.target.metrics import Metrics
 
 
 def _app() -> tuple[Starlette, list[str]]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 
-from target.auction import choose_winner
-from target.backpressure.clock import FakeClock
-from target.backpressure.decision import Decision
-from target.config import PublisherConfig
-from target.dsp_client import DspBid, _parse_bids
-from target.edge import Edge, retry_after_header
-from target.models import BidRequest
+from spikegate.target.auction import choose_winner
+from spikegate.target.backpressure.clock import FakeClock
+from spikegate.target.backpressure.decision import Decision
+from spikegate.target.config import PublisherConfig
+from spikegate.target.dsp_client import DspBid, _parse_bids
+from spikegate.target.edge import Edge, retry_after_header
+from spikegate.target.models import BidRequest
 
 PUBS = {
     "a": PublisherConfig(api_key="ka", rate_per_s=10, burst=5),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from target.auction import PeakLevel
-from target.backpressure.clock import FakeClock
+from spikegate.target.auction import PeakLevel
+from spikegate.target.backpressure.clock import FakeClock
 
 
 def test_a_peak_between_two_scrapes_is_still_seen() -> None:

@@ -1,0 +1,1 @@
+"""What the harness, the Locust processes and the target agree on (filled in below)."""
