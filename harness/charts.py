@@ -24,23 +24,30 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from spikegate.contract.outcomes import OUTCOMES
 from spikegate.harness.reports_data import RunData, latency_series, series
-from spikegate.harness.rundir import OUTCOMES
 
 __all__ = ["CHARTS", "Chart", "new_figure", "render_charts"]
 
-OUTCOME_COLORS = {
-    "ok": "#2e7d32",
-    "no_bid": "#81c784",
-    "accepted": "#26a69a",
-    "rate_limited": "#ffb300",
-    "overloaded": "#fb8c00",
-    "shed": "#8e24aa",
-    "error_5xx": "#e53935",
-    "client_error": "#f06292",
-    "timeout": "#8b0000",
-    "conn_error": "#212121",
-}
+# one colour per outcome, in OUTCOMES order (green admitted, amber rejected, red failed)
+OUTCOME_COLORS = dict(
+    zip(
+        OUTCOMES,
+        (
+            "#2e7d32",
+            "#81c784",
+            "#26a69a",
+            "#ffb300",
+            "#fb8c00",
+            "#8e24aa",
+            "#e53935",
+            "#f06292",
+            "#8b0000",
+            "#212121",
+        ),
+        strict=True,
+    )
+)
 BREAKER_COLORS = {
     "closed": "#66bb6a",
     "half_open": "#ffca28",

@@ -28,8 +28,8 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from spikegate.contract.outcomes import ADMITTED_OUTCOMES, DESIGNED_REJECTIONS
 from spikegate.harness.history import FaultWindow, History, RequestSecond, Sample
-from spikegate.harness.rundir import DESIGNED_REJECTIONS
 from spikegate.harness.scenario import Phase
 from spikegate.harness.thresholds import LatencyBound, Thresholds, thresholds_from_checks
 from spikegate.harness.verdicts import FAIL, INCONCLUSIVE, PASS, CheckResult, Status, Verdict
@@ -388,8 +388,8 @@ def no_unexpected_errors(c: _Ctx) -> list[Verdict]:
         return []
     rows = c.rows(p)
     tot = Totals.of(rows)
-    classes = {k: n for k, n in tot.outcomes.items() if k not in DESIGNED_REJECTIONS and n}
-    classes = {k: n for k, n in classes.items() if k not in ("ok", "no_bid", "accepted")}
+    designed = DESIGNED_REJECTIONS | ADMITTED_OUTCOMES
+    classes = {k: n for k, n in tot.outcomes.items() if k not in designed and n}
     worst = sorted(rows, key=lambda r: r.failures, reverse=True)[:3]
     share = tot.share(tot.failures)
     ev = dict(

@@ -21,6 +21,8 @@ from typing import Any
 
 import psutil
 
+from spikegate.contract.env import RUNTIME_DIR_ENV
+
 __all__ = [
     "CONTROL_FILE",
     "LiveRun",
@@ -36,7 +38,7 @@ CONTROL_FILE = "control.json"
 
 def runtime_dir() -> Path:
     """$SPIKEGATE_RUNTIME_DIR, else $XDG_RUNTIME_DIR/spikegate, else ~/.cache/spikegate."""
-    override = os.environ.get("SPIKEGATE_RUNTIME_DIR")
+    override = os.environ.get(RUNTIME_DIR_ENV)
     if override:
         return Path(override)
     xdg = os.environ.get("XDG_RUNTIME_DIR")

@@ -1,155 +1,46 @@
-"""The run directory: the recorded history of one run, and the one place its format is defined.
+"""The run directory's format, as the harness imports it: see spikegate.contract.rundir.
 
-    runs/<UTC timestamp>-<scenario>/
-      scenario.toml      the resolved scenario (seed and every --set applied)
-      meta.json          {"scenario", "seed", "t0_epoch", "started_utc", "ended_utc",
-                          "spikegate_version", "argv", "status": "complete"|"interrupted"|"failed",
-                          "components": {name: {"url"|"bootstrap", "pid", "log"}}}
-      requests.jsonl     one RequestRow per second of load (from the Locust recorder plugin)
-      samples.jsonl      one SampleRow per second (the harness sampling the target's /metrics)
-      events.jsonl       one EventRow per event (phases, fault start/stop, manual actions, crashes)
-      impressions.json   ImpressionAccounting: acked impression ids versus ids read back from Kafka
-      acked/             the generator's acked impression ids, one file per Locust process
-      logs/              one log per component (redis.log, kafka.log, dsp.log, target.log,
-                          chaos.log, locust.log)
-      report.json, junit.xml, summary.md, report.html    (written by the checker's reports)
-
-Time: every row has `t`, float seconds since `t0_epoch` (meta.json), the wall-clock instant
-the harness declared the run started (just before load begins). Per-second rows cover
-[t, t + 1). Writers get t0 through the environment variable SPIKEGATE_T0 (epoch seconds).
-
-RequestRow (requests.jsonl), written by locustfiles' recorder; merged across --processes and
-master/worker so there is exactly one row per second:
-    {"t": 12.0,
-     "intended": 200,             # requests the arrival schedule called for in this second
-     "sent": 198,                 # requests actually sent (sent < intended = generator shortfall)
-     "outcomes": {OUTCOME: count},           # every sent request has exactly one outcome,
-                                             # attributed (like intended and sent) to the
-                                             # second of its INTENDED send instant; an
-                                             # impression notice's intended instant is when
-                                             # its won bid returned
-     "decisions": {X-Spikegate-Decision value or "none": count},
-     "endpoints": {"bid": {OUTCOME: count}, "impression": {OUTCOME: count}},
-     "publishers": {publisher_id: {"sent": n, "admitted": n, "rate_limited": n}},  # bids only
-     "hist_admitted": "<HdrHistogram base64 encoding, microseconds>" | null,
-     "hist_rejected": "<same, for designed rejections>" | null,
-     "admitted_p50_ms": f, "admitted_p99_ms": f, "rejected_p99_ms": f,   # convenience copies
-     "max_lateness_ms": f,        # worst (actual send - intended send) in this second
-     "cpu_percent": f | null,     # the generator's own CPU (max over its processes)
-     "cpu_warning": bool,         # Locust's cpu_warning (> 90%) fired in this second
-     "processes": n}              # processes that contributed (0 = none reported this second)
-OUTCOMES: ok (200 with a bid), no_bid (204), accepted (202, impressions), rate_limited (429),
-overloaded (503 bulkhead_full / redis_unavailable / other 503 carrying a decision header),
-shed (503 with decision "shed"), error_5xx (5xx without a designed decision header),
-client_error (other 4xx), timeout (client timeout), conn_error (refused / reset / other I/O).
-Designed rejections are rate_limited, overloaded and shed; "admitted" latencies are those of
-ok, no_bid and accepted. A user's own service without the header is classified by status code.
-
-SampleRow (samples.jsonl), parsed from the target's Prometheus /metrics once a second:
-    {"t": 12.0, "ok": true,               # false (and the rest absent) when the scrape failed
-     "auction_inflight": f, "auction_limit": f, "auction_limit_ceiling": f, "auction_waiting": f,
-     "auction_inflight_max": f,           # the target's high-water mark of the last 1-2 s
-     "queue_depth": f, "queue_max_depth": f, "queue_sojourn_ms": f,
-     "breakers": {dsp: "closed"|"open"|"half_open"|"forced_open"|"disabled"},
-     "decisions_total": {"layer:reason": cumulative count},
-     "requests_total": {"route:status:decision": cumulative count},
-     "impressions": {stat: value},        # ImpressionLogger.stats() as exported
-     "rejection_buckets": {layer: [[le, cumulative count], ...]},
-                                          # spikegate_rejection_seconds{layer}: the server-side
-                                          # cost of every 429/503, le in seconds ascending,
-                                          # null = +Inf (the total); {} = exported, none yet;
-                                          # absent = not exported (or an older run directory)
-     "rss_bytes": f, "loop_lag_ms": f, "loop_lag_max_ms": f,
-     "scrape_ms": f}
-
-EventRow (events.jsonl):
-    {"t": 5.0, "kind": KIND, ...details}
-KINDS: run_start, run_end, phase (name, start_t, end_t), load_start, load_stop,
-fault_start / fault_stop / fault_error (id, proxy, fault, params, source, reason),
-manual (action, ...), component_crash (name, returncode, log_tail), interrupted (signal),
-warning (message).
-
-ImpressionAccounting (impressions.json):
-    {"acked": n, "found": n, "missing": n, "missing_sample": [ids...up to 100],
-     "duplicates_in_topic": n, "read_back_s": f, "complete": bool, "error": str | null}
+Re-exports only; the format, the outcome names and the environment names are defined once,
+in the contract package.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import Any
-
-SCENARIO_FILE = "scenario.toml"
-META_FILE = "meta.json"
-REQUESTS_FILE = "requests.jsonl"
-SAMPLES_FILE = "samples.jsonl"
-EVENTS_FILE = "events.jsonl"
-IMPRESSIONS_FILE = "impressions.json"
-ACKED_DIR = "acked"
-LOGS_DIR = "logs"
-
-T0_ENV = "SPIKEGATE_T0"
-RUN_DIR_ENV = "SPIKEGATE_RUN_DIR"
-
-OUTCOMES = (
-    "ok",
-    "no_bid",
-    "accepted",
-    "rate_limited",
-    "overloaded",
-    "shed",
-    "error_5xx",
-    "client_error",
-    "timeout",
-    "conn_error",
+from spikegate.contract.env import RUN_DIR_ENV, T0_ENV
+from spikegate.contract.outcomes import (
+    ADMITTED_OUTCOMES,
+    DESIGNED_REJECTIONS,
+    FAILURES,
+    OUTCOMES,
 )
-ADMITTED_OUTCOMES = frozenset({"ok", "no_bid", "accepted"})
-DESIGNED_REJECTIONS = frozenset({"rate_limited", "overloaded", "shed"})
-FAILURES = frozenset({"error_5xx", "client_error", "timeout", "conn_error"})
+from spikegate.contract.rundir import (
+    ACKED_DIR,
+    EVENTS_FILE,
+    IMPRESSIONS_FILE,
+    LOGS_DIR,
+    META_FILE,
+    REQUESTS_FILE,
+    SAMPLES_FILE,
+    SCENARIO_FILE,
+    JsonlWriter,
+    read_jsonl,
+)
 
-
-class JsonlWriter:
-    """Append JSON rows to a file, one per line, flushed per row (a crash loses nothing written)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = path.open("a", encoding="utf-8")
-
-    def write(self, row: Mapping[str, Any]) -> None:
-        self._fh.write(json.dumps(row, separators=(",", ":"), sort_keys=True) + "\n")
-        self._fh.flush()
-
-    def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-
-    def __enter__(self) -> JsonlWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, row) for each line; a line that is not a JSON object raises
-    ValueError naming the file and line (a truncated last line of a killed run is skipped)."""
-    with path.open(encoding="utf-8") as fh:
-        lines = fh.readlines()
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if i == len(lines) and not line.endswith("\n"):
-                return  # the last write of an interrupted run
-            raise ValueError(f"{path}:{i}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
-        yield i, row
+__all__ = [
+    "ACKED_DIR",
+    "ADMITTED_OUTCOMES",
+    "DESIGNED_REJECTIONS",
+    "EVENTS_FILE",
+    "FAILURES",
+    "IMPRESSIONS_FILE",
+    "LOGS_DIR",
+    "META_FILE",
+    "OUTCOMES",
+    "REQUESTS_FILE",
+    "RUN_DIR_ENV",
+    "SAMPLES_FILE",
+    "SCENARIO_FILE",
+    "T0_ENV",
+    "JsonlWriter",
+    "read_jsonl",
+]

@@ -39,22 +39,25 @@ from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import CatchResponseError
 from locust.user.task import LOCUST_STATE_STOPPING
 
-from spikegate.harness.rundir import ADMITTED_OUTCOMES, DESIGNED_REJECTIONS
-from spikegate.locustfiles.plugin import MAX_LATENESS_S, runtime
-from spikegate.locustfiles.recorder import (
-    BID,
+from spikegate.contract.outcomes import (
+    ACCEPTED,
+    ADMITTED_OUTCOMES,
+    CONN_ERROR,
     DECISION_HEADER,
-    IMPRESSION,
-    OUTCOME_INDEX,
+    DESIGNED_REJECTIONS,
+    OK,
+    TIMEOUT,
     classify,
 )
+from spikegate.locustfiles.plugin import MAX_LATENESS_S, runtime
+from spikegate.locustfiles.recorder import BID, IMPRESSION, OUTCOME_INDEX
 
 __all__ = ["AdServerUser"]
 
-_ACCEPTED = OUTCOME_INDEX["accepted"]
-_OK = OUTCOME_INDEX["ok"]
-_TIMEOUT = OUTCOME_INDEX["timeout"]
-_CONN_ERROR = OUTCOME_INDEX["conn_error"]
+_ACCEPTED = OUTCOME_INDEX[ACCEPTED]
+_OK = OUTCOME_INDEX[OK]
+_TIMEOUT = OUTCOME_INDEX[TIMEOUT]
+_CONN_ERROR = OUTCOME_INDEX[CONN_ERROR]
 _SUCCESS = frozenset(OUTCOME_INDEX[o] for o in ADMITTED_OUTCOMES | DESIGNED_REJECTIONS)
 _TIMEOUTS = (TimeoutError, gevent.Timeout)  # socket timeouts are TimeoutError
 _NAMES = ("/bid", "/impression")  # by endpoint (BID, IMPRESSION): Locust's request names

@@ -39,7 +39,8 @@ from locust.contrib.fasthttp import insecure_ssl_context_factory
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from spikegate.harness.rundir import ACKED_DIR, REQUESTS_FILE, RUN_DIR_ENV, T0_ENV, JsonlWriter
+from spikegate.contract.env import LOAD_ENV, PUBLISHERS_ENV, RUN_DIR_ENV, SEED_ENV, T0_ENV
+from spikegate.contract.rundir import ACKED_DIR, REQUESTS_FILE, JsonlWriter
 from spikegate.locustfiles.recorder import Merger, Recorder, SecondStats
 from spikegate.locustfiles.shapes import DEMO_LOAD, ArrivalSchedule, LoadParams, Shape, make_shape
 from spikegate.locustfiles.traffic import Traffic, default_publishers
@@ -54,9 +55,6 @@ __all__ = [
     "runtime",
 ]
 
-LOAD_ENV = "SPIKEGATE_LOAD"
-PUBLISHERS_ENV = "SPIKEGATE_PUBLISHERS"
-SEED_ENV = "SPIKEGATE_SEED"
 MAX_LATENESS_S = 1.0  # an arrival later than this is not sent (counted as shortfall)
 FLUSH_INTERVAL_S = 1.0
 FINAL_MSG = "spikegate_final"

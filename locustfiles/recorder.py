@@ -20,7 +20,14 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from spikegate.harness.rundir import ADMITTED_OUTCOMES, DESIGNED_REJECTIONS, OUTCOMES
+from spikegate.contract.outcomes import (
+    ADMITTED_OUTCOMES,
+    DESIGNED_REJECTIONS,
+    NO_DECISION,
+    OUTCOMES,
+    RATE_LIMITED,
+    classify,
+)
 
 __all__ = [
     "BID",
@@ -33,8 +40,6 @@ __all__ = [
     "quantize_us",
 ]
 
-DECISION_HEADER = "X-Spikegate-Decision"
-NO_DECISION = "none"
 ENDPOINTS = ("bid", "impression")
 BID, IMPRESSION = 0, 1
 _NO_PUBLISHER = [0, 0, 0]  # scratch counts for requests not metered per publisher
@@ -42,33 +47,11 @@ OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOMES)}
 _N = len(OUTCOMES)
 _ADMITTED = frozenset(OUTCOME_INDEX[o] for o in ADMITTED_OUTCOMES)
 _REJECTED = frozenset(OUTCOME_INDEX[o] for o in DESIGNED_REJECTIONS)
-_RATE_LIMITED = OUTCOME_INDEX["rate_limited"]
+_RATE_LIMITED = OUTCOME_INDEX[RATE_LIMITED]
 HIST_LOWEST_US = 1
 HIST_HIGHEST_US = 600_000_000  # 10 min: above any client timeout
 HIST_DIGITS = 3
 _KEEP_BITS = 9
-
-
-def classify(status: int, decision: str | None, *, timed_out: bool = False) -> str:
-    """The one OUTCOME of a response: status code plus X-Spikegate-Decision (may be None).
-
-    status <= 0 means no response (timeout or connection error). A service without the
-    decision header is classified by status alone (a bare 503 is then error_5xx)."""
-    if status <= 0:
-        return "timeout" if timed_out else "conn_error"
-    if status == 204:
-        return "no_bid"
-    if status == 202:
-        return "accepted"
-    if 200 <= status < 300:
-        return "ok"
-    if status == 429:
-        return "rate_limited"
-    if status == 503 and decision:
-        return "shed" if decision == "shed" else "overloaded"
-    if status >= 500:
-        return "error_5xx"
-    return "client_error"  # 4xx, and 1xx/3xx a client cannot use
 
 
 def quantize_us(value: int) -> int:

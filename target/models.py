@@ -10,38 +10,24 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from spikegate.target.backpressure.decision import (
+# X-Spikegate-Decision and its values (the primitives' reasons plus the server's own) are
+# the contract's: re-exported for the server's modules.
+from spikegate.contract.outcomes import (  # noqa: F401
     ADMITTED,
-    BULKHEAD_FULL,
-    RATE_LIMITED,
-    SHED,
-)
-
-# X-Spikegate-Decision values (the primitives' reasons plus the server's own).
-DECISION_HEADER = "X-Spikegate-Decision"
-NO_BID = "no_bid"
-BREAKER_OPEN_FALLBACK = "breaker_open_fallback"
-REDIS_UNAVAILABLE = "redis_unavailable"
-DEADLINE_EXCEEDED = "deadline_exceeded"
-UNAUTHORIZED = "unauthorized"
-FORBIDDEN = "forbidden"
-INVALID = "invalid"
-NOT_FOUND = "not_found"
-ERROR = "error"
-ALL_DECISIONS = (
-    ADMITTED,
-    RATE_LIMITED,
-    BULKHEAD_FULL,
-    SHED,
-    NO_BID,
+    ALL_DECISIONS,
     BREAKER_OPEN_FALLBACK,
-    REDIS_UNAVAILABLE,
+    BULKHEAD_FULL,
     DEADLINE_EXCEEDED,
-    UNAUTHORIZED,
+    DECISION_HEADER,
+    ERROR,
     FORBIDDEN,
     INVALID,
+    NO_BID,
     NOT_FOUND,
-    ERROR,
+    RATE_LIMITED,
+    REDIS_UNAVAILABLE,
+    SHED,
+    UNAUTHORIZED,
 )
 
 _ID = Field(min_length=1, max_length=256)

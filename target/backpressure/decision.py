@@ -10,13 +10,20 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-# Reasons, as they appear in the X-Spikegate-Decision header and in metric labels.
-ADMITTED = "admitted"
-RATE_LIMITED = "rate_limited"
-BULKHEAD_FULL = "bulkhead_full"
-SHED = "shed"
-BREAKER_OPEN = "breaker_open"
+# Reasons, as they appear in the X-Spikegate-Decision header and in metric labels: defined in
+# the contract that the generator and the checker read them by.
+from spikegate.contract.outcomes import ADMITTED, BREAKER_OPEN, BULKHEAD_FULL, RATE_LIMITED, SHED
 
+__all__ = [
+    "ADMIT",
+    "ADMITTED",
+    "BREAKER_OPEN",
+    "BULKHEAD_FULL",
+    "MAX_RETRY_AFTER_S",
+    "RATE_LIMITED",
+    "SHED",
+    "Decision",
+]
 
 # A "never" (math.inf) retry hint is sent as this many seconds: a client should back off hard.
 MAX_RETRY_AFTER_S = 3600
