@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from spikegate.harness.checker import check, phase_stats
 from spikegate.harness.errors import UsageError
 from spikegate.harness.history import History, load_history
 from spikegate.harness.reports import print_verdicts, write_reports
-from spikegate.harness.thresholds import apply_check_overrides, thresholds_from_checks
+from spikegate.harness.thresholds import parse_check_overrides, thresholds_from_checks
 from spikegate.harness.verdicts import CheckResult
 
 __all__ = ["check_run", "compare_runs", "judge", "summarize"]
@@ -33,8 +34,9 @@ _PHASES = ("baseline", "stress", "recovery", "post")
 
 def judge(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[History, CheckResult]:
     """Load and judge a run directory with its own `[checks]` plus `checks.*` overrides."""
+    changed = parse_check_overrides(overrides)  # a bad --set is named before anything is read
     history = load_history(run_dir)
-    checks = apply_check_overrides(history.scenario.checks, overrides)
+    checks = {**dict(history.scenario.checks), **changed}
     th = thresholds_from_checks(checks, source=f"{Path(run_dir) / 'scenario.toml'} [checks]")
     return history, check(history, th)
 
@@ -44,10 +46,11 @@ def check_run(run_dir: Path, overrides: Sequence[str], console: Console) -> Chec
     The caller turns `result.exit_code` into the process exit code (0 / 1 / 3)."""
     history, result = judge(run_dir, overrides)
     for note in history.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     written = write_reports(Path(run_dir), history, result)
     print_verdicts(console, result)
-    console.print(f"reports: {', '.join(str(p) for p in written.values())}", highlight=False)
+    listed = ", ".join(str(p) for p in written.values())
+    console.print(escape(f"reports: {listed}"), highlight=False)
     return result
 
 
@@ -103,7 +106,7 @@ def compare_runs(a: Path, b: Path, console: Console, json_out: Path | None = Non
             Path(json_out).write_text(json.dumps(report, indent=2, default=str) + "\n")
         except OSError as exc:
             raise UsageError(f"--json {json_out}: cannot write ({exc})") from None
-        console.print(f"comparison written to {json_out}")
+        console.print(escape(f"comparison written to {json_out}"), highlight=False)
     return 1 if regressed else 0
 
 
@@ -124,7 +127,7 @@ def _print_compare(
     status_a: str,
     status_b: str,
 ) -> None:
-    table = Table(title=f"A = {a}\nB = {b}")
+    table = Table(title=escape(f"A = {a}\nB = {b}"))
     for col in ("phase", "metric", "A", "B", "B - A"):
         table.add_column(col, justify="right" if col in ("A", "B", "B - A") else "left")
     for r in rows:

@@ -23,22 +23,87 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from spikegate.chaos.faults import FaultSpec
-from spikegate.harness.errors import ScenarioError
+from spikegate.contract.env import LOAD_ENV, PUBLISHERS_ENV, SEED_ENV
+from spikegate.contract.load import LoadSection, Problem, StrictModel, problems_error
+from spikegate.harness.errors import ScenarioError, describe
+from spikegate.harness.thresholds import Thresholds
 
 SCENARIO_DIRS = (Path.cwd() / "scenarios", Path(__file__).resolve().parents[1] / "scenarios")
 
-Shape = Literal["steady", "step", "flash_crowd", "hot_publisher", "sawtooth", "ramp_to_knee"]
+PLACEHOLDER_REDIS = "redis://127.0.0.1:6379/0"  # the URLs the harness fills in at start-up;
+PLACEHOLDER_KAFKA = "127.0.0.1:9092"  # [target.config] is validated with these stand-ins
+PLACEHOLDER_DSP = "http://127.0.0.1:1"
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)$")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _check_url(value: str | None, schemes: tuple[str, ...], form: str) -> str | None:
+    """A URL with one of `schemes`, a host and, if given, a port in 1..65535."""
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in schemes and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is no number or beyond 65535, a broken IPv6 address
+        ok = False
+    if not ok:
+        raise ValueError(f"expected {form} (port 1..65535), got {value!r}")
+    return value
 
 
-class TargetSection(_Model):
+def _check_bootstrap(value: str | None) -> str | None:
+    """`host:port[,host:port...]`, each port in 1..65535."""
+    if value is None:
+        return None
+    form = "expected host:port[,host:port...] with ports 1..65535"
+    for item in value.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not _HOST.match(host) or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{form}, got {value!r}")
+    return value
+
+
+def _describe_target_config(schema: dict[str, Any]) -> None:
+    """`spikegate schema`: [target.config] is described by the reference target's own model
+    (every key optional: it is laid over the config the harness generates)."""
+    from spikegate.target.config import TargetConfig
+
+    config = _inline_refs(TargetConfig.model_json_schema())
+    config.pop("title", None)
+    schema["properties"]["config"] = {**schema["properties"]["config"], **config}
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with its `$defs` written in place, and no key required."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                return walk({**defs[ref.removeprefix("#/$defs/")], **rest})
+            return {k: walk(v) for k, v in node.items() if k != "required"}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    out: dict[str, Any] = walk(schema)
+    return out
+
+
+class TargetSection(StrictModel):
     """What is loaded: the reference ad server (started by the harness) or your own service."""
+
+    model_config = ConfigDict(json_schema_extra=_describe_target_config)
 
     kind: Literal["reference", "external"] = "reference"
     url: str | None = Field(default=None, description="base URL of an external target")
@@ -54,14 +119,17 @@ class TargetSection(_Model):
         description="overrides merged over the reference target's config (target/config.py)",
     )
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _check_url(value, ("http", "https"), "http(s)://host[:port]")
+
     @model_validator(mode="after")
     def _check(self) -> TargetSection:
-        if self.kind == "external":
-            if not self.url:
-                raise ValueError("target.url is required when target.kind = 'external'")
-            parts = urlsplit(self.url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"target.url must be http(s)://host[:port], got {self.url!r}")
+        if self.kind == "external" and not self.url:
+            raise problems_error(
+                "TargetSection", [(("url",), "target.url is required when kind = 'external'")]
+            )
         return self
 
     def is_loopback(self) -> bool:
@@ -74,94 +142,32 @@ class TargetSection(_Model):
             return False
 
 
-class StackSection(_Model):
+class StackSection(StrictModel):
     """The dependencies: embedded and local by default, or external URLs."""
 
     dsp_count: int = Field(default=3, ge=1, le=16)
-    redis_url: str | None = Field(default=None, pattern=r"^rediss?://")
-    kafka_bootstrap: str | None = None
-    toxiproxy_url: str | None = Field(default=None, pattern=r"^https?://")
+    redis_url: str | None = Field(default=None, description="redis[s]://host[:port][/db]")
+    kafka_bootstrap: str | None = Field(default=None, description="host:port[,host:port...]")
+    toxiproxy_url: str | None = Field(default=None, description="http(s)://host:port")
     start_timeout_s: float = Field(default=30.0, gt=0, le=600)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        return _check_url(value, ("redis", "rediss"), "redis[s]://host[:port][/db]")
 
-class Step(_Model):
-    at_s: float = Field(ge=0)
-    rps: float = Field(ge=0)
+    @field_validator("toxiproxy_url")
+    @classmethod
+    def _toxiproxy(cls, value: str | None) -> str | None:
+        return _check_url(value, ("http", "https"), "http(s)://host:port")
 
-
-class LoadSection(_Model):
-    """The offered load: an arrival rate over time (open model), from one named shape."""
-
-    shape: Shape = "steady"
-    duration_s: float = Field(default=30.0, gt=0, le=86_400, description="whole run")
-    warmup_s: float = Field(default=5.0, ge=0)
-    base_rps: float = Field(default=50.0, ge=0, le=1_000_000)
-    peak_rps: float = Field(default=0.0, ge=0, le=1_000_000)
-    spike_at_s: float = Field(default=0.0, ge=0)
-    spike_for_s: float = Field(default=0.0, ge=0)
-    steps: list[Step] = Field(default_factory=list)
-    period_s: float = Field(default=10.0, gt=0)
-    publishers: int = Field(default=4, ge=1, le=1000)
-    hot_publisher: str = "pub-1"
-    hot_share: float = Field(default=0.8, ge=0, le=1)
-    impression_rate: float = Field(default=0.5, ge=0, le=1)
-    tmax_ms: int = Field(default=150, ge=1, le=60_000)
-    client_timeout_s: float = Field(default=2.0, gt=0, le=120)
-    max_inflight: int = Field(default=2000, ge=1, le=100_000)
-    processes: int = Field(default=1, ge=1, le=64)
-    arrivals: Literal["uniform", "poisson"] = Field(
-        default="uniform", description="intended send instants: evenly spaced or Poisson"
-    )
-    mode: Literal["open", "closed"] = Field(
-        default="open", description="open: send on schedule whatever the answers (default)"
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> LoadSection:
-        if self.warmup_s >= self.duration_s:
-            raise ValueError(
-                f"load.warmup_s ({self.warmup_s}) must be less than load.duration_s "
-                f"({self.duration_s})"
-            )
-        spiky = self.shape in ("flash_crowd", "hot_publisher")
-        if spiky:
-            if self.spike_for_s <= 0:
-                raise ValueError(f"load.spike_for_s must be > 0 for shape {self.shape!r}")
-            if self.spike_at_s + self.spike_for_s > self.duration_s:
-                raise ValueError(
-                    "load.spike_at_s + load.spike_for_s must end within load.duration_s"
-                )
-            if self.spike_at_s < self.warmup_s:
-                raise ValueError("load.spike_at_s must not start before load.warmup_s ends")
-        rising = self.shape in ("flash_crowd", "hot_publisher", "sawtooth", "ramp_to_knee")
-        if rising and self.peak_rps <= self.base_rps:
-            raise ValueError(
-                f"load.peak_rps ({self.peak_rps}) must exceed load.base_rps "
-                f"({self.base_rps}) for shape {self.shape!r}"
-            )
-        if self.shape == "step" and not self.steps:
-            raise ValueError("load.steps must list at least one {at_s, rps} for shape 'step'")
-        if self.shape == "hot_publisher":
-            ids = {f"pub-{i}" for i in range(1, self.publishers + 1)}
-            if self.hot_publisher not in ids:
-                raise ValueError(
-                    f"load.hot_publisher {self.hot_publisher!r} is not one of pub-1..pub-"
-                    f"{self.publishers}"
-                )
-        return self
-
-    def disturbance(self) -> tuple[float, float] | None:
-        """The load's own stress window (a spike), if the shape has one."""
-        if self.shape in ("flash_crowd", "hot_publisher"):
-            return (self.spike_at_s, self.spike_at_s + self.spike_for_s)
-        if self.shape in ("sawtooth", "ramp_to_knee"):
-            return (self.warmup_s, self.duration_s)
-        if self.shape == "step" and self.steps:
-            return (max(self.warmup_s, self.steps[0].at_s), self.duration_s)
-        return None
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _kafka(cls, value: str | None) -> str | None:
+        return _check_bootstrap(value)
 
 
-class FaultEntry(_Model):
+class FaultEntry(StrictModel):
     """One fault of the timeline: `fault` on `proxy` from `at_s` for `for_s` seconds."""
 
     at_s: float = Field(ge=0)
@@ -180,7 +186,7 @@ class FaultEntry(_Model):
         )
 
 
-class PhasesSection(_Model):
+class PhasesSection(StrictModel):
     """How the run is cut into phases; derived from load and faults unless set here."""
 
     recovery_s: float = Field(default=10.0, ge=0, description="recovery window length")
@@ -195,7 +201,7 @@ class Phase:
     end_s: float
 
 
-class Scenario(_Model):
+class Scenario(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     description: str = ""
     seed: int = Field(default=1, ge=0, le=2**63 - 1)
@@ -204,33 +210,99 @@ class Scenario(_Model):
     load: LoadSection = LoadSection()
     faults: list[FaultEntry] = Field(default_factory=list)
     phases: PhasesSection = PhasesSection()
-    checks: dict[str, Any] = Field(
-        default_factory=dict, description="thresholds read by the checker"
-    )
+    checks: Thresholds = Field(default=Thresholds(), description="thresholds read by the checker")
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:
-        dsps = [f"dsp-{i}" for i in range(1, self.stack.dsp_count + 1)]
+        problems = [*self._fault_problems(), *self._phase_problems()]
+        if not problems and self.target.kind == "reference":
+            problems = self._target_config_problems()
+        if problems:
+            raise problems_error("Scenario", problems)
+        return self
+
+    def _fault_problems(self) -> list[Problem]:
+        out: list[Problem] = []
+        proxies = ("redis", "kafka", *self.dsp_names())
+        load = self.load
         for i, f in enumerate(self.faults):
-            if f.at_s + f.for_s > self.load.duration_s:
-                raise ValueError(
-                    f"faults[{i}] ends at {f.at_s + f.for_s:g} s, after load.duration_s "
-                    f"({self.load.duration_s:g} s): shorten for_s or start earlier"
+            end = f.at_s + f.for_s
+            if end > load.duration_s:
+                msg = (
+                    f"ends at {end:g} s, after load.duration_s ({load.duration_s:g} s): "
+                    "shorten for_s or start earlier"
                 )
-            if f.proxy is not None and f.proxy not in ("redis", "kafka", *dsps):
-                raise ValueError(
-                    f"faults[{i}].proxy {f.proxy!r} is not one of redis, kafka, {', '.join(dsps)}"
+                out.append((("faults", i, "for_s"), msg))
+            elif end <= load.warmup_s:
+                msg = (
+                    f"ends at {end:g} s, inside the warmup (load.warmup_s = "
+                    f"{load.warmup_s:g} s), which is never judged: start it later"
                 )
+                out.append((("faults", i, "at_s"), msg))
+            if f.proxy is not None and f.proxy not in proxies:
+                msg = f"{f.proxy!r} is not one of {', '.join(proxies)}"
+                out.append((("faults", i, "proxy"), msg))
+                continue
             try:
                 f.to_spec()
-            except ValueError as exc:
-                raise ValueError(f"faults[{i}]: {exc}") from None
+            except (ValueError, TypeError) as exc:
+                out.append((("faults", i, *_fault_field(f, str(exc))), str(exc)))
         if self.faults and self.target.kind == "external" and self.stack.toxiproxy_url is None:
-            raise ValueError(
+            msg = (
                 "faults need proxies in front of the dependencies: with target.kind = "
                 "'external', set stack.toxiproxy_url or remove the faults"
             )
-        return self
+            out.append((("faults",), msg))
+        return out
+
+    def _phase_problems(self) -> list[Problem]:
+        ph, warm, total = self.phases, self.load.warmup_s, self.load.duration_s
+        start, end = ph.stress_start_s, ph.stress_end_s
+        out: list[Problem] = []
+        for key, value in (("stress_start_s", start), ("stress_end_s", end)):
+            if value is not None and value > total:
+                msg = f"{value:g} s is after the end of the run (load.duration_s = {total:g})"
+                out.append((("phases", key), msg))
+        if start is not None and start < warm:
+            msg = f"{start:g} s is inside the warmup (load.warmup_s = {warm:g}), never judged"
+            out.append((("phases", "stress_start_s"), msg))
+        if start is not None and end is not None and end <= start:
+            msg = f"{end:g} s must be after phases.stress_start_s ({start:g} s)"
+            out.append((("phases", "stress_end_s"), msg))
+        if out or (start is None and end is None):
+            return out
+        window = self.stress_window()
+        key = "stress_start_s" if end is None else "stress_end_s"
+        if window is None:
+            msg = (
+                f"phases.{key} is set, but the scenario has no spike or fault to take the "
+                "other end of the stress window from: set both"
+            )
+            out.append((("phases", key), msg))
+        elif window[1] <= max(window[0], warm):
+            msg = (
+                f"the stress window would be {window[0]:g}..{window[1]:g} s (the other end "
+                "comes from the spike and the faults): set both ends"
+            )
+            out.append((("phases", key), msg))
+        return out
+
+    def _target_config_problems(self) -> list[Problem]:
+        """[target.config] against the reference target's own model, merged as at start-up."""
+        from spikegate.target.config import TargetConfig
+
+        merged = self.target_config(
+            redis_url=PLACEHOLDER_REDIS,
+            kafka_bootstrap=PLACEHOLDER_KAFKA,
+            dsp_urls=dict.fromkeys(self.dsp_names(), PLACEHOLDER_DSP),
+        )
+        try:  # JSON mode: strict types, and a path may be a string
+            TargetConfig.model_validate_json(json.dumps(merged, default=str), strict=True)
+        except ValidationError as exc:
+            return [
+                (("target", "config", *e["loc"]), describe(e, TargetConfig)) for e in exc.errors()
+            ]
+        return []
 
     # --- derived values ---------------------------------------------------------------------
     def fault_specs(self) -> list[FaultSpec]:
@@ -303,14 +375,15 @@ class Scenario(_Model):
             base["impressions"] = {"spool_dir": spool_dir}
         from spikegate.target.config import deep_merge  # the target's own merge, loaded when needed
 
-        return deep_merge(base, self.target.config)
+        merged: dict[str, Any] = deep_merge(base, self.target.config)
+        return merged
 
     def load_env(self) -> dict[str, str]:
         """Environment for the Locust subprocess (read by locustfiles/)."""
         return {
-            "SPIKEGATE_LOAD": json.dumps(self.load.model_dump(mode="json"), sort_keys=True),
-            "SPIKEGATE_PUBLISHERS": json.dumps(self.publishers(), sort_keys=True),
-            "SPIKEGATE_SEED": str(self.seed),
+            LOAD_ENV: json.dumps(self.load.model_dump(mode="json"), sort_keys=True),
+            PUBLISHERS_ENV: json.dumps(self.publishers(), sort_keys=True),
+            SEED_ENV: str(self.seed),
         }
 
     def to_toml(self) -> str:
@@ -322,6 +395,10 @@ class Scenario(_Model):
 def resolve_path(ref: str | Path) -> Path:
     """A path to a file, or the name of a shipped scenario (`smoke`, `perfect-storm`, ...)."""
     p = Path(ref)
+    if p.is_dir():
+        found = sorted(x.name for x in p.glob("*.toml"))[:8]
+        hint = f"scenario files in it: {', '.join(found)}" if found else _shipped_hint()
+        raise ScenarioError(f"scenario {p} is a directory, not a TOML file", hint=hint)
     if p.suffix == ".toml" or p.exists():
         if not p.is_file():
             raise ScenarioError(f"scenario file {p} does not exist", hint=_shipped_hint())
@@ -344,28 +421,65 @@ def shipped() -> list[str]:
 def load_scenario(ref: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     """Load, override (`key.path=value`, value parsed as TOML, else a string), validate."""
     path = resolve_path(ref)
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: invalid TOML: {exc}") from None
-    for item in overrides:
-        _apply_override(data, item)
+    if not data:
+        raise ScenarioError(
+            f"{path}: the scenario is empty (no keys, no sections)",
+            hint="a scenario needs at least a [load] section; `spikegate schema` lists every "
+            "key, and scenarios/smoke.toml is a short example",
+        )
+    sets = {_apply_override(data, item): item for item in overrides}
+    named = "name" in data
     data.setdefault("name", path.stem)
-    return parse_scenario(data, source=str(path), text=text)
+    return parse_scenario(data, source=str(path), text=text, sets=sets, named=named)
 
 
-def parse_scenario(data: Mapping[str, Any], *, source: str, text: str = "") -> Scenario:
+def parse_scenario(
+    data: Mapping[str, Any],
+    *,
+    source: str,
+    text: str = "",
+    sets: Mapping[tuple[str, ...], str] | None = None,
+    named: bool = True,
+) -> Scenario:
+    """Validate a scenario mapping; ScenarioError names each problem's line or its --set.
+    `sets` maps each overridden key path to its `--set` item; `named` is False when the
+    name comes from the file name."""
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(_format(exc, source, text)) from None
+        raise ScenarioError.invalid(
+            exc, source=source, root=Scenario, text=text, sets=sets, named=named
+        ) from None
 
 
-def _apply_override(data: dict[str, Any], item: str) -> None:
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ScenarioError(
+            f"{path}: not a UTF-8 text file (byte 0x{raw[exc.start]:02x} at line {line})",
+            hint="a scenario is a TOML file saved as UTF-8",
+        ) from None
+
+
+_OVERRIDE_KEY = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+
+
+def _apply_override(data: dict[str, Any], item: str) -> tuple[str, ...]:
+    """Apply `key.path=value` to `data`; return the key path."""
     key, sep, raw = item.partition("=")
     key = key.strip()
-    if not sep or not key or not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
+    if not sep or not _OVERRIDE_KEY.fullmatch(key):
         raise ScenarioError(
             f"--set {item!r}: expected key.path=value (e.g. --set load.peak_rps=800)"
         )
@@ -375,49 +489,26 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
         value = raw
     node = data
     parts = key.split(".")
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ScenarioError(f"--set {item!r}: {part!r} is not a table in the scenario")
+            where = ".".join(parts[: i + 1])
+            raise ScenarioError(f"--set {item}: {where} is not a table in the scenario")
         node = child
     node[parts[-1]] = value
+    return tuple(parts)
 
 
-def _format(err: ValidationError, source: str, text: str) -> str:
-    lines = [f"{source}: the scenario is not valid:"]
-    for e in err.errors():
-        loc = [str(p) for p in e["loc"]]
-        where = ".".join(loc) or "(top level)"
-        line = _line_of(text, loc)
-        at = f" (line {line})" if line else ""
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field: check its spelling against `spikegate schema`"
-        elif e["type"] == "literal_error":
-            msg = f"{msg}, got {e.get('input')!r}"
-        lines.append(f"  {where}{at}: {msg}")
-    return "\n".join(lines)
-
-
-def _line_of(text: str, loc: Sequence[str]) -> int | None:
-    """Best effort: the line where the last named key of `loc` is written."""
-    keys = [k for k in loc if not k.isdigit()]
-    if not text or not keys:
-        return None
-    key = keys[-1]
-    section = ".".join(keys[:-1])
-    current = ""
-    for i, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        header = re.fullmatch(r"\[\[?\s*([^\]]+?)\s*\]\]?", stripped)
-        if header:
-            current = header.group(1)
-            if current == ".".join(keys):
-                return i
-            continue
-        if re.match(rf"{re.escape(key)}\s*=", stripped) and (current == section or not section):
-            return i
-    return None
+def _fault_field(fault: FaultEntry, message: str) -> tuple[str, ...]:
+    """Which field of a [[faults]] entry a FaultSpec error is about."""
+    if message.startswith("fault must be one of"):
+        return ("fault",)
+    param = re.match(r"^\w+\.(\w+) must", message)
+    if param and param.group(1) in fault.params:
+        return ("params", param.group(1))
+    if "parameter" in message or "params" in message:
+        return ("params",)
+    return ("proxy",) if "proxy" in message else ()
 
 
 def _shipped_hint() -> str:

@@ -56,11 +56,15 @@ Every key, its default and its meaning (the README copies this table):
 
 Accepted forms: a latency bound `pNN[.N] (<|<=) N(us|ms|s)` (also `p(99)`), a rate
 `rate (<|<=) N%`, a floor `(>=|>) N%`, a duration `within N(ms|s|m)`, a size
-`(<|<=) N(B|KB|MB|GB|KiB|MiB|GiB)`. Errors name the key and the accepted form.
+`(<|<=) N(B|KB|MB|GB|KiB|MiB|GiB)`. Errors name the key and the accepted form. Types
+are strict (`hold = "three"` and `layers = "yes"` are errors); `[checks]` is validated when
+the scenario loads, before anything starts, and `spikegate schema` describes every key in
+these forms. `spikegate check RUN --set checks.KEY=VALUE` checks each override on its own.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -74,6 +78,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    WithJsonSchema,
 )
 
 from spikegate.harness.errors import UsageError
@@ -86,6 +91,7 @@ __all__ = [
     "Thresholds",
     "Within",
     "apply_check_overrides",
+    "parse_check_overrides",
     "parse_floor",
     "parse_latency",
     "parse_rate",
@@ -178,7 +184,10 @@ class SizeBound:
         return _holds(value, self.op, self.bytes)
 
     def __str__(self) -> str:
-        return f"{self.op} {self.bytes / 1e6:g}MB"
+        mb = f"{self.bytes / 1e6:g}"
+        if abs(float(mb) * 1e6 - self.bytes) < 0.5:  # MB reads better, when exact
+            return f"{self.op} {mb}MB"
+        return f"{self.op} {self.bytes:.0f}B"
 
 
 _LATENCY = re.compile(
@@ -297,19 +306,85 @@ def _parse_cpu(value: Any) -> RateBound:
     return RateBound("<=" if m.group(1) == "<=" else "<", float(m.group(2)) / 100)
 
 
-Latency = Annotated[LatencyBound, BeforeValidator(parse_latency), PlainSerializer(_ser)]
-Rate = Annotated[RateBound, BeforeValidator(parse_rate), PlainSerializer(_ser)]
-FloorT = Annotated[Floor, BeforeValidator(parse_floor), PlainSerializer(_ser)]
-WithinT = Annotated[Within, BeforeValidator(parse_within), PlainSerializer(_ser)]
-Size = Annotated[SizeBound, BeforeValidator(parse_size), PlainSerializer(_ser)]
-Hold = Annotated[int, BeforeValidator(_parse_hold)]
-Cpu = Annotated[RateBound, BeforeValidator(_parse_cpu), PlainSerializer(_ser_cpu)]
+def _form(pattern: str, *examples: str) -> WithJsonSchema:
+    """What an editor sees: a string of this form (JSON Schema regex, case as written)."""
+    return WithJsonSchema({"type": "string", "pattern": pattern, "examples": list(examples)})
+
+
+_NUM = r"\d+(\.\d+)?"
+Latency = Annotated[
+    LatencyBound,
+    BeforeValidator(parse_latency),
+    PlainSerializer(_ser),
+    _form(rf"^[pP]\(?{_NUM}\)?\s*<=?\s*{_NUM}\s*(us|µs|ms|s)$", "p99 < 150ms", "p99.9 <= 1s"),
+]
+Rate = Annotated[
+    RateBound,
+    BeforeValidator(parse_rate),
+    PlainSerializer(_ser),
+    _form(rf"^rate\s*<=?\s*{_NUM}\s*%$", "rate < 1%"),
+]
+FloorT = Annotated[
+    Floor,
+    BeforeValidator(parse_floor),
+    PlainSerializer(_ser),
+    _form(rf"^>=?\s*{_NUM}\s*%$", ">= 80%"),
+]
+WithinT = Annotated[
+    Within,
+    BeforeValidator(parse_within),
+    PlainSerializer(_ser),
+    _form(rf"^within\s+{_NUM}\s*(ms|s|m)$", "within 15s"),
+]
+Size = Annotated[
+    SizeBound,
+    BeforeValidator(parse_size),
+    PlainSerializer(_ser),
+    _form(rf"^<=?\s*{_NUM}\s*([kKmMgG]i?)?[bB]$", "< 200MB"),
+]
+_HOLD_FORM = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "integer", "minimum": 1, "maximum": 3600},
+            {"type": "string", "pattern": r"^\d+\s*s?$"},
+        ],
+        "examples": [3, "3s"],
+    }
+)
+Hold = Annotated[int, BeforeValidator(_parse_hold), _HOLD_FORM]
+Cpu = Annotated[
+    RateBound,
+    BeforeValidator(_parse_cpu),
+    PlainSerializer(_ser_cpu),
+    _form(rf"^<=?\s*{_NUM}\s*%$", "< 90%"),
+]
+
+
+def _describe(schema: dict[str, Any]) -> None:
+    """Each key's JSON Schema description is its row of the module docstring's table, and
+    its default is written in the form a scenario uses (`"p99 < 150ms"`)."""
+    props = schema.get("properties", {})
+    rows = re.findall(r"^\| `(\w+)` +\| (.+?) +\| (.+?) +\|$", __doc__ or "", re.M)
+    for key, default, meaning in rows:
+        if key in props:
+            text = re.sub(r"\s*\(\d\)$", "", meaning.strip())
+            props[key]["description"] = f"{text} (default: {default.strip().strip('`')})"
+    for key, value in Thresholds().model_dump(mode="json").items():
+        if key in props and value is not None:
+            props[key]["default"] = value
 
 
 class Thresholds(BaseModel):
     """The resolved `[checks]` (see the module docstring for every key and default)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        allow_inf_nan=False,
+        arbitrary_types_allowed=True,
+        json_schema_extra=_describe,
+    )
 
     slo: Latency = parse_latency("p99 < 150ms")
     error_rate: Rate = parse_rate("rate < 1%")
@@ -371,30 +446,42 @@ _FORMS = {
 }
 
 
-def thresholds_from_checks(checks: Mapping[str, Any], *, source: str = "[checks]") -> Thresholds:
+def thresholds_from_checks(
+    checks: Mapping[str, Any] | Thresholds, *, source: str = "[checks]"
+) -> Thresholds:
     """Validate a `[checks]` mapping; UsageError names the key, the problem and the form."""
-    problems: list[str] = []
+    if isinstance(checks, Thresholds):
+        return checks
     try:
-        result = Thresholds.model_validate(dict(checks))
+        return Thresholds.model_validate(dict(checks))
     except ValidationError as exc:
-        for e in exc.errors():
-            key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            msg = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                msg = "unknown key; known keys: " + ", ".join(sorted(Thresholds.model_fields))
-            elif key in _FORMS and "expected" not in msg:
-                msg = f"{msg} (accepted form: {_FORMS[key]})"
-            problems.append(f"  checks.{key}: {msg}")
-        result = None
-    if problems or result is None:
-        raise UsageError(f"{source}: invalid thresholds:\n" + "\n".join(problems))
-    return result
+        problems = [f"  checks.{_key(e)}: {_problem(e)}" for e in exc.errors()]
+    raise UsageError(f"{source}: invalid thresholds:\n" + "\n".join(problems))
 
 
-def apply_check_overrides(checks: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """`checks.slo=p99 < 100ms` (or `slo=...`) over a `[checks]` mapping. A value is read as
-    TOML when it parses (`"p99 < 100ms"`, `3`, `true`), else kept as a string."""
-    out = dict(checks)
+def _key(e: Any) -> str:
+    return ".".join(str(p) for p in e["loc"]) or "(top level)"
+
+
+def _problem(e: Any) -> str:
+    key = _key(e)
+    msg = str(e["msg"]).removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(key, list(Thresholds.model_fields), n=1)
+        guess = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown key; {guess}known keys: " + ", ".join(sorted(Thresholds.model_fields))
+    if "expected" not in msg:
+        msg = f"{msg}, got {e.get('input')!r}"
+        if key in _FORMS:
+            msg = f"{msg} (accepted form: {_FORMS[key]})"
+    return msg
+
+
+def parse_check_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """`checks.slo=p99 < 100ms` (or `slo=...`) items, each key and value checked on its own:
+    UsageError names the `--set`. A value is read as TOML when it parses (`"p99 < 100ms"`,
+    `3`, `true`), else kept as a string."""
+    out: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip().removeprefix("checks.")
@@ -407,5 +494,17 @@ def apply_check_overrides(checks: Mapping[str, Any], overrides: Sequence[str]) -
             value: Any = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw.strip()
+        try:
+            Thresholds.model_validate({key: value})
+        except ValidationError as exc:
+            raise UsageError(f"--set {item}: {_problem(exc.errors()[0])}") from None
         out[key] = value
     return out
+
+
+def apply_check_overrides(
+    checks: Mapping[str, Any] | Thresholds, overrides: Sequence[str]
+) -> dict[str, Any]:
+    """`checks` (a `[checks]` mapping or resolved Thresholds) with `--set checks.*` laid over
+    it; each override is checked (see parse_check_overrides)."""
+    return {**dict(checks), **parse_check_overrides(overrides)}

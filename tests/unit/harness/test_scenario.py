@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def test_fault_past_the_end_of_the_run_is_rejected_with_the_fix(tmp_path: Path) 
         'name = "x"\n[load]\nduration_s = 10\n[[faults]]\nat_s = 8\nfor_s = 5\n'
         'fault = "dsp_latency"\nparams = { latency_ms = 10 }\n',
     )
-    with pytest.raises(ScenarioError, match=r"faults\[0\] ends at 13 s.*shorten for_s"):
+    with pytest.raises(ScenarioError, match=r"faults #1 \(line 4\), for_s: ends at 13 s.*shorten"):
         load_scenario(p)
 
 
@@ -77,7 +78,7 @@ def test_fault_with_unknown_parameter_is_rejected(tmp_path: Path) -> None:
         'name = "x"\n[[faults]]\nat_s = 1\nfor_s = 1\nfault = "dsp_latency"\n'
         "params = { latncy_ms = 10 }\n",
     )
-    with pytest.raises(ScenarioError, match=r"faults\[0\]"):
+    with pytest.raises(ScenarioError, match=r"faults #1 \(line 2\), params: unknown param"):
         load_scenario(p)
 
 
@@ -179,3 +180,46 @@ def test_json_schema_names_every_section() -> None:
     assert {"target", "stack", "load", "faults", "phases", "checks", "seed"} <= set(
         schema["properties"]
     )
+
+
+def test_json_schema_describes_checks_in_the_forms_users_write() -> None:
+    schema = Scenario.model_json_schema()
+    checks = schema["$defs"]["Thresholds"]
+    assert schema["properties"]["checks"]["$ref"] == "#/$defs/Thresholds"
+    assert checks["additionalProperties"] is False
+    slo = checks["properties"]["slo"]
+    assert slo["type"] == "string" and slo["default"] == "p99 < 150ms"
+    assert re.fullmatch(slo["pattern"], "p99.9 <= 1s") and "SLO" in slo["description"]
+    assert checks["properties"]["hold"]["anyOf"][0]["type"] == "integer"
+    for key, prop in checks["properties"].items():  # every threshold is described
+        assert prop.get("description"), key
+
+
+def test_json_schema_describes_target_config_by_the_targets_own_model() -> None:
+    target = Scenario.model_json_schema()["$defs"]["TargetSection"]
+    config = target["properties"]["config"]
+    assert {"auction", "edge", "impressions", "breaker", "publishers"} <= set(config["properties"])
+    limit = config["properties"]["auction"]["properties"]["limit"]
+    assert limit["type"] == "integer" and limit["minimum"] == 1
+    assert config["additionalProperties"] is False
+    assert "$ref" not in json.dumps(config) and "required" not in json.dumps(config)
+
+
+def test_strict_types_keep_integers_valid_for_floats() -> None:
+    s = parse_scenario({"name": "x", "load": {"base_rps": 20, "duration_s": 30}}, source="t")
+    assert s.load.base_rps == 20.0 and isinstance(s.load.base_rps, float)
+    with pytest.raises(ScenarioError, match=r"load\.base_rps: Input should be a valid number"):
+        parse_scenario({"name": "x", "load": {"base_rps": "20"}}, source="t")
+
+
+def test_checks_round_trip_through_the_resolved_toml() -> None:
+    s = load_scenario("smoke", ['checks.rss_growth="<= 1GiB"', 'checks.recover="within 500ms"'])
+    again = parse_scenario(tomllib.loads(s.to_toml()), source="resolved")
+    assert again.checks == s.checks and again.checks.rss_growth.bytes == 2**30
+
+
+def test_shipped_load_section_is_the_contract_model() -> None:
+    from spikegate.contract.load import SHAPES, LoadSection
+
+    assert Scenario.model_fields["load"].annotation is LoadSection
+    assert "flash_crowd" in SHAPES and len(SHAPES) == len(set(SHAPES))
