@@ -12,10 +12,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from spikegate.harness import __version__
 from spikegate.harness.errors import SpikegateError, UsageError
@@ -23,8 +25,30 @@ from spikegate.harness.errors import SpikegateError, UsageError
 if TYPE_CHECKING:
     from spikegate.harness.orchestrator import RunResult
 
+
+class _FlagsShownAsFlags:
+    """typer prints a type beside every option, a flag's too (`--no-live <bool>`), as if it
+    took a value: a flag shows none."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+        return params
+
+
+class _Command(_FlagsShownAsFlags, TyperCommand):
+    pass
+
+
+class _Group(_FlagsShownAsFlags, TyperGroup):
+    pass
+
+
 app = typer.Typer(
     name="spikegate",
+    cls=_Group,
     help="Load-testing and chaos harness: prove a service degrades gracefully and recovers.",
     no_args_is_help=True,
     add_completion=False,
@@ -32,28 +56,54 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"spikegate {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
     """Load-testing and chaos harness: prove a service degrades gracefully and recovers."""
 
 
-@app.command()
+_SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY.PATH=VALUE",
+        help="override a scenario value, e.g. --set load.peak_rps=800 (repeatable)",
+    ),
+]
+
+
+@app.command(cls=_Command)
 def version() -> None:
     """Print the Spikegate version."""
     typer.echo(f"spikegate {__version__}")
 
 
-@app.command("run")
+@app.command("run", cls=_Command)
 def run_command(
-    scenario: Annotated[str, typer.Argument(help="a scenario file, or a shipped name (smoke)")],
+    scenario: Annotated[
+        str,
+        typer.Argument(metavar="SCENARIO", help="a scenario file, or a shipped name (smoke)"),
+    ],
     out: Annotated[
-        Path | None, typer.Option("--out", help="run directory (default runs/<UTC>-<name>)")
+        Path | None,
+        typer.Option("--out", metavar="DIR", help="run directory (default runs/<UTC>-<name>)"),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="override the scenario's seed")] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="override a scenario value: key.path=value (repeatable)"),
+    seed: Annotated[
+        int | None, typer.Option("--seed", metavar="INT", help="override the scenario's seed")
     ] = None,
+    set_: _SetOption = None,
     no_live: Annotated[
         bool, typer.Option("--no-live", help="plain progress lines instead of the live view")
     ] = False,
@@ -88,9 +138,9 @@ def _print_summary(result: RunResult, console: Console) -> None:
     totals = result.totals
     sent, intended = totals.get("sent", 0), totals.get("intended", 0)
     outcomes = {k: v for k, v in totals.items() if k not in ("sent", "intended") and v}
-    console.print(f"[bold]run directory:[/] {result.run_dir}", highlight=False)
+    console.print(f"[bold]run directory:[/] {escape(str(result.run_dir))}", highlight=False)
     colour = "green" if result.status == "complete" else "yellow"
-    extra = f" ({result.signal})" if result.signal else ""
+    extra = f" ({escape(str(result.signal))})" if result.signal else ""
     console.print(f"status: [{colour}]{result.status}[/]{extra}", highlight=False)
     console.print(
         f"stack start-up {result.startup_s:.2f} s; {result.requests_rows} request rows, "
@@ -110,24 +160,31 @@ def _print_summary(result: RunResult, console: Console) -> None:
             highlight=False,
         )
     if result.cleanup and not result.cleanup.get("clean", True):
-        console.print(f"[red]left behind:[/] {result.cleanup}", highlight=False)
+        console.print(f"[red]left behind:[/] {escape(str(result.cleanup))}", highlight=False)
 
 
 def check_run(result: RunResult, console: Console) -> int:
     """Judge a finished run and write its reports; an interrupted run keeps its own code."""
     if result.status != "complete":
-        return result.exit_code
+        return int(result.exit_code)
     from spikegate.harness.checkcmd import check_run as judge_and_report
 
-    return judge_and_report(result.run_dir, (), console).exit_code
+    return int(judge_and_report(result.run_dir, (), console).exit_code)
 
 
-@app.command("check")
+@app.command("check", cls=_Command)
 def check_command(
-    run_dir: Annotated[Path, typer.Argument(help="a run directory written by `spikegate run`")],
+    run_dir: Annotated[
+        Path,
+        typer.Argument(metavar="RUN_DIR", help="a run directory written by `spikegate run`"),
+    ],
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help='override a threshold: checks.slo="p99 < 100ms" (repeatable)'),
+        typer.Option(
+            "--set",
+            metavar="checks.KEY=VALUE",
+            help='override a threshold: checks.slo="p99 < 100ms" (repeatable)',
+        ),
     ] = None,
 ) -> None:
     """Re-judge a stored run offline (optionally with other thresholds); rewrite its reports."""
@@ -138,12 +195,17 @@ def check_command(
         raise typer.Exit(code)
 
 
-@app.command("compare")
+@app.command("compare", cls=_Command)
 def compare_command(
-    run_a: Annotated[Path, typer.Argument(help="the reference run directory (before)")],
-    run_b: Annotated[Path, typer.Argument(help="the run directory to compare (after)")],
+    run_a: Annotated[
+        Path, typer.Argument(metavar="RUN_A", help="the reference run directory (before)")
+    ],
+    run_b: Annotated[
+        Path, typer.Argument(metavar="RUN_B", help="the run directory to compare (after)")
+    ],
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="also write the deltas as JSON here")
+        Path | None,
+        typer.Option("--json", metavar="FILE", help="also write the deltas as JSON here"),
     ] = None,
 ) -> None:
     """Show the deltas between two runs; exit 1 when B fails a verdict that A passed."""
@@ -154,19 +216,21 @@ def compare_command(
         raise typer.Exit(code)
 
 
-@app.command("ablate")
+@app.command("ablate", cls=_Command)
 def ablate_command(
-    scenario: Annotated[str, typer.Argument(help="a scenario file, or a shipped name")],
+    scenario: Annotated[
+        str, typer.Argument(metavar="SCENARIO", help="a scenario file, or a shipped name")
+    ],
     out: Annotated[
-        Path | None, typer.Option("--out", help="directory for the runs and ablation.json")
+        Path | None,
+        typer.Option("--out", metavar="DIR", help="directory for the runs and ablation.json"),
     ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="override a scenario value: key.path=value (repeatable)"),
-    ] = None,
+    set_: _SetOption = None,
     pattern: Annotated[
         list[str] | None,
-        typer.Option("--pattern", help="ablate only these patterns (edge, auction, ...)"),
+        typer.Option(
+            "--pattern", metavar="NAME", help="ablate only these patterns (edge, auction, ...)"
+        ),
     ] = None,
 ) -> None:
     """Run all patterns on, then each off in turn; exit 0 only if each ablation fails its check."""
@@ -181,10 +245,11 @@ def ablate_command(
         raise typer.Exit(code)
 
 
-@app.command("schema")
+@app.command("schema", cls=_Command)
 def schema_command(
     out: Annotated[
-        Path | None, typer.Option("--out", help="write the JSON Schema here instead of stdout")
+        Path | None,
+        typer.Option("--out", metavar="FILE", help="write the JSON Schema here instead of stdout"),
     ] = None,
 ) -> None:
     """Print the JSON Schema of scenario files (for editors)."""
@@ -203,6 +268,7 @@ def schema_command(
 
 fault_app = typer.Typer(
     name="fault",
+    cls=_Group,
     help="Add and remove faults by hand while `spikegate run` runs (they always expire).",
     no_args_is_help=True,
     add_completion=False,
@@ -212,11 +278,13 @@ app.add_typer(fault_app)
 
 _RunOption = Annotated[
     Path | None,
-    typer.Option("--run", help="the live run's directory (default: the one live run)"),
+    typer.Option(
+        "--run", metavar="RUN_DIR", help="the live run's directory (default: the one live run)"
+    ),
 ]
 
 
-@fault_app.command("ls")
+@fault_app.command("ls", cls=_Command)
 def fault_ls_command(
     run_dir: _RunOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the control API's JSON")] = False,
@@ -227,21 +295,27 @@ def fault_ls_command(
     list_faults(run_dir, Console(), as_json=as_json)
 
 
-@fault_app.command("add")
+@fault_app.command("add", cls=_Command)
 def fault_add_command(
     fault: Annotated[
-        str, typer.Argument(help="redis_latency, dsp_down, latency, ... (`fault ls` lists them)")
+        str,
+        typer.Argument(
+            metavar="FAULT", help="redis_latency, dsp_down, latency, ... (`fault ls` lists them)"
+        ),
     ],
     proxy: Annotated[
-        str | None, typer.Option("--proxy", help="redis, kafka, dsp-N (shorthands imply one)")
+        str | None,
+        typer.Option("--proxy", metavar="NAME", help="redis, kafka, dsp-N (shorthands imply one)"),
     ] = None,
     param: Annotated[
         list[str] | None,
-        typer.Option("--param", help="a fault parameter: key=value, e.g. latency_ms=50"),
+        typer.Option("--param", metavar="KEY=VALUE", help="a fault parameter, e.g. latency_ms=50"),
     ] = None,
     for_s: Annotated[
         float | None,
-        typer.Option("--for", help="seconds until it expires (default 30, at most 600)"),
+        typer.Option(
+            "--for", metavar="SECONDS", help="seconds until it expires (default 30, at most 600)"
+        ),
     ] = None,
     run_dir: _RunOption = None,
 ) -> None:
@@ -251,9 +325,11 @@ def fault_add_command(
     add_fault(run_dir, Console(), fault, proxy=proxy, params=list(param or []), for_s=for_s)
 
 
-@fault_app.command("rm")
+@fault_app.command("rm", cls=_Command)
 def fault_rm_command(
-    fault_id: Annotated[list[str], typer.Argument(help="fault ids as `fault ls` shows (m1)")],
+    fault_id: Annotated[
+        list[str], typer.Argument(metavar="ID...", help="fault ids as `fault ls` shows (m1)")
+    ],
     run_dir: _RunOption = None,
 ) -> None:
     """Take faults off now (manual or scheduled ones)."""
@@ -262,7 +338,7 @@ def fault_rm_command(
     remove_faults(run_dir, Console(), fault_id)
 
 
-@fault_app.command("clear")
+@fault_app.command("clear", cls=_Command)
 def fault_clear_command(run_dir: _RunOption = None) -> None:
     """Take every active fault off now (scheduled ones still to come will start)."""
     from spikegate.harness.faultcmd import clear_faults
@@ -273,26 +349,29 @@ def fault_clear_command(run_dir: _RunOption = None) -> None:
 def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
     """Run the CLI with `argv`; return the exit code instead of exiting."""
     console = console or Console(stderr=True)
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
     try:
         # without standalone mode, click returns a typer.Exit's code instead of raising it
         code = app(args=args, prog_name="spikegate", standalone_mode=False)
     except SpikegateError as exc:
-        console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        # user text (paths, values, TOML section names) is never read as rich markup
+        console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
         if exc.hint:
-            console.print(f"  [yellow]hint:[/] {exc.hint}", highlight=False)
-        return exc.exit_code
+            console.print(f"  [yellow]hint:[/] {escape(exc.hint)}", highlight=False)
+        return int(exc.exit_code)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         console.print("[yellow]aborted[/]")
         return 130
     except typer.TyperException as exc:  # click-level usage errors (unknown option, ...)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `spikegate fault`: help shown, exit 0
+            return 0
         show = getattr(exc, "show", None)
         if callable(show):
             show(file=sys.stderr)
         else:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return int(getattr(exc, "exit_code", 2))
     return code if isinstance(code, int) else 0
 

@@ -3,15 +3,17 @@
     --run RUN_DIR -> RUN_DIR/control.json ─┐
     (none)        -> live_runs(): exactly one ┴─> LiveRun.control_url ─> HTTP (urllib) ─> print
 
-No live run is an EnvironmentProblem (exit 4); several without --run, or a 4xx from the
-control server, a UsageError (exit 2) carrying the server's message; a 5xx (the chaos server
-failed) an EnvironmentProblem.
+A malformed `fault add` (unknown fault, bad --param, --proxy or --for) is a UsageError (exit 2)
+found here, before any live run is looked for. No live run is an EnvironmentProblem (exit 4);
+several without --run, or a 4xx from the control server, a UsageError (exit 2) carrying the
+server's message; a 5xx (the chaos server failed) an EnvironmentProblem.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,13 +22,23 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from spikegate.chaos.faults import build_fault, fault_params
+from spikegate.chaos.faults import build_fault, fault_params, resolve_fault
+from spikegate.harness.control import MAX_FOR_S
 from spikegate.harness.errors import EnvironmentProblem, UsageError
 from spikegate.harness.liverun import CONTROL_FILE, LiveRun, live_runs, read_live_run
 
-__all__ = ["add_fault", "clear_faults", "find_run", "list_faults", "parse_params", "remove_faults"]
+__all__ = [
+    "add_fault",
+    "check_fault",
+    "clear_faults",
+    "find_run",
+    "list_faults",
+    "parse_params",
+    "remove_faults",
+]
 
 HTTP_TIMEOUT_S = 10.0  # a fault goes on in one chaos call (2 s bound); room for a busy box
 NO_RUN = "no live spikegate run: start one with `spikegate run SCENARIO`"
@@ -85,6 +97,40 @@ def parse_params(items: Sequence[str]) -> dict[str, object]:
             raise UsageError(f"--param {key} is given twice", hint="give each parameter once")
         out[key] = _value(raw.strip())
     return out
+
+
+def check_fault(
+    fault: str, proxy: str | None, params: Sequence[str], for_s: float | None
+) -> dict[str, object]:
+    """The request as the control server would judge it, judged here first; returns the
+    parsed parameters. UsageError names the argument, --param, --proxy or --for at fault."""
+    parsed = parse_params(params)
+    if for_s is not None and not (math.isfinite(for_s) and 0 < for_s <= MAX_FOR_S):
+        raise UsageError(
+            f"--for {for_s:g}: expected seconds in (0, {MAX_FOR_S:g}]",
+            hint="a manual fault always expires: e.g. --for 30",
+        )
+    try:
+        resolve_fault(fault, proxy, parsed)
+    except (ValueError, TypeError) as exc:
+        given = {item.partition("=")[0].strip(): item for item in params}
+        raise UsageError(
+            f"{_culprit(str(exc), fault, proxy, given)}: {exc}",
+            hint="`spikegate fault ls` lists the faults; `--param key=value` sets a parameter",
+        ) from None
+    return parsed
+
+
+def _culprit(message: str, fault: str, proxy: str | None, given: Mapping[str, str]) -> str:
+    """The command-line argument an error from the fault catalog is about."""
+    if message.startswith("fault must be one of"):
+        return f"fault {fault!r}"
+    named = [given[k] for k in given if re.search(rf"\b{re.escape(k)}\b", message)]
+    if named:
+        return ", ".join(f"--param {item}" for item in named)
+    if "proxy" in message:
+        return f"--proxy {proxy}" if proxy is not None else "--proxy (not given)"
+    return f"fault {fault!r}"
 
 
 def _value(raw: str) -> object:
@@ -153,8 +199,10 @@ def list_faults(run_dir: Path | None, console: Console, *, as_json: bool = False
         console.print_json(data=data)
         return
     console.print(
-        f"run {run.run_dir} ({run.scenario}, pid {run.pid}) at t={data.get('t', 0):.1f} s; "
-        f"control page {run.control_url}/",
+        escape(
+            f"run {run.run_dir} ({run.scenario}, pid {run.pid}) at t={data.get('t', 0):.1f} s; "
+            f"control page {run.control_url}/"
+        ),
         highlight=False,
         soft_wrap=True,
     )
@@ -164,15 +212,16 @@ def list_faults(run_dir: Path | None, console: Console, *, as_json: bool = False
     else:
         table = Table("id", "fault", "proxy", "params", "source", "since t", "ends in")
         for f in active:
-            table.add_row(
+            cells = (
                 f["id"], f["fault"], f["proxy"], _params_text(f["fault"], f.get("params") or {}),
                 f["source"], f"{f['started_t']:.1f} s", _ends_text(f),
             )  # fmt: skip
+            table.add_row(*(escape(str(c)) for c in cells))
         console.print(table)
     proxies = ", ".join(data.get("proxies") or []) or "none"
-    console.print(f"proxies: {proxies}", highlight=False, soft_wrap=True)
+    console.print(escape(f"proxies: {proxies}"), highlight=False, soft_wrap=True)
     names = ", ".join(c["name"] for c in data.get("catalog") or [])
-    console.print(f"faults: {names}", highlight=False, soft_wrap=True)
+    console.print(escape(f"faults: {names}"), highlight=False, soft_wrap=True)
 
 
 def add_fault(
@@ -184,7 +233,7 @@ def add_fault(
     params: Sequence[str],
     for_s: float | None,
 ) -> None:
-    body: dict[str, Any] = {"fault": fault, "params": parse_params(params)}
+    body: dict[str, Any] = {"fault": fault, "params": check_fault(fault, proxy, params, for_s)}
     if proxy is not None:
         body["proxy"] = proxy
     if for_s is not None:
@@ -192,9 +241,11 @@ def add_fault(
     run = find_run(run_dir)
     added = _call(run, "POST", "/faults", body)
     console.print(
-        f"added {added['id']}: {added['fault']} on {added['proxy']} "
-        f"({_params_text(added['fault'], added.get('params') or {})}), "
-        f"ends in {_ends_text(added)}",
+        escape(
+            f"added {added['id']}: {added['fault']} on {added['proxy']} "
+            f"({_params_text(added['fault'], added.get('params') or {})}), "
+            f"ends in {_ends_text(added)}"
+        ),
         highlight=False,
         soft_wrap=True,
     )
@@ -204,11 +255,11 @@ def remove_faults(run_dir: Path | None, console: Console, ids: Sequence[str]) ->
     run = find_run(run_dir)
     for fault_id in ids:
         _call(run, "DELETE", f"/faults/{urllib.parse.quote(fault_id, safe='')}")
-        console.print(f"removed {fault_id}", highlight=False)
+        console.print(escape(f"removed {fault_id}"), highlight=False)
 
 
 def clear_faults(run_dir: Path | None, console: Console) -> None:
     run = find_run(run_dir)
     data = _call(run, "POST", "/faults/clear")
     removed = data.get("removed") or []
-    console.print(f"removed {', '.join(removed) if removed else 'nothing'}", highlight=False)
+    console.print(escape(f"removed {', '.join(removed) or 'nothing'}"), highlight=False)
