@@ -40,9 +40,10 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from spikegate.contract.env import LOAD_ENV, PUBLISHERS_ENV, RUN_DIR_ENV, SEED_ENV, T0_ENV
+from spikegate.contract.load import LoadSection
 from spikegate.contract.rundir import ACKED_DIR, REQUESTS_FILE, JsonlWriter
 from spikegate.locustfiles.recorder import Merger, Recorder, SecondStats
-from spikegate.locustfiles.shapes import DEMO_LOAD, ArrivalSchedule, LoadParams, Shape, make_shape
+from spikegate.locustfiles.shapes import DEMO_LOAD, ArrivalSchedule, Shape, load_params, make_shape
 from spikegate.locustfiles.traffic import Traffic, default_publishers
 
 __all__ = [
@@ -67,7 +68,7 @@ log = logging.getLogger("spikegate")
 class Config:
     """What the harness hands the generator through the environment (defaults without it)."""
 
-    params: LoadParams
+    params: LoadSection
     publishers: dict[str, str]
     seed: int = 0
     t0: float | None = None
@@ -84,7 +85,7 @@ class Config:
                 raise ValueError(f"{LOAD_ENV} is not valid JSON ({exc.msg})") from exc
         override = {} if shape is None else {"shape": shape}
         try:
-            params = LoadParams.from_mapping(raw_load, **override)
+            params = load_params(raw_load, **override)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{LOAD_ENV}: {exc}") from exc
         publishers = default_publishers(params.publishers)
@@ -152,7 +153,7 @@ class Runtime:
     _proc: psutil.Process | None = None
 
     @property
-    def params(self) -> LoadParams:
+    def params(self) -> LoadSection:
         return self.config.params
 
     @property

@@ -1,6 +1,6 @@
 """Load shapes as pure functions of time, and the arrival schedule they imply.
 
-    LoadParams (the scenario's [load] section)  ->  Shape.rate_at(t)       intended rps at t
+    LoadSection (the [load] section, contract)   ->  Shape.rate_at(t)       intended rps at t
                                                     Shape.hot_share_at(t)  hot publisher's share
     Shape + seed + (process index, count)       ->  ArrivalSchedule        intended send instants
 
@@ -32,29 +32,26 @@ and linear pieces above (up to float rounding, and jumps inside a millisecond).
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from pydantic import ValidationError
+
+from spikegate.contract.load import ARRIVALS, SHAPES, LoadSection, Step
+
 __all__ = [
-    "ARRIVALS",
     "DEMO_LOAD",
-    "MODES",
-    "SHAPES",
     "ArrivalSchedule",
-    "LoadParams",
+    "LoadSection",
     "Shape",
     "Step",
     "intended_per_second",
+    "load_params",
     "make_shape",
 ]
 
-SHAPES = ("steady", "step", "flash_crowd", "hot_publisher", "sawtooth", "ramp_to_knee")
-ARRIVALS = ("uniform", "poisson")
-MODES = ("open", "closed")
-MAX_RPS = 1_000_000.0
 STEP_S = 0.001
 # The [load] section without SPIKEGATE_LOAD (plain `locust -f adserver.py,shape_<any>.py`):
 # 30 s that every shape can run; the spike, or the steps, from 10 s to 20 s.
@@ -69,159 +66,28 @@ DEMO_LOAD: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True)
-class Step:
-    at_s: float
-    rps: float
-
-
-def _num(raw: Any, name: str, lo: float, hi: float, *, lo_open: bool = False) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise ValueError(f"load.{name} must be a number, got {raw!r}")
-    value = float(raw)
-    low_bad = value <= lo if lo_open else value < lo
-    if math.isnan(value) or low_bad or value > hi:
-        left = "(" if lo_open else "["
-        raise ValueError(f"load.{name} must be in {left}{lo:g}, {hi:g}], got {raw!r}")
-    return value
-
-
-def _int(raw: Any, name: str, lo: int, hi: int) -> int:
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        if isinstance(raw, float) and raw.is_integer():
-            raw = int(raw)
-        else:
-            raise ValueError(f"load.{name} must be an integer, got {raw!r}")
-    if not lo <= raw <= hi:
-        raise ValueError(f"load.{name} must be in [{lo}, {hi}], got {raw}")
-    return int(raw)
-
-
-def _choice(raw: Any, name: str, allowed: tuple[str, ...]) -> str:
-    if raw not in allowed:
-        raise ValueError(f"load.{name} must be one of {', '.join(allowed)}, got {raw!r}")
-    return str(raw)
-
-
-@dataclass(frozen=True)
-class LoadParams:
-    """The [load] section as the generator reads it (SPIKEGATE_LOAD); validated on creation.
-
-    `arrivals` ("uniform" | "poisson") and `mode` ("open" | "closed") are generator-only
-    extras: "closed" is the benchmark's max-rate mode (each user sends back to back, one
-    request in flight, intended = sent); scenarios use the open model."""
-
-    shape: str = "steady"
-    duration_s: float = 30.0
-    warmup_s: float = 5.0
-    base_rps: float = 50.0
-    peak_rps: float = 0.0
-    spike_at_s: float = 0.0
-    spike_for_s: float = 0.0
-    steps: tuple[Step, ...] = ()
-    period_s: float = 10.0
-    publishers: int = 4
-    hot_publisher: str = "pub-1"
-    hot_share: float = 0.8
-    impression_rate: float = 0.5
-    tmax_ms: int = 150
-    client_timeout_s: float = 2.0
-    max_inflight: int = 2000
-    processes: int = 1
-    arrivals: str = "uniform"
-    mode: str = "open"
-
-    def __post_init__(self) -> None:
-        _choice(self.shape, "shape", SHAPES)
-        _choice(self.arrivals, "arrivals", ARRIVALS)
-        _choice(self.mode, "mode", MODES)
-        _num(self.duration_s, "duration_s", 0, 86_400, lo_open=True)
-        _num(self.warmup_s, "warmup_s", 0, self.duration_s)
-        if self.warmup_s >= self.duration_s:
-            raise ValueError(
-                f"load.warmup_s ({self.warmup_s:g}) must be less than load.duration_s "
-                f"({self.duration_s:g})"
-            )
-        _num(self.base_rps, "base_rps", 0, MAX_RPS)
-        _num(self.peak_rps, "peak_rps", 0, MAX_RPS)
-        _num(self.spike_at_s, "spike_at_s", 0, 86_400)
-        _num(self.spike_for_s, "spike_for_s", 0, 86_400)
-        _num(self.period_s, "period_s", 0, 86_400, lo_open=True)
-        _int(self.publishers, "publishers", 1, 1000)
-        _num(self.hot_share, "hot_share", 0, 1)
-        _num(self.impression_rate, "impression_rate", 0, 1)
-        _int(self.tmax_ms, "tmax_ms", 1, 60_000)
-        _num(self.client_timeout_s, "client_timeout_s", 0, 120, lo_open=True)
-        _int(self.max_inflight, "max_inflight", 1, 100_000)
-        _int(self.processes, "processes", 1, 64)
-        if self.hot_publisher not in self.publisher_ids():
-            raise ValueError(
-                f"load.hot_publisher must be one of pub-1..pub-{self.publishers}, "
-                f"got {self.hot_publisher!r}"
-            )
-        self._check_steps()
-        self._check_shape()
-
-    def _check_steps(self) -> None:
-        last = -1.0
-        for i, step in enumerate(self.steps):
-            _num(step.at_s, f"steps[{i}].at_s", 0, self.duration_s)
-            _num(step.rps, f"steps[{i}].rps", 0, MAX_RPS)
-            if step.at_s <= last:
-                raise ValueError(f"load.steps[{i}].at_s must be greater than the previous step's")
-            last = step.at_s
-
-    def _check_shape(self) -> None:
-        if self.shape == "step" and not self.steps:
-            raise ValueError("load.steps must list at least one {at_s, rps} for shape 'step'")
-        if self.shape in ("flash_crowd", "hot_publisher"):
-            if self.spike_for_s <= 0:
-                raise ValueError(f"load.spike_for_s must be > 0 for shape {self.shape!r}")
-            if self.spike_at_s + self.spike_for_s > self.duration_s:
-                raise ValueError(
-                    "load.spike_at_s + load.spike_for_s must end within load.duration_s "
-                    f"({self.spike_at_s:g} + {self.spike_for_s:g} > {self.duration_s:g})"
-                )
-        if self.shape in ("flash_crowd", "hot_publisher", "sawtooth", "ramp_to_knee") and (
-            self.peak_rps <= self.base_rps
-        ):
-            raise ValueError(
-                f"load.peak_rps ({self.peak_rps:g}) must exceed load.base_rps "
-                f"({self.base_rps:g}) for shape {self.shape!r}"
-            )
-
-    def publisher_ids(self) -> list[str]:
-        return [f"pub-{i}" for i in range(1, self.publishers + 1)]
-
-    @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any], **override: Any) -> LoadParams:
-        """Build from a JSON-like mapping (SPIKEGATE_LOAD); keys this generator does not
-        use are ignored (the scenario model validates the section as a whole)."""
-        if not isinstance(raw, Mapping):
-            raise ValueError(f"the load section must be an object, got {type(raw).__name__}")
-        known = {f.name for f in fields(cls)}
-        kwargs: dict[str, Any] = {k: v for k, v in raw.items() if k in known}
-        kwargs.update(override)
-        steps = kwargs.get("steps", ())
-        if not isinstance(steps, list | tuple):
-            raise ValueError(f"load.steps must be a list of {{at_s, rps}}, got {steps!r}")
-        parsed: list[Step] = []
-        for i, s in enumerate(steps):
-            if isinstance(s, Step):
-                parsed.append(s)
-            elif isinstance(s, Mapping) and set(s) >= {"at_s", "rps"}:
-                parsed.append(Step(at_s=s["at_s"], rps=s["rps"]))
-            else:
-                raise ValueError(f"load.steps[{i}] must be an object {{at_s, rps}}, got {s!r}")
-        kwargs["steps"] = tuple(parsed)
-        return cls(**kwargs)
+def load_params(raw: Mapping[str, Any], **override: Any) -> LoadSection:
+    """The [load] section from a JSON-like mapping (SPIKEGATE_LOAD), validated by the one
+    model the harness validated the scenario with. Keys this generator does not know (a
+    newer harness) are ignored; errors name the field (`load.steps.1.at_s: ...`)."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"the load section must be an object, got {type(raw).__name__}")
+    known = LoadSection.model_fields
+    data = {k: v for k, v in raw.items() if k in known}
+    data.update(override)
+    try:
+        return LoadSection.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"load.{where}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 @dataclass(frozen=True)
 class Shape:
     """A named load shape over `params`: the intended arrival rate and hot share at t."""
 
-    params: LoadParams
+    params: LoadSection
     name: ClassVar[str] = "steady"
     _rate: Callable[[float], float] = field(init=False, repr=False, compare=False)
 
@@ -317,22 +183,18 @@ class RampToKnee(Shape):
 
 
 _SHAPES: dict[str, type[Shape]] = {
-    "steady": Steady,
-    "step": StepShape,
-    "flash_crowd": FlashCrowd,
-    "hot_publisher": HotPublisher,
-    "sawtooth": Sawtooth,
-    "ramp_to_knee": RampToKnee,
+    cls.name: cls for cls in (Steady, StepShape, FlashCrowd, HotPublisher, Sawtooth, RampToKnee)
 }
+assert set(_SHAPES) == set(SHAPES), "a shape of the contract has no class here"
 
 
-def make_shape(params: LoadParams, name: str | None = None) -> Shape:
+def make_shape(params: LoadSection, name: str | None = None) -> Shape:
     """The shape `name` (default: params.shape) over `params`."""
     name = params.shape if name is None else name
     if name not in _SHAPES:
         raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {name!r}")
     if name != params.shape:
-        params = LoadParams.from_mapping({**params.__dict__, "shape": name})
+        params = load_params(params.model_dump(), shape=name)
     return _SHAPES[name](params)
 
 
@@ -367,9 +229,9 @@ class ArrivalSchedule:
         self.count = count
         self.start_s = start_s
         self.end_s = shape.params.duration_s if end_s is None else min(end_s, 86_400.0)
-        self.arrivals = _choice(
-            shape.params.arrivals if arrivals is None else arrivals, "arrivals", ARRIVALS
-        )
+        self.arrivals = shape.params.arrivals if arrivals is None else arrivals
+        if self.arrivals not in ARRIVALS:
+            raise ValueError(f"arrivals must be one of {', '.join(ARRIVALS)}, got {arrivals!r}")
         self.step_s = step_s
 
     def _thresholds(self) -> Iterator[float]:

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from spikegate.locustfiles.shapes import LoadParams
+from spikegate.contract.load import LoadSection
 
 __all__ = ["FLOORS", "Traffic", "default_publishers"]
 
@@ -40,7 +40,7 @@ class Traffic:
 
     def __init__(
         self,
-        params: LoadParams,
+        params: LoadSection,
         publishers: Mapping[str, str],
         *,
         seed: int = 0,

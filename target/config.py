@@ -20,11 +20,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from spikegate.contract.env import TARGET_CONFIG_ENV, TARGET_OVERRIDE_PREFIX
 from spikegate.target.backpressure.breaker import BreakerConfig
 from spikegate.target.impressions import ImpressionLoggerSettings
 
-CONFIG_ENV = "SPIKEGATE_TARGET_CONFIG"
-ENV_PREFIX = "SPIKEGATE__"
+CONFIG_ENV = TARGET_CONFIG_ENV
+ENV_PREFIX = TARGET_OVERRIDE_PREFIX
 
 
 class ConfigError(ValueError):

@@ -7,6 +7,7 @@ import json
 import pytest
 from hdrh.histogram import HdrHistogram
 
+from spikegate.contract.load import LoadSection
 from spikegate.harness.rundir import OUTCOMES
 from spikegate.locustfiles.recorder import (
     BID,
@@ -18,7 +19,7 @@ from spikegate.locustfiles.recorder import (
     classify,
     quantize_us,
 )
-from spikegate.locustfiles.shapes import LoadParams
+from spikegate.locustfiles.shapes import load_params
 from spikegate.locustfiles.traffic import FLOORS, USER_POOL, Traffic, default_publishers
 
 
@@ -147,7 +148,7 @@ def test_merger_drain_fills_gaps_so_there_is_one_row_per_second() -> None:
 
 
 def traffic(**kw: object) -> Traffic:
-    p = LoadParams.from_mapping({"publishers": 4, **kw})
+    p = load_params({"publishers": 4, **kw})
     return Traffic(p, default_publishers(4), seed=1)
 
 
@@ -235,7 +236,7 @@ def test_publisher_counts_meter_bids_only_as_the_edge_buckets_do() -> None:
 
 def test_bid_bodies_stay_valid_json_for_publisher_ids_that_need_escaping() -> None:
     pub = 'pub "7"\\x'
-    t = Traffic(LoadParams(), {pub: "key-7"}, seed=1)
+    t = Traffic(LoadSection(), {pub: "key-7"}, seed=1)
     body = json.loads(t.bid_body(pub))
     assert body["site"]["publisher"]["id"] == pub
 
