@@ -519,8 +519,8 @@ def load_history(run_dir: Path | str) -> History:
         )
     try:
         scenario = load_scenario(d / SCENARIO_FILE)
-    except ScenarioError as exc:
-        raise UsageError(f"{d / SCENARIO_FILE}: {exc.message}") from None
+    except ScenarioError as exc:  # its message names the file and line already
+        raise UsageError(exc.message, hint=exc.hint) from None
     meta = _read_json(d / META_FILE)
     if not isinstance(meta, dict):
         raise UsageError(f"{d / META_FILE}: expected a JSON object, got {type(meta).__name__}")
