@@ -7,10 +7,17 @@ One row per second whatever happens: a scrape that fails or times out still yiel
 (ok: false), so gaps in the history are visible rather than silent. A tick missed because
 the machine stalled is written late with its own `t`, never skipped. `parse_metrics` is a
 pure function of the exposition text (unit-tested on text, not on a server).
+
+`auction_inflight_max` is the sampler's own in-flight peak since its previous good scrape,
+derived from the target's monotonic `spikegate_auction_inflight_reached_total{level}` (see
+target/metrics.py): another scraper of the same /metrics, a scrape that comes late and one
+that fails in between take nothing from it. A target without that counter keeps its own
+`spikegate_auction_inflight_max` gauge as the value.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import math
 import threading
@@ -41,6 +48,7 @@ _MS = {
     "spikegate_event_loop_lag_max_seconds": "loop_lag_max_ms",
 }
 _IMPRESSIONS = "spikegate_impressions_"
+_REACHED = "spikegate_auction_inflight_reached_total"
 # The server-side cost of every 429/503, by layer: its cumulative buckets are kept each
 # second so that the checker can difference any window of the run.
 _REJECTION = "spikegate_rejection_seconds"
@@ -57,7 +65,13 @@ def parse_metrics(text: str) -> dict[str, Any]:
     Fields whose metrics are absent are left out (a user's own service has none of ours).
     Raises ValueError when the text is not a Prometheus exposition.
     """
+    return _parse(text)[0]
+
+
+def _parse(text: str) -> tuple[dict[str, Any], dict[int, float] | None]:
+    """parse_metrics, plus the in-flight `reached` counts by level (None when not exported)."""
     row: dict[str, Any] = {}
+    reached: dict[int, float] | None = None
     breakers: dict[str, str] = {}
     decisions: dict[str, float] = {}
     requests: dict[str, float] = {}
@@ -66,6 +80,8 @@ def parse_metrics(text: str) -> dict[str, Any]:
     for family in text_string_to_metric_families(text):
         if family.name == _REJECTION and rejections is None:
             rejections = {}  # exported before any rejection: present but empty
+        if family.name in (_REACHED, _REACHED.removesuffix("_total")) and reached is None:
+            reached = {}  # exported before any auction: present but empty
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, float(sample.value)
             if not name.startswith(_PREFIX):
@@ -83,6 +99,9 @@ def parse_metrics(text: str) -> dict[str, Any]:
             elif name == "spikegate_requests_total":
                 key = f"{labels.get('route', '')}:{labels.get('status', '')}:"
                 requests[key + labels.get("decision", "")] = value
+            elif name == _REACHED and reached is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    reached[int(labels["level"])] = value
             elif name == _REJECTION + "_bucket" and rejections is not None and "le" in labels:
                 le = float(labels["le"])  # "+Inf" parses to inf, written as null
                 rejections.setdefault(labels.get("layer", "?"), []).append((le, value))
@@ -99,7 +118,25 @@ def parse_metrics(text: str) -> dict[str, Any]:
             layer: [[_finite(le), int(count)] for le, count in sorted(buckets)]
             for layer, buckets in sorted(rejections.items())
         }
-    return row
+    return row, reached
+
+
+def _own_peak(
+    row: dict[str, Any],
+    reached: dict[int, float],
+    before: tuple[float, dict[int, float]] | None,
+) -> float | None:
+    """The in-flight peak since the `before` scrape (its level and counts): the level then,
+    every level whose count rose, the level now. None without a `before` to difference."""
+    if before is None:
+        return None
+    level_then, counts_then = before
+    if any(n < counts_then.get(level, 0.0) for level, n in reached.items()) or any(
+        level not in reached for level in counts_then
+    ):
+        level_then, counts_then = 0.0, {}  # the counters restarted: a new target process
+    rose = (float(level) for level, n in reached.items() if n > counts_then.get(level, 0.0))
+    return max(level_then, row.get("auction_inflight") or 0.0, *rose)
 
 
 def scrape(url: str, timeout_s: float = SCRAPE_TIMEOUT_S) -> tuple[int, str]:
@@ -150,6 +187,8 @@ class Sampler:
         self._thread: threading.Thread | None = None
         self._warned = False
         self.latest: dict[str, Any] | None = None
+        # (auction_inflight, reached counts) of the last good scrape, to difference against.
+        self._inflight_before: tuple[float, dict[int, float]] | None = None
         self.rows = 0
         self.failures = 0
 
@@ -164,10 +203,17 @@ class Sampler:
                     self._warn_once(f"{self.metrics_url} answered 404: the service has no /metrics")
                 raise OSError(f"HTTP {status}")
             try:
-                fields = parse_metrics(body)
+                fields, reached = _parse(body)
             except ValueError as exc:
                 self._warn_once(f"{self.metrics_url} is not a Prometheus exposition: {exc}")
                 raise OSError("not a Prometheus exposition") from exc
+            if reached is not None:
+                peak = _own_peak(fields, reached, self._inflight_before)
+                if peak is not None:
+                    fields["auction_inflight_max"] = max(
+                        peak, fields.get("auction_inflight_max") or 0.0
+                    )
+                self._inflight_before = (fields.get("auction_inflight") or 0.0, reached)
             row = {"t": t, "ok": True, **fields}
         except (OSError, ValueError) as exc:
             self.failures += 1

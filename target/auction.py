@@ -24,7 +24,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -120,37 +120,53 @@ class UnlimitedView:
         return self.ceiling
 
 
-class PeakLevel:
-    """The highest level noted in the current and the previous whole second of `clock`.
+class InflightPeak(NamedTuple):
+    """One read of a `PeakLevel`."""
 
-    A scrape once a second sees the instant's level only; this keeps the high-water mark in
-    between, so a bound that is crossed for a few milliseconds is still seen (1-2 s back).
+    peak: int
+    """Highest level since the previous read (since start for the first), never below now."""
+    reached: tuple[int, ...]
+    """reached[k]: how many times work started with k in flight (itself included), since
+    start. Monotonic, so any number of readers can difference their own two reads."""
+
+
+class PeakLevel:
+    """The in-flight high-water mark, kept until it is read: no clock, no window.
+
+    `note(level)` runs where work starts, with the level it made. `read(level_now)` returns
+    two views of the peak:
+
+    - `peak`: the highest level noted since the previous read, never below `level_now`; the
+      read resets it to `level_now`. However late the read, the peak is there. It is one
+      mark for all readers: with two scrapers, each sees the peak since the other's scrape.
+    - `reached`: per level, how many starts saw it (a monotonic counter). A reader that keeps
+      its previous read gets its own exact peak: the highest level whose count rose, or the
+      level at its previous read if higher. Safe for any number of readers, and a failed
+      read loses nothing (the next one differences against the last good one).
+
+    Noted and read on one thread (the event loop's): no locks.
     """
 
-    __slots__ = ("_clock", "_current", "_previous", "_second")
+    __slots__ = ("_pending", "_reached")
 
-    def __init__(self, clock: Clock = monotonic_ns) -> None:
-        self._clock = clock
-        self._second = clock() // NS_PER_S
-        self._current = 0
-        self._previous = 0
+    def __init__(self) -> None:
+        self._pending = 0
+        self._reached: list[int] = [0]
 
     def note(self, level: int) -> None:
-        second = self._clock() // NS_PER_S
-        if second != self._second:
-            self._previous = self._current if second == self._second + 1 else 0
-            self._current, self._second = 0, second
-        if level > self._current:
-            self._current = level
+        if level < 1:
+            return
+        if level > self._pending:
+            self._pending = level
+        reached = self._reached
+        if level >= len(reached):
+            reached.extend([0] * (level + 1 - len(reached)))
+        reached[level] += 1
 
-    def value(self, level_now: int) -> int:
-        """The peak of the last 1-2 s, never below the level now."""
-        ago = self._clock() // NS_PER_S - self._second
-        if ago == 0:
-            return max(self._current, self._previous, level_now)
-        if ago == 1:
-            return max(self._current, level_now)
-        return level_now
+    def read(self, level_now: int) -> InflightPeak:
+        peak = max(self._pending, level_now)
+        self._pending = level_now
+        return InflightPeak(peak, tuple(self._reached))
 
 
 class Auction:
@@ -172,7 +188,7 @@ class Auction:
         # With the limit switched off (ablation) the metrics still see Redis work in flight,
         # against the configured, unenforced limit: that is what the limit would have bounded.
         self.unlimited = UnlimitedView(cfg.limit) if limit is None else None
-        self.peak = PeakLevel(clock)
+        self.peak = PeakLevel()
         self._clock = clock
         self._reserve = redis.register_script(_RESERVE_LUA)
         self.last_redis_error = ""
@@ -203,10 +219,11 @@ class Auction:
                 await pool.release(conn)
         return True
 
-    def inflight_peak(self) -> int:
-        """Most auctions holding Redis work at once in the last 1-2 s (limit on or off)."""
+    def inflight_peak(self) -> InflightPeak:
+        """Read the in-flight peak of Redis work (limit on or off): see `PeakLevel`. The
+        metrics scrape calls this; any other call resets the since-last-read `peak` too."""
         view = self.limit if self.limit is not None else self.unlimited
-        return self.peak.value(view.inflight if view is not None else 0)
+        return self.peak.read(view.inflight if view is not None else 0)
 
     def deadline_ns(self, arrival_ns: int, tmax_ms: int | None) -> int:
         tmax = min(tmax_ms or self.cfg.default_tmax_ms, self.cfg.max_tmax_ms)

@@ -9,11 +9,23 @@ request path nothing.
 Names (all prefixed `spikegate_`):
     requests_total{route,status,decision}        decisions_total{layer,reason}
     request_duration_seconds{route,outcome}      rejection_seconds{layer}  (429/503 cost)
-    auction_inflight / auction_inflight_max (1-2 s high-water mark) / auction_limit /
-    auction_limit_ceiling / auction_waiting
+    auction_inflight / auction_limit / auction_limit_ceiling / auction_waiting
+    auction_inflight_max (peak since the previous scrape)
+    auction_inflight_reached_total{level} (the peak for any number of scrapers, see below)
     breaker_state{dsp,state} (1 = current)       breaker_state_code{dsp} (0 closed .. 4 disabled)
     impressions_<stat> (one gauge per ImpressionLogger.stats() key)
     event_loop_lag_seconds / event_loop_lag_max_seconds   process_rss_bytes
+
+The in-flight peak has no time window, so no scrape is ever too late for it:
+- `auction_inflight_max` is the most auctions holding Redis work at once since the previous
+  scrape of /metrics (since start for the first), never below `auction_inflight`; every
+  scrape resets it. One mark for all scrapers: a second scraper (a user's Prometheus beside
+  the harness) sees only the peak since the other's latest scrape.
+- `auction_inflight_reached_total{level="k"}` counts auctions that started Redis work with k
+  in flight (themselves included); it only grows. Between two of its own scrapes a reader's
+  peak is max(auction_inflight at the earlier one, every k whose count rose, the level now):
+  exact for each reader however many there are, and a failed scrape loses nothing. The
+  harness sampler reads it this way.
 """
 
 from __future__ import annotations
@@ -22,12 +34,12 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from spikegate.target.backpressure.breaker import BreakerState
@@ -101,6 +113,15 @@ class LimitView(Protocol):
     def waiting(self) -> int: ...
 
 
+class PeakView(Protocol):
+    """One read of the in-flight peak (target.auction.InflightPeak); reading resets `peak`."""
+
+    @property
+    def peak(self) -> int: ...
+    @property
+    def reached(self) -> Sequence[int]: ...
+
+
 class BreakerView(Protocol):
     @property
     def state(self) -> BreakerState: ...
@@ -119,7 +140,7 @@ class LevelsCollector(Collector):
         breakers: Callable[[], Mapping[str, BreakerView]],
         impression_stats: Callable[[], Mapping[str, float] | None],
         loop_lag: Callable[[], tuple[float, float]],
-        inflight_peak: Callable[[], int] | None = None,
+        inflight_peak: Callable[[], PeakView] | None = None,
     ) -> None:
         self._limit = limit
         self._inflight_peak = inflight_peak
@@ -140,11 +161,26 @@ class LevelsCollector(Collector):
             for name, value, doc in levels:
                 yield GaugeMetricFamily(f"spikegate_{name}", doc, value=float(value))
             if self._inflight_peak is not None:
+                # Read after `lim.inflight` in the same synchronous collect: consistent.
+                reading = self._inflight_peak()
                 yield GaugeMetricFamily(
                     "spikegate_auction_inflight_max",
-                    "most auctions holding a Redis permit at once in the last 1-2 s",
-                    value=float(self._inflight_peak()),
+                    "most auctions holding Redis work at once since the previous scrape of "
+                    "/metrics by anyone (reset by every scrape, never below auction_inflight); "
+                    "with several scrapers use auction_inflight_reached_total",
+                    value=float(reading.peak),
                 )
+                reached = CounterMetricFamily(
+                    "spikegate_auction_inflight_reached",
+                    "auctions that started Redis work with `level` in flight, themselves "
+                    "included; a scraper's own peak since its previous scrape is the highest "
+                    "level whose count rose, or auction_inflight then, or now",
+                    labels=["level"],
+                )
+                for level, count in enumerate(reading.reached):
+                    if count:
+                        reached.add_metric([str(level)], float(count))
+                yield reached
         state = GaugeMetricFamily(
             "spikegate_breaker_state", "1 for the current state", labels=["dsp", "state"]
         )

@@ -33,7 +33,7 @@ def _exposition(*, max_depth: float = 400.0) -> str:
             breakers=lambda: breakers,  # type: ignore[arg-type,return-value]
             impression_stats=lambda: stats,
             loop_lag=lambda: (0.001, 0.003),
-            inflight_peak=lambda: 9,
+            inflight_peak=lambda: SimpleNamespace(peak=9, reached=(0, 4, 0, 2)),
         )
     )
     return metrics.render().decode()
@@ -151,6 +151,45 @@ def _sampler(fetch: Any, rows: list[dict[str, Any]], warnings: list[str]) -> Sam
         fetch=fetch,
         clock=_FakeClock(),
     )
+
+
+def _inflight_text(level: int, gauge: int, reached: dict[int, int]) -> str:
+    lines = [
+        f"spikegate_auction_inflight {level}.0",
+        f"spikegate_auction_inflight_max {gauge}.0",
+        "# HELP spikegate_auction_inflight_reached x",
+        "# TYPE spikegate_auction_inflight_reached counter",
+    ]
+    lines += [
+        f'spikegate_auction_inflight_reached_total{{level="{k}"}} {n}.0' for k, n in reached.items()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_the_peak_comes_from_the_counter_however_others_scrape_or_scrapes_fail() -> None:
+    """Each row's auction_inflight_max is the peak since the sampler's previous good scrape:
+    the highest level whose count rose, or the level then, or now; never the target's
+    reset-on-read gauge alone (another scraper may have taken it)."""
+    texts = iter(
+        [
+            (200, _inflight_text(2, 2, {1: 5, 2: 3})),  # first scrape: the gauge (2)
+            (200, _inflight_text(0, 0, {1: 6, 2: 4, 3: 1, 4: 1})),  # 4 reached in between
+            (503, ""),  # a failed scrape in between takes nothing
+            (200, _inflight_text(3, 0, {1: 7, 2: 5, 3: 2, 4: 1})),  # 3 reached, 4 did not
+            (200, _inflight_text(3, 0, {1: 7, 2: 5, 3: 2, 4: 1})),  # no start: the level held
+            (200, _inflight_text(0, 0, {1: 7, 2: 5, 3: 2, 4: 1})),  # 3 at the previous scrape
+            (200, _inflight_text(0, 0, {1: 1})),  # counters restarted: a new target process
+        ]
+    )
+    sampler = _sampler(lambda _u: next(texts), [], [])
+    peaks = [sampler.sample(float(t)).get("auction_inflight_max") for t in range(7)]
+    assert peaks == [2.0, 4.0, None, 3.0, 3.0, 3.0, 1.0]
+
+
+def test_a_target_without_the_counter_keeps_its_gauge() -> None:
+    text = "spikegate_auction_inflight 1.0\nspikegate_auction_inflight_max 5.0\n"
+    sampler = _sampler(lambda _u: (200, text), [], [])
+    assert [sampler.sample(float(t))["auction_inflight_max"] for t in range(2)] == [5.0, 5.0]
 
 
 def test_failed_scrape_still_yields_a_row_marked_not_ok() -> None:
