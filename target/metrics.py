@@ -42,24 +42,25 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from spikegate.contract import outcomes
 from spikegate.target.backpressure.breaker import BreakerState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Which layer a decision belongs to (metric label); unknown reasons count under "app".
 LAYER_OF: dict[str, str] = {
-    "unauthorized": "edge",
-    "forbidden": "edge",
-    "rate_limited": "edge",
-    "bulkhead_full": "auction",
-    "redis_unavailable": "redis",
+    outcomes.UNAUTHORIZED: "edge",
+    outcomes.FORBIDDEN: "edge",
+    outcomes.RATE_LIMITED: "edge",
+    outcomes.BULKHEAD_FULL: "auction",
+    outcomes.REDIS_UNAVAILABLE: "redis",
     "frequency_capped": "redis",
     "budget_exhausted": "redis",
-    "breaker_open_fallback": "dsp",
-    "no_bid": "dsp",
-    "deadline_exceeded": "auction",
-    "shed": "impressions",
-    "invalid": "validation",
+    outcomes.BREAKER_OPEN_FALLBACK: "dsp",
+    outcomes.NO_BID: "dsp",
+    outcomes.DEADLINE_EXCEEDED: "auction",
+    outcomes.SHED: "impressions",
+    outcomes.INVALID: "validation",
 }
 
 _BREAKER_CODES: dict[BreakerState, int] = {
