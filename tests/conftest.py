@@ -6,6 +6,13 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests judge behaviour, never speed: no per-example deadline (Hypothesis's default
+# 200 ms fails an example that a busy machine merely stalled) and no too-slow health check
+# (data generation is slower on a loaded machine too). Speed has its own tests.
+settings.register_profile("spikegate", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("spikegate")
 
 
 @pytest.fixture(autouse=True, scope="session")

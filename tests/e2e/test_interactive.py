@@ -70,7 +70,8 @@ def test_fault_added_by_hand_is_recorded_judged_and_cleaned_up(
     ], faults
     start, stop = faults
     assert start["proxy"] == "redis" and start["params"]["latency_ms"] == 50
-    assert stop["reason"] == "expired" and 2.5 <= stop["t"] - start["t"] <= 4.0
+    # 3 s, never much early, at most 1.5 s late on a busy machine (exact timeline: unit tests)
+    assert stop["reason"] == "expired" and 2.5 <= stop["t"] - start["t"] <= 3.0 + 1.5
 
     history = load_history(run_dir)
     [window] = history.faults

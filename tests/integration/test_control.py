@@ -95,7 +95,8 @@ def wait_until(predicate: Any, timeout_s: float) -> bool:
 def test_add_ls_and_expiry_on_the_real_chaos_server(
     live: Live, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, err = fault("add", "redis_latency", "--param", "latency_ms=50", "--for", "0.8")
+    # 3 s: the checks below, made while it is active, do not race its expiry on a busy machine
+    code, err = fault("add", "redis_latency", "--param", "latency_ms=50", "--for", "3")
     out = capsys.readouterr().out
     assert code == 0, err
     assert "added m1: redis_latency on redis" in out and "latency_ms=50" in out
@@ -106,11 +107,12 @@ def test_add_ls_and_expiry_on_the_real_chaos_server(
     assert code == 0, err
     assert "m1" in out and "redis_latency" in out and "manual" in out
     assert "proxies: dsp-1, dsp-2, kafka, redis" in out and live.server.url in out
-    assert wait_until(lambda: live.toxics()["redis"] == [], 5.0)
+    assert wait_until(lambda: live.toxics()["redis"] == [], 15.0)
     kinds = [(e["kind"], e["id"], e["source"]) for e in live.events]
     assert kinds == [("fault_start", "m1", "manual"), ("fault_stop", "m1", "manual")]
     assert live.events[1]["reason"] == "expired"
-    assert 0.7 <= live.events[1]["t"] - live.events[0]["t"] <= 1.5
+    # never early; late by at most 1.5 s (the exact timeline is unit-tested on a fake clock)
+    assert 2.9 <= live.events[1]["t"] - live.events[0]["t"] <= 3.0 + 1.5
     code, _ = fault("ls")
     assert code == 0 and "no active faults" in capsys.readouterr().out
 

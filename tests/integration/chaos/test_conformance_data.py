@@ -1,7 +1,10 @@
 """Conformance of the data path with Toxiproxy 2.12 (TOXIPROXY_API.md items 8-16).
 
 Behaviours are asserted exactly; timings carry slack for a busy 2-core machine (a lower bound
-of the configured delay minus timer granularity, a generous upper bound).
+of the configured delay minus timer granularity, a generous upper bound). An upper bound is
+checked on the best of a few measurements wherever one is enough to show it (a stall only
+ever adds time, a wrong delay is wrong every time); where every measurement must hold, the
+wrong behaviour is made seconds slower than the bound.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import statistics
 import threading
 import time
 
@@ -28,8 +30,10 @@ def _round_trip(sock: socket.socket, net, payload: bytes = b"ping") -> float:
     return time.perf_counter() - started
 
 
-def _median_rtt(sock: socket.socket, net, n: int = 3) -> float:
-    return statistics.median(_round_trip(sock, net) for _ in range(n))
+def _best_rtt(sock: socket.socket, net, n: int = 3) -> float:
+    """The fastest of `n` round trips: each is >= the configured delay, and a busy machine
+    cannot make all of them late."""
+    return min(_round_trip(sock, net) for _ in range(n))
 
 
 @pytest.fixture
@@ -64,18 +68,18 @@ def test_a_failed_dial_closes_the_client_quickly(api, net):
     with socket.create_server(("127.0.0.1", 0)) as closed:
         dead = f"127.0.0.1:{closed.getsockname()[1]}"
     listen = api.create_proxy("dead", dead)["listen"]
-    with net.connect(listen, timeout_s=2) as sock:
+    with net.connect(listen, timeout_s=10) as sock:  # a proxy that kept it open: 10 s
         started = time.monotonic()
         with contextlib.suppress(ConnectionResetError):
             assert sock.recv(10) == b""
-        assert time.monotonic() - started < 0.5 + SLACK_S
+        assert time.monotonic() - started < 3.0
 
 
 # --- 9. latency ----------------------------------------------------------------------------------
 def test_downstream_latency_delays_a_round_trip(api, echo_proxy, net):
     api.add_toxic("echo", "latency", latency=100)
     with net.connect(echo_proxy) as sock:
-        rtt = _median_rtt(sock, net)
+        rtt = _best_rtt(sock, net)
     assert 0.100 - EARLY_S <= rtt <= 0.100 + SLACK_S
 
 
@@ -83,7 +87,7 @@ def test_upstream_and_downstream_latency_add_up(api, echo_proxy, net):
     api.add_toxic("echo", "latency", stream="upstream", latency=100)
     api.add_toxic("echo", "latency", stream="downstream", latency=100)
     with net.connect(echo_proxy) as sock:
-        rtt = _median_rtt(sock, net)
+        rtt = _best_rtt(sock, net)
     assert 0.200 - EARLY_S <= rtt <= 0.200 + SLACK_S
 
 
@@ -97,7 +101,7 @@ def test_two_upstream_latency_toxics_add_up(api, echo_proxy, net):
         }
         assert api.post("/proxies/echo/toxics", body).status == 200
     with net.connect(echo_proxy) as sock:
-        rtt = _round_trip(sock, net)
+        rtt = _best_rtt(sock, net, 2)
     assert 1.000 - EARLY_S <= rtt <= 1.000 + SLACK_S
 
 
@@ -108,19 +112,23 @@ def test_latency_does_not_accumulate_across_a_burst(api, echo_proxy, net):
         for i in range(20):
             sock.sendall(bytes([i]) * 100)
             time.sleep(0.002)
+        last_sent = time.perf_counter()
         assert net.recv_exactly(sock, 2000) == b"".join(bytes([i]) * 100 for i in range(20))
-        elapsed = time.perf_counter() - started
-    assert 0.100 + 0.038 - EARLY_S <= elapsed <= 0.140 + SLACK_S
+        done = time.perf_counter()
+    assert done - started >= 0.100 + 0.038 - EARLY_S
+    # the last message waits its own 100 ms after it was sent, however long sending took;
+    # accumulated latency would make it wait 20 x 100 ms
+    assert done - last_sent <= 0.100 + SLACK_S
 
 
 # --- 10. toxics apply to open connections ------------------------------------------------------
 def test_latency_added_mid_connection_delays_the_next_message(api, echo_proxy, net):
     with net.connect(echo_proxy) as sock:
-        assert _round_trip(sock, net) < 0.1
+        assert _best_rtt(sock, net) < 0.1
         api.add_toxic("echo", "latency", latency=200)
-        assert 0.200 - EARLY_S <= _round_trip(sock, net) <= 0.200 + SLACK_S
+        assert 0.200 - EARLY_S <= _best_rtt(sock, net) <= 0.200 + SLACK_S
         assert api.delete("/proxies/echo/toxics/latency_downstream").status == 204
-        assert _round_trip(sock, net) < 0.1
+        assert _best_rtt(sock, net) < 0.1
 
 
 def test_removing_a_toxic_releases_held_data_at_once(api, echo_proxy, net):
@@ -131,7 +139,7 @@ def test_removing_a_toxic_releases_held_data_at_once(api, echo_proxy, net):
         started = time.perf_counter()
         assert api.delete("/proxies/echo/toxics/latency_upstream").status == 204
         assert net.recv_exactly(sock, 4) == b"held"
-        assert time.perf_counter() - started < 1.0
+        assert time.perf_counter() - started < 3.0  # held, it would take 10 s
 
 
 def test_updating_latency_applies_to_an_open_connection(api, echo_proxy, net):
@@ -140,7 +148,7 @@ def test_updating_latency_applies_to_an_open_connection(api, echo_proxy, net):
         assert _round_trip(sock, net) >= 0.050 - EARLY_S
         resp = api.post("/proxies/echo/toxics/latency_downstream", {"attributes": {"latency": 250}})
         assert resp.status == 200
-        assert 0.250 - EARLY_S <= _round_trip(sock, net) <= 0.250 + SLACK_S
+        assert 0.250 - EARLY_S <= _best_rtt(sock, net) <= 0.250 + SLACK_S
 
 
 # --- 11. bandwidth -------------------------------------------------------------------------------
@@ -156,12 +164,14 @@ def test_bandwidth_paces_480000_bytes_at_1000_kbps_to_480_ms(api, tcp_server, ne
     upstream = _blob_server(tcp_server, 480_000)
     listen = api.create_proxy("bw", upstream.address)["listen"]
     api.add_toxic("bw", "bandwidth", rate=1000)
+    elapsed = []
     with net.connect(listen) as sock:
-        started = time.perf_counter()
-        sock.sendall(b"g")
-        assert net.recv_exactly(sock, 480_000) == b"b" * 480_000
-        elapsed = time.perf_counter() - started
-    assert 0.480 - 0.050 <= elapsed <= 0.480 + 0.050 + SLACK_S
+        for _ in range(2):  # the best of two (see the module doc)
+            started = time.perf_counter()
+            sock.sendall(b"g")
+            assert net.recv_exactly(sock, 480_000) == b"b" * 480_000
+            elapsed.append(time.perf_counter() - started)
+    assert 0.480 - 0.050 <= min(elapsed) <= 0.480 + 0.050 + SLACK_S
 
 
 def test_bandwidth_rate_0_holds_data_until_removed(api, echo_proxy, net, embedded):
@@ -202,24 +212,26 @@ def test_timeout_0_drops_data_keeps_the_connection_and_removal_closes_both_sides
         with pytest.raises(TimeoutError):
             sock.recv(10)  # no EOF: the connection stays
         assert bytes(recorder.data) == b""
-        sock.settimeout(2)
+        sock.settimeout(10)  # a proxy that kept it open: 10 s
         started = time.monotonic()
         assert api.delete("/proxies/to/toxics/timeout_upstream").status == 204
         with contextlib.suppress(ConnectionResetError):
             assert sock.recv(10) == b""
-        assert recorder.eof.wait(1.0)
-        assert time.monotonic() - started < 1.0
+        assert recorder.eof.wait(3.0)
+        assert time.monotonic() - started < 3.0
     assert bytes(recorder.data) == b""
 
 
 def test_timeout_100_closes_about_100_ms_after_it_applies(api, echo_proxy, net):
     api.add_toxic("echo", "timeout", timeout=100)
-    with net.connect(echo_proxy, timeout_s=2) as sock:
-        started = time.perf_counter()
-        with contextlib.suppress(ConnectionResetError):
-            assert sock.recv(10) == b""
-        elapsed = time.perf_counter() - started
-    assert 0.100 - 0.020 <= elapsed <= 0.100 + SLACK_S
+    elapsed = []
+    for _ in range(3):  # every connection closes, the best of three is timed
+        with net.connect(echo_proxy, timeout_s=2) as sock:
+            started = time.perf_counter()
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(10) == b""
+            elapsed.append(time.perf_counter() - started)
+    assert 0.100 - 0.020 <= min(elapsed) <= 0.100 + SLACK_S
 
 
 # --- 13. reset_peer ------------------------------------------------------------------------------
@@ -266,18 +278,19 @@ def test_limit_data_100_downstream_passes_exactly_100_of_150_bytes_then_eof(api,
 
 # --- 15. toxicity 0, slicer, slow_close ----------------------------------------------------------
 def test_toxicity_0_never_affects_traffic(api, echo_proxy, net):
+    # 5 s each way: a connection the latency touched would take 5-10 s, far above the bound
     for stream in ("upstream", "downstream"):
-        body = {"type": "latency", "stream": stream, "toxicity": 0, "attributes": {"latency": 1000}}
+        body = {"type": "latency", "stream": stream, "toxicity": 0, "attributes": {"latency": 5000}}
         assert api.post("/proxies/echo/toxics", body).status == 200
     body = {"type": "limit_data", "toxicity": 0, "attributes": {"bytes": 1}}
     assert api.post("/proxies/echo/toxics", body).status == 200
     for _ in range(5):
-        with net.connect(echo_proxy) as sock:
+        with net.connect(echo_proxy, timeout_s=15) as sock:
             payload = os.urandom(10_000)
             started = time.perf_counter()
             sock.sendall(payload)
             assert net.recv_exactly(sock, len(payload)) == payload
-            assert time.perf_counter() - started < 0.5
+            assert time.perf_counter() - started < 2.5
 
 
 def test_slicer_preserves_every_byte_in_order(api, echo_proxy, net):
@@ -294,29 +307,34 @@ def test_slicer_preserves_every_byte_in_order(api, echo_proxy, net):
 
 
 def test_slicer_splits_writes_into_small_slices(api, tcp_server, net, embedded):
+    """200 bytes in slices of 5-15 bytes, 20 ms apart: at least 14 slices, so the last byte
+    arrives >= 13 x 20 ms after the send. Judged by when the last byte arrives, a lower bound
+    a busy machine only makes larger, not by how the receiver's reads happen to split the
+    bytes (a receiver that a busy machine stalls reads several slices at once)."""
     sizes: list[int] = []
+    arrivals: list[float] = []
 
     def record_sizes(conn: socket.socket) -> None:
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         while chunk := conn.recv(65536):
+            arrivals.append(time.perf_counter())
             sizes.append(len(chunk))
-            time.sleep(0.002)
 
     upstream = tcp_server(record_sizes)
     listen = api.create_proxy("slices", upstream.address)["listen"]
     body = {
         "type": "slicer",
         "stream": "upstream",
-        "attributes": {"average_size": 10, "size_variation": 5, "delay": 5000},
+        "attributes": {"average_size": 10, "size_variation": 5, "delay": 20_000},
     }
     assert api.post("/proxies/slices/toxics", body).status == 200
     with net.connect(listen) as sock:
+        sent = time.perf_counter()
         sock.sendall(b"x" * 200)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 10
         while sum(sizes) < 200 and time.monotonic() < deadline:
             time.sleep(0.01)
     assert sum(sizes) == 200
-    assert len(sizes) >= 10 and max(sizes) <= 15 * 3  # slices of 5-15 bytes, a few coalesced
+    assert arrivals[-1] - sent >= 13 * 0.020 - EARLY_S, sizes
 
 
 def test_slow_close_delays_the_close_and_keeps_every_byte(api, tcp_server, net):
@@ -329,14 +347,16 @@ def test_slow_close_delays_the_close_and_keeps_every_byte(api, tcp_server, net):
     upstream = tcp_server(send_and_close)
     listen = api.create_proxy("sc", upstream.address)["listen"]
     api.add_toxic("sc", "slow_close", delay=300)
-    with net.connect(listen, timeout_s=3) as sock:
-        sock.sendall(b"g")
-        data = net.recv_exactly(sock, len(payload))
-        got_data = time.perf_counter()
-        assert data == payload
-        assert net.recv_until_eof(sock) == b""
-        elapsed = time.perf_counter() - got_data
-    assert 0.300 - 0.050 <= elapsed <= 0.300 + SLACK_S
+    elapsed = []
+    for _ in range(2):  # every connection closes late, the best of two is timed
+        with net.connect(listen, timeout_s=3) as sock:
+            sock.sendall(b"g")
+            data = net.recv_exactly(sock, len(payload))
+            got_data = time.perf_counter()
+            assert data == payload
+            assert net.recv_until_eof(sock) == b""
+            elapsed.append(time.perf_counter() - got_data)
+    assert 0.300 - 0.050 <= min(elapsed) <= 0.300 + SLACK_S
 
 
 # --- 16. toxic churn under sequenced writes ------------------------------------------------------

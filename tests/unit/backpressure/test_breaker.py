@@ -232,14 +232,21 @@ def test_open_moves_to_half_open_lazily_on_the_first_acquire_after_the_wait() ->
 
 
 def test_open_reject_is_cheap() -> None:
-    """The no-bid fallback (an open breaker's reject) costs well under 100 us (loose bound)."""
+    """The no-bid fallback (an open breaker's reject) costs well under 100 us (loose bound).
+
+    The best of five batches: a busy machine can stall one batch, never make the code slower;
+    code that is slow (or blocks) is slow in every batch.
+    """
     r = Rig()
     r.trip()
-    n = 5_000
-    t0 = time.perf_counter_ns()
-    for _ in range(n):
-        r.cb.try_acquire()
-    assert (time.perf_counter_ns() - t0) / n < 100_000
+    n = 1_000
+    batches = []
+    for _ in range(5):
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            r.cb.try_acquire()
+        batches.append((time.perf_counter_ns() - t0) / n)
+    assert min(batches) < 100_000, batches
 
 
 # --- half-open ------------------------------------------------------------------------------

@@ -191,16 +191,36 @@ async def test_waiting_times_out_as_bulkhead_full_and_leaves_the_queue() -> None
     assert cl.inflight == 0
 
 
+async def _real_wait(cl: ConcurrencyLimit, **kwargs: Any) -> tuple[Decision, float, int]:
+    """Wait in `cl` on the real clock: (decision, seconds waited, how many were still
+    waiting when a reference timer set 5 ms after the wait's own bound fired).
+
+    The reference timer is set after the wait's, for 25 ms: asyncio fires due timers in
+    deadline order, so on a stalled machine the wait's timer still fires first. The bound
+    (w + 5 ms) is thus checked in the event loop's own order, not against a wall clock that
+    a busy machine can stretch.
+    """
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    task = asyncio.create_task(cl.acquire(**kwargs))
+    await spin()  # it is waiting now, its own timer set
+    assert cl.waiting == 1
+    reference: asyncio.Future[int] = loop.create_future()
+    loop.call_later(0.025, lambda: reference.set_result(cl.waiting))
+    decision = await task
+    elapsed = time.perf_counter() - t0
+    return decision, elapsed, await reference
+
+
 @pytest.mark.timeout(10)
 async def test_max_wait_bounds_the_wait_in_real_time() -> None:
-    """With max_wait = 20 ms, rejection arrives by 20 ms plus slack for a busy machine."""
+    """With max_wait = 20 ms, the wait ends after 20 ms and before a timer of 25 ms."""
     cl = ConcurrencyLimit(1, max_wait_s=0.020)
     cl.try_acquire()
-    t0 = time.perf_counter()
-    decision = await cl.acquire()
-    elapsed = time.perf_counter() - t0
+    decision, elapsed, waiting_at_25ms = await _real_wait(cl)
     assert decision.reason == BULKHEAD_FULL
-    assert 0.015 <= elapsed < 0.020 + 0.250
+    assert elapsed >= 0.015  # a timer never fires early (slack for clock granularity)
+    assert waiting_at_25ms == 0
 
 
 @pytest.mark.timeout(10)
@@ -208,11 +228,12 @@ async def test_the_callers_deadline_bounds_the_wait_below_max_wait() -> None:
     """A deadline 20 ms away ends a wait whose max_wait is 60 s after about 20 ms."""
     cl = ConcurrencyLimit(1, max_wait_s=LONG_WAIT_S)
     cl.try_acquire()
-    t0 = time.perf_counter()
-    decision = await cl.acquire(deadline_ns=time.monotonic_ns() + 20 * MS)
-    elapsed = time.perf_counter() - t0
+    decision, elapsed, waiting_at_25ms = await _real_wait(
+        cl, deadline_ns=time.monotonic_ns() + 20 * MS
+    )
     assert decision.reason == BULKHEAD_FULL
-    assert 0.015 <= elapsed < 0.020 + 0.250
+    assert elapsed >= 0.015
+    assert waiting_at_25ms == 0
     assert cl.waiting == 0
 
 
