@@ -1,4 +1,4 @@
-"""`python -m harness` is the `spikegate` command."""
+"""`python -m spikegate.harness` is the `spikegate` command."""
 
 from __future__ import annotations
 

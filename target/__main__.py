@@ -1,4 +1,4 @@
-"""`python -m target [--host H] [--port P]`: serve the ad server under uvicorn.
+"""`python -m spikegate.target [--host H] [--port P]`: serve the ad server under uvicorn.
 
 The configuration comes from SPIKEGATE_TARGET_CONFIG (TOML) and SPIKEGATE__SECTION__KEY
 overrides, exactly as under `uvicorn --factory target.app:create_app_from_env`.
@@ -12,7 +12,7 @@ import uvicorn
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m target", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m spikegate.target", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""The embedded Toxiproxy-compatible chaos server (``python -m chaos.server``).
+"""The embedded Toxiproxy-compatible chaos server (``python -m spikegate.chaos.server``).
 
 Speaks Shopify/toxiproxy 2.12.0's HTTP API and applies its toxics, in pure asyncio (uvloop
 when installed). Modules: ``api`` (routes, handlers), ``httpd`` (HTTP/1.1), ``gojson`` (Go's

@@ -1,4 +1,4 @@
-"""``python -m chaos.server --host 127.0.0.1 --port 8474 [--config proxies.json] [--seed N]``."""
+"""``python -m spikegate.chaos.server --host 127.0.0.1 --port 8474 [--config proxies.json] [--seed N]``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ log = logging.getLogger("chaos.server")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m chaos.server",
+        prog="python -m spikegate.chaos.server",
         description="A Toxiproxy 2.x compatible chaos proxy server.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
