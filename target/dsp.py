@@ -1,6 +1,7 @@
 """Simulated DSP bidders: seeded partners that answer OpenRTB-subset bid requests.
 
-    python -m spikegate.target.dsp --port P1 --port P2 ...   ->  dsp-1 on P1, dsp-2 on P2, ... (one process)
+    python -m spikegate.target.dsp --port P1 --port P2 ...  ->  dsp-1 on P1, dsp-2 on P2, ...
+    (one process)
 
     POST /bid      {"id", "imp": [{"id", "bidfloor"}], "site", "user", "tmax"}
                    -> 200 {"id", "seatbid": [{"seat": name,
@@ -271,7 +272,9 @@ async def serve(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m spikegate.target.dsp", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m spikegate.target.dsp", description=__doc__.splitlines()[0]
+    )
     p.add_argument(
         "--port",
         type=int,

@@ -1,4 +1,4 @@
-"""``python -m spikegate.chaos.server --host 127.0.0.1 --port 8474 [--config proxies.json] [--seed N]``."""
+"""``python -m spikegate.chaos.server --host 127.0.0.1 --port 8474 [--config F] [--seed N]``."""
 
 from __future__ import annotations
 
