@@ -27,6 +27,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
+from spikegate.contract.outcomes import DECISION_HEADER
 from spikegate.target.auction import Auction, AuctionOutcome, make_limit, make_redis
 from spikegate.target.backpressure.decision import ADMITTED, Decision
 from spikegate.target.config import TargetConfig, load_config
@@ -36,7 +37,6 @@ from spikegate.target.edge import retry_after_header as _retry_after
 from spikegate.target.impressions import ImpressionLogger
 from spikegate.target.metrics import CONTENT_TYPE, LevelsCollector, LoopLagMonitor, Metrics
 from spikegate.target.models import (
-    DECISION_HEADER,
     BidRequest,
     BidResponse,
     ErrorBody,

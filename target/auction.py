@@ -31,20 +31,19 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from spikegate.contract.outcomes import (
+    BREAKER_OPEN_FALLBACK,
+    DEADLINE_EXCEEDED,
+    NO_BID,
+    REDIS_UNAVAILABLE,
+)
 from spikegate.target.backpressure.adaptive import GradientLimit
 from spikegate.target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
 from spikegate.target.backpressure.concurrency import ConcurrencyLimit
 from spikegate.target.backpressure.decision import ADMITTED, BULKHEAD_FULL, Decision
 from spikegate.target.config import AuctionConfig
 from spikegate.target.dsp_client import DspBid, DspClient
-from spikegate.target.models import (
-    BREAKER_OPEN_FALLBACK,
-    DEADLINE_EXCEEDED,
-    NO_BID,
-    REDIS_UNAVAILABLE,
-    BidRequest,
-    bid_response,
-)
+from spikegate.target.models import BidRequest, bid_response
 
 # Returns 0 = go, 1 = frequency capped, 2 = paced, 3 = out of budget. Checks first, then
 # counts, so a refused auction consumes nothing.

@@ -22,12 +22,19 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from spikegate.contract.outcomes import (
+    DECISION_HEADER,
+    ERROR,
+    INVALID,
+    NO_BID,
+    NOT_FOUND,
+    UNAUTHORIZED,
+)
 from spikegate.target.backpressure.clock import Clock, monotonic_ns
 from spikegate.target.backpressure.decision import ADMITTED, RATE_LIMITED, Decision
 from spikegate.target.backpressure.registry import BucketRegistry
 from spikegate.target.config import PublisherConfig
 from spikegate.target.metrics import Metrics
-from spikegate.target.models import DECISION_HEADER, ERROR, INVALID, NO_BID, NOT_FOUND, UNAUTHORIZED
 
 log = logging.getLogger("target.edge")
 

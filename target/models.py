@@ -10,26 +10,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# X-Spikegate-Decision and its values (the primitives' reasons plus the server's own) are
-# the contract's: re-exported for the server's modules.
-from spikegate.contract.outcomes import (  # noqa: F401
-    ADMITTED,
-    ALL_DECISIONS,
-    BREAKER_OPEN_FALLBACK,
-    BULKHEAD_FULL,
-    DEADLINE_EXCEEDED,
-    DECISION_HEADER,
-    ERROR,
-    FORBIDDEN,
-    INVALID,
-    NO_BID,
-    NOT_FOUND,
-    RATE_LIMITED,
-    REDIS_UNAVAILABLE,
-    SHED,
-    UNAUTHORIZED,
-)
-
 _ID = Field(min_length=1, max_length=256)
 
 
