@@ -217,7 +217,9 @@ def test_bad_load_settings_exit_2_naming_the_field(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     done = run_locust(run_dir, "http://127.0.0.1:9", {"base_rps": -5}, timeout_s=50)
     assert done.returncode == 2
-    assert "SPIKEGATE_LOAD: load.base_rps: Input should be greater than or equal to 0" in done.stderr
+    assert (
+        "SPIKEGATE_LOAD: load.base_rps: Input should be greater than or equal to 0" in done.stderr
+    )
     assert "Traceback" not in done.stderr
 
 
