@@ -53,6 +53,7 @@ class LocustProcess(ManagedProcess):
     """One headless Locust run; `start()` it (there is nothing to await), then watch `.alive`."""
 
     name: ClassVar[str] = "locust"
+    title: ClassVar[str] = "locust"
     stop_timeout_s: ClassVar[float] = 8.0  # --stop-timeout 3 plus writing the last rows
 
     def __init__(

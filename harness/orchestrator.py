@@ -1,12 +1,15 @@
 """The orchestrator: one scenario, run end to end into a run directory (DESIGN.md steps 1-6).
 
+    reap what killed harnesses left running (said on the console and in a warning event)
     run dir + scenario.toml + meta.json
       -> Stack.up()            redis, chaos server + proxies, kafka, DSP bidders, target
       -> t0: Locust (subprocess) | FaultSchedule (thread) | Sampler (thread) | phases, view
              ControlServer (thread; control.json + live pointer): faults by hand
       -> watch: Locust ends / a component dies / SIGINT / SIGTERM
       -> load_stop, faults off, drain, impressions read back (complete runs only)
-      -> reset chaos, stop in reverse order, verify: no child, no toxic, no listening port
+      -> reset chaos, stop in reverse order, verify: no child (nor anything carrying this
+         harness's token), no toxic, no listening port (one an unrelated process took since
+         is listed as reused, not as ours)
       -> run_end, meta.json status: complete | interrupted | failed
 
 Whenever there is a chaos server, the run has a FaultSchedule (even without scenario faults)
@@ -45,6 +48,7 @@ from spikegate.harness import __version__
 from spikegate.harness.accounting import account_impressions, read_acked, unavailable, wait_drained
 from spikegate.harness.control import ControlApi, ControlServer
 from spikegate.harness.errors import EnvironmentProblem, UsageError
+from spikegate.harness.lifeline import OWNER_ENV, owner_token
 from spikegate.harness.live import (
     LiveStatus,
     LiveView,
@@ -55,6 +59,7 @@ from spikegate.harness.live import (
 )
 from spikegate.harness.liverun import LiveRun, unpublish
 from spikegate.harness.loadgen import LocustProcess
+from spikegate.harness.reaper import Reaped, describe, reap_orphans
 from spikegate.harness.rundir import (
     EVENTS_FILE,
     IMPRESSIONS_FILE,
@@ -263,6 +268,7 @@ class _Run:
         console: Console,
         live: bool,
         argv: Sequence[str],
+        reaped: Sequence[Reaped] = (),
     ) -> None:
         self.scenario = scenario
         self.run_dir = run_dir
@@ -297,6 +303,15 @@ class _Run:
             "status": "running",
             "components": {},
         }
+        if reaped:  # a warning (the contract's kinds): the machine was not clean at start
+            self.events.emit(
+                "warning",
+                message=describe(reaped),
+                reaped=[
+                    {"pid": r.pid, "what": r.title, "owner_pid": r.owner_pid, "log_dir": r.log_dir}
+                    for r in reaped
+                ],
+            )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -649,9 +664,13 @@ class _Run:
         if self.control_port is not None:
             ports.append(self.control_port)
         bound = [p for p in ports if port_listening(p)]
+        others = _taken_by_others(bound) if bound else {}
+        bound = [p for p in bound if p not in others]
         self.cleanup.update(
             {"children_left": left, "ports_checked": len(ports), "ports_bound": bound}
         )
+        if others:  # freed by us, then bound by an unrelated process: not ours to report
+            self.cleanup["ports_reused"] = others
         self.cleanup["clean"] = not left and not bound and not self.cleanup.get("toxics_left")
         if not self.cleanup["clean"]:
             self.events.emit("warning", message=f"left behind after the run: {self.cleanup}")
@@ -679,6 +698,29 @@ class _Run:
         )
 
 
+def _taken_by_others(ports: Sequence[int]) -> dict[int, str]:
+    """port -> 'name (pid N)' for listeners on `ports` that are provably not this run's:
+    a process that neither descends from us nor carries our token (owner unknown: ours)."""
+    wanted = set(ports)
+    me, token = os.getpid(), owner_token()
+    others: dict[int, str] = {}
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return others
+    for conn in conns:
+        if conn.status != psutil.CONN_LISTEN or not conn.laddr or conn.laddr.port not in wanted:
+            continue
+        if conn.pid is None or conn.pid == me:
+            continue
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(conn.pid)
+            if proc.environ().get(OWNER_ENV) == token or me in {p.pid for p in proc.parents()}:
+                continue
+            others[conn.laddr.port] = f"{proc.name()} (pid {proc.pid})"
+    return others
+
+
 def check_target_allowed(scenario: Scenario) -> None:
     """Refuse a non-loopback external target unless the scenario allows it."""
     if scenario.target.kind != "external" or scenario.target.allow_remote:
@@ -700,17 +742,16 @@ def run_scenario(
 ) -> RunResult:
     """Run `scenario` end to end into a new run directory and return what happened.
 
-    Raises UsageError (remote target not allowed, --out already used) before anything
-    starts, and EnvironmentProblem (exit 4) after a full cleanup when a component failed to
-    start or died mid-run. An interrupted run returns status "interrupted", exit 130/143.
+    First reaps (and says so) what harnesses that were killed left running. Raises
+    UsageError (remote target not allowed, --out already used) before anything starts, and
+    EnvironmentProblem (exit 4) after a full cleanup when a component failed to start or
+    died mid-run. An interrupted run returns status "interrupted", exit 130/143.
     """
     check_target_allowed(scenario)
+    console = console or Console()
+    reaped = reap_orphans()  # what an earlier, killed harness left running
+    if reaped:
+        console.print(describe(reaped), highlight=False, markup=False, soft_wrap=True)
     run_dir = new_run_dir(scenario.name, out_dir)
-    run = _Run(
-        scenario,
-        run_dir,
-        console or Console(),
-        live,
-        list(sys.argv if argv is None else argv),
-    )
+    run = _Run(scenario, run_dir, console, live, list(sys.argv if argv is None else argv), reaped)
     return run.execute()

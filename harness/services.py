@@ -9,8 +9,14 @@
 Every child is started in its own session, so a Ctrl-C at the terminal reaches only the
 parent; the parent's KeyboardInterrupt unwinds the context managers, and an `atexit` hook
 stops whatever is still registered as a backstop. `reap_on_sigterm()` turns SIGTERM into
-SystemExit so the same cleanup runs when the parent is terminated. A SIGKILLed parent cannot
-clean up; its children are then orphans in their own groups (visible with psutil).
+SystemExit so the same cleanup runs when the parent is terminated. A parent that cannot clean
+up (SIGKILL) still takes its children along: each has a parent-death signal and the guardian
+kills their groups (harness/lifeline.py); each child is also recorded in the runtime dir
+until it is stopped, so the next run reaps what survived even that (harness/reaper.py).
+
+The leader of a child's group is reaped only by stop(): `alive`/`returncode` peek with
+WNOWAIT, so the group id stays reserved and stop() can always SIGKILL the leader's group,
+stragglers included, even after the leader exited on its own.
 
 Errors (all `EnvironmentProblem`, exit code 4):
 
@@ -53,6 +59,7 @@ from typing import IO, ClassVar
 
 import psutil
 
+from spikegate.harness import lifeline, reaper
 from spikegate.harness.errors import EnvironmentProblem
 from spikegate.harness.kafka_util import create_topic, kafka_metadata_ok, read_topic_ids
 
@@ -180,6 +187,7 @@ class ManagedProcess:
     """
 
     name: ClassVar[str] = "process"
+    title: ClassVar[str] = ""  # what it is, for people ("chaos server"); default: name
     ready_timeout_s: ClassVar[float] = 15.0
     stop_timeout_s: ClassVar[float] = 5.0
     start_attempts: ClassVar[int] = 3
@@ -192,6 +200,7 @@ class ManagedProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._paused = False
+        self._stopped = False  # stop() finished for the current _proc
         self._log_start = 0
 
     # -- to override ------------------------------------------------------------------
@@ -217,11 +226,27 @@ class ManagedProcess:
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._proc is not None and self._peek() is None
 
     @property
     def returncode(self) -> int | None:
-        return None if self._proc is None else self._proc.poll()
+        return None if self._proc is None else self._peek()
+
+    def _peek(self) -> int | None:
+        """The exit code if the child exited, without reaping it (see the module doc)."""
+        proc = self._proc
+        assert proc is not None
+        if proc.returncode is not None:
+            return proc.returncode
+        try:
+            res = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped elsewhere
+            return proc.poll()
+        if res is None:
+            return None
+        if res.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+            return -res.si_status
+        return res.si_status
 
     def start(self) -> None:
         """Spawn the child (not waiting for readiness)."""
@@ -234,12 +259,12 @@ class ManagedProcess:
         self._log.write(f"--- spikegate: starting {' '.join(cmd)}\n".encode())
         self._log.flush()
         try:
-            self._proc = subprocess.Popen(
+            self._proc = lifeline.spawn(
                 cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
-                env=self.env(),
+                env=lifeline.child_env(self.env()),
                 start_new_session=True,  # own session and process group
                 close_fds=True,
             )
@@ -253,8 +278,14 @@ class ManagedProcess:
             raise
         self.started_at = time.monotonic()
         self._paused = False
+        self._stopped = False
         with _LIVE_LOCK:
             _LIVE.add(self)
+        pid = self._proc.pid
+        lifeline.watch(pid, lifeline.process_start(pid))
+        reaper.record(
+            pid, name=self.name, title=self.title or self.name, log_dir=self.log_dir, cmd=cmd[0]
+        )
 
     def wait_ready(self, timeout_s: float | None = None) -> None:
         """Block until `is_ready()` holds; raise ServiceCrashed/ServiceNotReady otherwise.
@@ -267,7 +298,7 @@ class ManagedProcess:
             raise RuntimeError(f"{self.name} was not started")
         deadline = time.monotonic() + bound
         while True:
-            code = self._proc.poll()
+            code = self._peek()
             if code is not None:
                 self._raise_crashed(code)
             try:
@@ -318,26 +349,39 @@ class ManagedProcess:
         whose shutdown flushes the impression queue).
         """
         proc = self._proc
-        if proc is None:
+        if proc is None or self._stopped:
             return
         bound = self.stop_timeout_s if timeout_s is None else timeout_s
         try:
-            if proc.poll() is None:
-                pgid = proc.pid  # leader of its own group; cannot be reused until reaped
-                self._signal_group(pgid, signal.SIGCONT)  # a stopped child ignores SIGTERM
-                self._signal_group(pgid, signal.SIGTERM)
-                if not self._wait_exited(proc.pid, bound):
-                    self._signal_group(pgid, signal.SIGKILL)
-                # stragglers the child left behind in its group
+            pgid = proc.pid  # leader of its own group; the id is ours until we reap it
+            if proc.returncode is None:
+                if self._peek() is None:
+                    self._signal_group(pgid, signal.SIGCONT)  # a stopped child ignores SIGTERM
+                    self._signal_group(pgid, signal.SIGTERM)
+                    if not self._wait_exited(proc.pid, bound):
+                        self._signal_group(pgid, signal.SIGKILL)
+                # stragglers in its group, also when the leader had exited on its own
                 self._signal_group(pgid, signal.SIGKILL)
+            else:  # reaped elsewhere: only processes carrying our token are surely ours
+                self._kill_marked_group(pgid)
             proc.wait()
             # only now: an interrupted stop() leaves it registered for the atexit backstop
             with _LIVE_LOCK:
                 _LIVE.discard(self)
+            reaper.forget(pgid)
+            lifeline.unwatch(pgid)
+            self._stopped = True
         finally:
             self._paused = False
             if proc.returncode is not None:
                 self._close_log()
+
+    @staticmethod
+    def _kill_marked_group(pgid: int) -> None:
+        for member, _ in lifeline.marked_processes({lifeline.owner_token()}):
+            with contextlib.suppress(OSError, psutil.Error):
+                if os.getpgid(member.pid) == pgid:
+                    member.kill()
 
     @staticmethod
     def _wait_exited(pid: int, timeout_s: float) -> bool:
@@ -448,6 +492,7 @@ class RedisServer(ManagedProcess):
     """`redis-server` on 127.0.0.1 with persistence off; `.url` is redis://127.0.0.1:P/0."""
 
     name = "redis"
+    title = "redis-server"
     ready_timeout_s = 10.0
     install_hint = "sudo apt-get install -y redis-server   (macOS: brew install redis)"
 
@@ -490,6 +535,7 @@ class KafkaBroker(ManagedProcess):
     """
 
     name = "kafka"
+    title = "Kafka broker (Tansu)"
     ready_timeout_s = 20.0
 
     def __init__(self, log_dir: Path, *, port: int = 0, advertised: str | None = None) -> None:
@@ -543,6 +589,7 @@ class DspBidders(ManagedProcess):
     """`python -m target.dsp`: `count` simulated bidders (dsp-1, dsp-2, ...) in one process."""
 
     name = "dsp"
+    title = "DSP bidders"
     ready_timeout_s = 20.0
 
     def __init__(
@@ -592,6 +639,7 @@ class TargetServer(ManagedProcess):
     """The reference ad server under uvicorn (`target.app:create_app_from_env` factory)."""
 
     name = "target"
+    title = "target (uvicorn)"
     ready_timeout_s = 30.0
     stop_timeout_s = 20.0  # lifespan shutdown flushes and spools the impression queue
     graceful_shutdown_s = 3  # uvicorn stops waiting for open connections after this

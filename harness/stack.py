@@ -29,6 +29,7 @@ import tomli_w
 
 from spikegate.chaos.client import ChaosClient, ProxyInfo
 from spikegate.chaos.errors import ChaosError
+from spikegate.harness import lifeline
 from spikegate.harness.errors import EnvironmentProblem
 from spikegate.harness.services import (
     DspBidders,
@@ -48,6 +49,7 @@ __all__ = [
     "Stack",
     "StackSettings",
     "leftover_children",
+    "listening_ports",
     "port_listening",
     "python_env",
 ]
@@ -57,6 +59,7 @@ class ChaosServerProcess(ManagedProcess):
     """`python -m chaos.server` on a free loopback port; `.url` is its API."""
 
     name = "chaos"
+    title = "chaos server"
     ready_timeout_s = 15.0
 
     def __init__(self, log_dir: Path, *, seed: int | None = None) -> None:
@@ -86,8 +89,32 @@ class ChaosServerProcess(ManagedProcess):
         return True
 
 
+def listening_ports() -> set[int] | None:
+    """TCP ports in the LISTEN state on this host (Linux: /proc/net/tcp*); None if unknown."""
+    ports: set[int] = set()
+    known = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text(encoding="ascii").splitlines()[1:]
+        except OSError:
+            continue
+        known = True
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A":  # TCP_LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports if known else None
+
+
 def port_listening(port: int) -> bool:
-    """True when something listens on 127.0.0.1:`port` (a bind with SO_REUSEADDR fails)."""
+    """True when something listens on `port`.
+
+    Read from the socket tables where there are some: a test bind would also fail on a port
+    that is merely the local end of some other process's outgoing connection.
+    """
+    ports = listening_ports()
+    if ports is not None:
+        return port in ports
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -389,14 +416,17 @@ def _toml_ready(value: Any) -> Any:
 
 
 def leftover_children() -> list[psutil.Process]:
-    """Live (non-zombie) children of this process, recursively."""
-    alive: list[psutil.Process] = []
+    """Live (non-zombie) processes of ours: children, recursively, and processes that carry
+    this harness's token (descendants that left the tree); the guardian is not one."""
+    alive: dict[int, psutil.Process] = {}
+    skip = set(lifeline.guardian_pids())
     try:
         kids = psutil.Process().children(recursive=True)
     except psutil.Error:
-        return alive
+        kids = []
+    kids += [proc for proc, _ in lifeline.marked_processes({lifeline.owner_token()})]
     for kid in kids:
         with contextlib.suppress(psutil.Error):
-            if kid.status() != psutil.STATUS_ZOMBIE:
-                alive.append(kid)
-    return alive
+            if kid.pid not in skip and kid.status() != psutil.STATUS_ZOMBIE:
+                alive.setdefault(kid.pid, kid)
+    return list(alive.values())

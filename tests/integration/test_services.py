@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -407,3 +408,202 @@ def test_signalling_the_parent_leaves_no_child_behind(
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+# --- lifelines: nothing outlives a SIGKILLed parent -------------------------------------
+
+KILLED_PARENT_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from spikegate.harness import lifeline
+from spikegate.harness.services import DspBidders, ManagedProcess, RedisServer
+
+class Forker(ManagedProcess):
+    name = "forker"
+    def command(self):
+        code = ("import os, sys, time\\n"
+                "pid = os.fork()\\n"
+                "if pid == 0: time.sleep(120)\\n"
+                "open(sys.argv[1], 'w').write(str(pid)); time.sleep(120)\\n")
+        return [sys.executable, "-c", code, str(self.log_dir / "grandchild")]
+    def is_ready(self):
+        return (self.log_dir / "grandchild").exists()
+
+log_dir = Path(sys.argv[1])
+r, d, f = RedisServer(log_dir), DspBidders(log_dir, count=1), Forker(log_dir)
+for proc in (r, d, f):
+    proc.up()
+grandchild = int((log_dir / "grandchild").read_text())
+print(json.dumps({"children": [r.pid, d.pid, f.pid], "grandchild": grandchild,
+                  "guardian": lifeline.guardian_pids()}), flush=True)
+time.sleep(120)
+"""
+
+
+def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
+    """The pids still alive (zombies count as gone) after waiting up to `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = []
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("guardian_too", [False, True], ids=["parent", "parent-and-guardian"])
+def test_a_sigkilled_parent_takes_its_children_and_grandchildren_along(
+    log_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, guardian_too: bool
+) -> None:
+    """SIGKILL cannot be caught: the parent-death signal kills the children and the guardian
+    their groups (the forked grandchild). With the guardian killed as well, the children still
+    die, and the grandchild is left for the next start's reaper, which finds and kills it."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("SPIKEGATE_STATE_DIR", str(state))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    parent = subprocess.Popen(
+        [sys.executable, "-c", KILLED_PARENT_SCRIPT, str(log_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    info: dict[str, list[int] | int] = {}
+    with parent:
+        _kill_parent_and_check(parent, info, state, guardian_too=guardian_too)
+
+
+def _kill_parent_and_check(
+    parent: subprocess.Popen[bytes],
+    info: dict[str, list[int] | int],
+    state: Path,
+    *,
+    guardian_too: bool,
+) -> None:
+    from spikegate.harness.reaper import describe, reap_orphans
+
+    try:
+        assert parent.stdout is not None and parent.stderr is not None
+        line = parent.stdout.readline()
+        assert line, parent.stderr.read().decode()
+        info = json.loads(line)
+        children, grandchild = info["children"], info["grandchild"]
+        assert isinstance(children, list) and isinstance(grandchild, int)
+        assert info["guardian"], "no guardian while children run"
+        assert len(list(state.glob("*.json"))) == 3
+        if guardian_too:
+            guardian = info["guardian"]
+            assert isinstance(guardian, list)
+            os.kill(guardian[0], signal.SIGKILL)
+            _wait_gone(guardian, 5)
+        parent.kill()
+        parent.wait(10)
+        assert _wait_gone(children, 5) == []
+        if guardian_too:
+            assert _wait_gone([grandchild], 0.5) == [grandchild]  # survived: nobody watched
+            reaped = reap_orphans()
+            assert [r.pid for r in reaped] == [grandchild]
+            assert f"(harness pid {parent.pid}, killed): forker child" in describe(reaped)
+        assert _wait_gone([grandchild], 5) == []
+        assert reap_orphans() == []  # nothing left, and the records are gone
+        assert list(state.glob("*.json")) == []
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        for pid in [*info.get("children", []), info.get("grandchild", 0)]:  # type: ignore[list-item]
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(30)
+def test_a_child_started_from_a_short_lived_thread_lives_until_stopped(log_dir: Path) -> None:
+    """The parent-death signal fires when the forking *thread* exits: children asked for by
+    other threads are forked by a thread that lives as long as the process."""
+    ready = log_dir / "ready"
+    child = ScriptChild(
+        log_dir,
+        f"import pathlib, time; pathlib.Path({str(ready)!r}).touch(); time.sleep(60)",
+        ready_file=ready,
+    )
+    worker = threading.Thread(target=child.up)
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive() and child.alive
+    assert _wait_gone([child.pid or 0], 0.5) == [child.pid]  # the thread is gone, the child not
+    child.stop()
+    _assert_gone(child.pid or 0)
+
+
+@pytest.mark.timeout(30)
+def test_stop_kills_what_a_leader_that_exited_on_its_own_left_in_its_group(
+    log_dir: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "grandchild"
+    code = f"""
+        import os, pathlib, time
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+        pathlib.Path({str(marker)!r}).write_text(str(pid))
+    """
+    child = ScriptChild(log_dir, code)
+    child.start()
+    deadline = time.monotonic() + 15
+    while (child.returncode is None or not marker.exists()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert child.returncode == 0
+    grandchild = int(marker.read_text())
+    assert _wait_gone([grandchild], 0.2) == [grandchild]
+    child.stop()
+    assert _wait_gone([grandchild], 5) == []
+
+
+@pytest.mark.timeout(30)
+def test_each_child_is_recorded_until_it_is_stopped(
+    log_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spikegate.harness import lifeline
+    from spikegate.harness.reaper import records
+
+    monkeypatch.setenv("SPIKEGATE_STATE_DIR", str(tmp_path / "state"))
+    with DspBidders(log_dir, count=1) as bidders:
+        [(_, data)] = records()
+        assert data["pid"] == data["pgid"] == bidders.pid
+        assert data["owner_pid"] == os.getpid() and data["title"] == "DSP bidders"
+        assert data["start"] == lifeline.process_start(bidders.pid or 0)
+        env = psutil.Process(bidders.pid).environ()
+        assert env[lifeline.OWNER_ENV] == lifeline.owner_token()
+        assert lifeline.guardian_pids()
+    assert records() == []
+    assert lifeline.guardian_pids() == []  # the guardian leaves with the last child
+
+
+@pytest.mark.timeout(30)
+def test_a_clean_stop_lets_the_guardian_leave_without_killing_anything(log_dir: Path) -> None:
+    """Only a harness that dies unannounced has its token's processes killed: a child started
+    by another thread while the last one stops must survive the guardian's exit."""
+    from spikegate.harness import lifeline
+
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env=lifeline.child_env(None),  # carries our token, like a child not yet watched
+        start_new_session=True,
+    )
+    try:
+        child = ScriptChild(log_dir, "import time; time.sleep(60)")
+        child.start()
+        guardian = lifeline.guardian_pids()
+        assert guardian
+        child.stop()
+        assert lifeline.guardian_pids() == [] and not psutil.pid_exists(guardian[0])
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
