@@ -258,7 +258,7 @@ def chart_inflight(data: RunData, ax: Axes) -> bool:
         "inflight",
         [
             ("auction_inflight", "inflight", "#1565c0", "-"),
-            ("auction_inflight_max", "inflight peak (1-2 s)", "#64b5f6", "-"),
+            ("auction_inflight_max", "inflight peak (per second)", "#64b5f6", "-"),
             ("auction_limit", "limit", "#e53935", "--"),
             ("auction_limit_ceiling", "limit ceiling", "#9e9e9e", ":"),
             ("auction_waiting", "waiting", "#8e24aa", "-"),

@@ -522,8 +522,9 @@ def _queue_cap(c: _Ctx) -> tuple[float | None, str]:
 
 
 def _inflight_peak(s: Sample) -> float | None:
-    """Auctions in flight: the target's 1-2 s high-water mark when it exports one (a bound
-    crossed between two scrapes is still seen), else the level at the scrape."""
+    """Auctions in flight: the peak since the previous sample when the target exports one (a
+    bound crossed between two scrapes is still seen, however late), else the level at the
+    scrape."""
     if s.auction_inflight_max is None:
         return s.auction_inflight
     return max(s.auction_inflight_max, s.auction_inflight or 0.0)

@@ -90,7 +90,7 @@ class Sample:
     t: float
     ok: bool
     auction_inflight: float | None = None
-    auction_inflight_max: float | None = None  # high-water mark of the last 1-2 s
+    auction_inflight_max: float | None = None  # in-flight peak since the previous sample
     auction_limit: float | None = None
     auction_limit_ceiling: float | None = None
     queue_depth: float | None = None

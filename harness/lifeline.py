@@ -34,6 +34,8 @@ from typing import Any
 
 import psutil
 
+from spikegate.contract.env import OWNER_ENV
+
 __all__ = [
     "OWNER_ENV",
     "child_env",
@@ -46,7 +48,6 @@ __all__ = [
     "watch",
 ]
 
-OWNER_ENV = "SPIKEGATE_OWNER"
 _PR_SET_PDEATHSIG = 1
 GUARDIAN_ARG = "spikegate-guardian"
 
@@ -55,7 +56,7 @@ GUARDIAN = r"""# spikegate guardian: kills what its harness left when the pipe c
 import os, signal, sys, time
 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
     signal.signal(s, signal.SIG_IGN)
-MARK = b"SPIKEGATE_OWNER=" + sys.argv[2].encode()
+MARK = sys.argv[3].encode() + b"=" + sys.argv[2].encode()
 
 def start(pid):
     try:
@@ -299,7 +300,16 @@ class _Guardian:
         env = {k: v for k, v in os.environ.items() if k != OWNER_ENV}
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", GUARDIAN, GUARDIAN_ARG, owner_token()],
+                [
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    "-c",
+                    GUARDIAN,
+                    GUARDIAN_ARG,
+                    owner_token(),
+                    OWNER_ENV,
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -18,15 +18,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from spikegate.harness.rundir import RUN_DIR_ENV, T0_ENV
+from spikegate.contract.env import LOCUSTFILES_ENV, RUN_DIR_ENV, T0_ENV
+from spikegate.contract.load import SHAPES
 from spikegate.harness.services import ManagedProcess
 from spikegate.harness.stack import python_env
 
 __all__ = ["LOCUSTFILES", "LOCUSTFILES_ENV", "SHAPES", "LocustProcess", "locust_command"]
 
-LOCUSTFILES_ENV = "SPIKEGATE_LOCUSTFILES"  # another directory with the same file names
 LOCUSTFILES = Path(__file__).resolve().parent.parent / "locustfiles"
-SHAPES = ("steady", "step", "flash_crowd", "hot_publisher", "sawtooth", "ramp_to_knee")
 
 
 def locust_command(host: str, shape: str, *, processes: int = 1) -> list[str]:

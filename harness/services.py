@@ -59,6 +59,7 @@ from typing import IO, ClassVar
 
 import psutil
 
+from spikegate.contract.env import TARGET_CONFIG_ENV
 from spikegate.harness import lifeline, reaper
 from spikegate.harness.errors import EnvironmentProblem
 from spikegate.harness.kafka_util import create_topic, kafka_metadata_ok, read_topic_ids
@@ -681,7 +682,7 @@ class TargetServer(ManagedProcess):
     def env(self) -> dict[str, str]:
         extra = dict(self.extra_env)
         if self.config_path is not None:
-            extra["SPIKEGATE_TARGET_CONFIG"] = str(self.config_path)
+            extra[TARGET_CONFIG_ENV] = str(self.config_path)
         return python_env(extra)
 
     def is_ready(self) -> bool:

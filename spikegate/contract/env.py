@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "LOAD_ENV",
     "LOCUSTFILES_ENV",
+    "OWNER_ENV",
     "PUBLISHERS_ENV",
     "RUNTIME_DIR_ENV",
     "RUN_DIR_ENV",
@@ -35,3 +36,4 @@ TARGET_OVERRIDE_PREFIX = "SPIKEGATE__"  # SPIKEGATE__AUCTION__LIMIT=32 -> auctio
 # the harness with itself (live-run discovery, reaping what a killed run left)
 RUNTIME_DIR_ENV = "SPIKEGATE_RUNTIME_DIR"  # live-run pointers (default $XDG_RUNTIME_DIR)
 STATE_DIR_ENV = "SPIKEGATE_STATE_DIR"  # records of started children (default: runtime dir)
+OWNER_ENV = "SPIKEGATE_OWNER"  # every child's mark "<harness pid>.<start>": found even if orphaned

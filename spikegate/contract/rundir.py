@@ -44,7 +44,9 @@ rate_limited, overloaded and shed; "admitted" latencies are those of ok, no_bid 
 SampleRow (samples.jsonl), parsed from the target's Prometheus /metrics once a second:
     {"t": 12.0, "ok": true,               # false (and the rest absent) when the scrape failed
      "auction_inflight": f, "auction_limit": f, "auction_limit_ceiling": f, "auction_waiting": f,
-     "auction_inflight_max": f,           # the target's high-water mark of the last 1-2 s
+     "auction_inflight_max": f,           # in-flight peak since the sampler's previous good
+                                          # scrape (from spikegate_auction_inflight_reached_total;
+                                          # the target's gauge when it has no counter)
      "queue_depth": f, "queue_max_depth": f, "queue_sojourn_ms": f,
      "breakers": {dsp: "closed"|"open"|"half_open"|"forced_open"|"disabled"},
      "decisions_total": {"layer:reason": cumulative count},

@@ -144,7 +144,7 @@ def test_rm_and_clear_take_faults_off_the_server(
         (["redis_latency", "--param", "latency_ms=-5"], "latency.latency_ms must be"),
         (["latency"], "proxy is required"),
         (["dsp_latency", "--proxy", "dsp-7"], "(proxies: dsp-1, dsp-2, kafka, redis)"),
-        (["redis_down", "--for", "601"], "for_s must be a number of seconds in (0, 600]"),
+        (["redis_down", "--for", "601"], "--for 601: expected seconds in (0, 600]"),
         (["nope"], "fault must be one of"),
     ],
 )
