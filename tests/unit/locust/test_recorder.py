@@ -8,6 +8,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from spikegate.contract.load import LoadSection
+from spikegate.contract.rundir import REQUEST_ROW_FIELDS
 from spikegate.harness.rundir import OUTCOMES
 from spikegate.locustfiles.recorder import (
     BID,
@@ -68,6 +69,7 @@ def filled(second: int = 3) -> SecondStats:
 
 def test_row_has_the_rundir_fields_and_outcomes_sum_to_the_recorded_requests() -> None:
     row = filled().row()
+    assert tuple(row) == REQUEST_ROW_FIELDS  # the contract's fields, in its order
     assert row["t"] == 3.0
     assert set(row["outcomes"]) == set(OUTCOMES)
     assert sum(row["outcomes"].values()) == 4
