@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from spikegate.contract.rundir import ACKED_DIR
 from spikegate.harness.kafka_util import read_topic_values
-from spikegate.harness.rundir import ACKED_DIR
 from spikegate.harness.sampler import parse_metrics, scrape
 
 __all__ = ["account_impressions", "read_acked", "unavailable", "wait_drained"]

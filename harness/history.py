@@ -1,6 +1,6 @@
 """The recorded history of one run, loaded from its run directory into frozen values.
 
-    run dir (harness/rundir.py format) --load_history()--> History
+    run dir (spikegate/contract/rundir.py format) --load_history()--> History
         scenario.toml     -> Scenario (validated; phases derived or taken from events)
         meta.json         -> meta (status, t0, ...)
         requests.jsonl    -> RequestSecond per second (sorted by t)
@@ -24,10 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spikegate.harness.errors import ScenarioError, UsageError
-from spikegate.harness.rundir import (
-    ADMITTED_OUTCOMES,
-    DESIGNED_REJECTIONS,
+from spikegate.contract.outcomes import ADMITTED_OUTCOMES, DESIGNED_REJECTIONS
+from spikegate.contract.rundir import (
     EVENTS_FILE,
     IMPRESSIONS_FILE,
     META_FILE,
@@ -36,6 +34,7 @@ from spikegate.harness.rundir import (
     SCENARIO_FILE,
     read_jsonl,
 )
+from spikegate.harness.errors import ScenarioError, UsageError
 from spikegate.harness.scenario import Phase, Scenario, load_scenario
 
 __all__ = [

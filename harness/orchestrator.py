@@ -44,6 +44,17 @@ from rich.console import Console
 from spikegate.chaos.client import ChaosClient
 from spikegate.chaos.errors import ChaosError
 from spikegate.chaos.schedule import FaultSchedule
+from spikegate.contract.rundir import (
+    EVENTS_FILE,
+    IMPRESSIONS_FILE,
+    LOGS_DIR,
+    META_FILE,
+    REQUESTS_FILE,
+    SAMPLES_FILE,
+    SCENARIO_FILE,
+    JsonlWriter,
+    read_jsonl,
+)
 from spikegate.harness import __version__
 from spikegate.harness.accounting import account_impressions, read_acked, unavailable, wait_drained
 from spikegate.harness.control import ControlApi, ControlServer
@@ -60,17 +71,6 @@ from spikegate.harness.live import (
 from spikegate.harness.liverun import LiveRun, unpublish
 from spikegate.harness.loadgen import LocustProcess
 from spikegate.harness.reaper import Reaped, describe, reap_orphans
-from spikegate.harness.rundir import (
-    EVENTS_FILE,
-    IMPRESSIONS_FILE,
-    LOGS_DIR,
-    META_FILE,
-    REQUESTS_FILE,
-    SAMPLES_FILE,
-    SCENARIO_FILE,
-    JsonlWriter,
-    read_jsonl,
-)
 from spikegate.harness.sampler import Sampler
 from spikegate.harness.scenario import Scenario
 from spikegate.harness.services import ManagedProcess, ServiceError

@@ -20,6 +20,16 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from spikegate.contract.outcomes import ADMITTED_OUTCOMES, DESIGNED_REJECTIONS, FAILURES, OUTCOMES
+from spikegate.contract.rundir import (
+    EVENTS_FILE,
+    IMPRESSIONS_FILE,
+    META_FILE,
+    REQUESTS_FILE,
+    SAMPLES_FILE,
+    SCENARIO_FILE,
+    read_jsonl,
+)
 from spikegate.harness.errors import ScenarioError
 from spikegate.harness.history import (
     FaultWindow,
@@ -27,19 +37,6 @@ from spikegate.harness.history import (
     derive_fault_windows,
     derive_phases,
     events_from_rows,
-)
-from spikegate.harness.rundir import (
-    ADMITTED_OUTCOMES,
-    DESIGNED_REJECTIONS,
-    EVENTS_FILE,
-    FAILURES,
-    IMPRESSIONS_FILE,
-    META_FILE,
-    OUTCOMES,
-    REQUESTS_FILE,
-    SAMPLES_FILE,
-    SCENARIO_FILE,
-    read_jsonl,
 )
 from spikegate.harness.scenario import Scenario, parse_scenario
 

@@ -9,7 +9,7 @@
 
 The hot path (`record`) only bumps counters: latencies are kept as {quantized us: count}
 (9 significant bits, <= 0.2% error) and become HdrHistograms once a second, when a second
-is sealed. Row fields are those of harness/rundir.py (RequestRow).
+is sealed. Row fields are those of spikegate/contract/rundir.py (RequestRow).
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ class SecondStats:
         return s
 
     def row(self) -> dict[str, Any]:
-        """The RequestRow of harness/rundir.py for this (sealed) second."""
+        """The RequestRow of spikegate/contract/rundir.py for this (sealed) second."""
         return {
             "t": float(self.second),
             "intended": self.intended,

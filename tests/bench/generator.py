@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[2]
 LOCUST = Path(sys.executable).parent / "locust"
 sys.path.insert(0, str(REPO))
 
-from spikegate.harness.rundir import REQUESTS_FILE, read_jsonl  # noqa: E402
+from spikegate.contract.rundir import REQUESTS_FILE, read_jsonl  # noqa: E402
 from spikegate.harness.services import free_port  # noqa: E402
 
 

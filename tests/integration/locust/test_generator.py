@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from spikegate.harness.rundir import ACKED_DIR, REQUESTS_FILE, read_jsonl
+from spikegate.contract.rundir import ACKED_DIR, REQUESTS_FILE, read_jsonl
 from spikegate.harness.services import free_port
 
 pytestmark = [pytest.mark.integration]

@@ -81,7 +81,7 @@ def write_run(
     impressions: dict[str, Any] | None = None,
     status: str = "complete",
 ) -> Path:
-    """A run directory in harness/rundir.py's format; healthy rows unless given."""
+    """A run directory in spikegate/contract/rundir.py's format; healthy rows unless given."""
     sc = sc or parse_scenario(SMOKE, source="test")
     d.mkdir(parents=True, exist_ok=True)
     duration = int(sc.load.duration_s)

@@ -14,6 +14,15 @@ from hdrh.histogram import HdrHistogram
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from rich.console import Console
 
+from spikegate.contract.rundir import (
+    EVENTS_FILE,
+    IMPRESSIONS_FILE,
+    META_FILE,
+    REQUESTS_FILE,
+    SAMPLES_FILE,
+    SCENARIO_FILE,
+    JsonlWriter,
+)
 from spikegate.harness import charts
 from spikegate.harness.reports import (
     REPORT_FILES,
@@ -24,22 +33,13 @@ from spikegate.harness.reports import (
     write_reports,
 )
 from spikegate.harness.reports_data import load_run_data
-from spikegate.harness.rundir import (
-    EVENTS_FILE,
-    IMPRESSIONS_FILE,
-    META_FILE,
-    REQUESTS_FILE,
-    SAMPLES_FILE,
-    SCENARIO_FILE,
-    JsonlWriter,
-)
 from spikegate.harness.scenario import load_scenario
 from spikegate.harness.verdicts import CheckResult, Verdict
 
 WORKFLOW = Path(__file__).resolve().parents[3] / ".github" / "workflows" / "spikegate-gate.yml"
 
 
-# --- builders following harness/rundir.py -------------------------------------------------------
+# --- builders following spikegate/contract/rundir.py -------------------------------------
 def hist(latencies_ms: list[float]) -> str | None:
     if not latencies_ms:
         return None

@@ -8,8 +8,8 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from spikegate.contract.load import LoadSection
+from spikegate.contract.outcomes import OUTCOMES
 from spikegate.contract.rundir import REQUEST_ROW_FIELDS
-from spikegate.harness.rundir import OUTCOMES
 from spikegate.locustfiles.recorder import (
     BID,
     IMPRESSION,
