@@ -1,12 +1,12 @@
 """The checker: a pure function from a recorded History and Thresholds to verdicts.
 
     History --+--> valid_run            (per judged phase + run)   generator held, enough data
-              +--> steady_state         (baseline, post)           admitted pNN, error ratio
+              +--> steady_state         (baseline, post)           admitted pNN, errors, rejections
               +--> no_unexpected_errors (stress)                   failures besides 429/503
               +--> graceful_degradation (stress)                   goodput, admitted/rejected pNN
               +--> bounded_resources    (run)                      inflight, queue, RSS growth
-              +--> time_to_detect       (stress)                   first protective decision
-              +--> time_to_recover      (recovery)                 SLO holds `hold` seconds
+              +--> time_to_detect       (stress)                   need -> protective decision
+              +--> time_to_recover      (recovery)                 SLO holds `hold` s, no relapse
               +--> no_silent_loss       (run)                      outcomes = sent; acked in Kafka
               +--> layer.edge / layer.bulkhead / layer.shedder / layer.breaker (stress)
                                       --> CheckResult(verdicts, thresholds)
@@ -28,7 +28,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from spikegate.contract.outcomes import ADMITTED_OUTCOMES, DESIGNED_REJECTIONS
+from spikegate.contract.outcomes import ADMITTED_OUTCOMES, DESIGNED_REJECTIONS, FAILURES
 from spikegate.harness.history import FaultWindow, History, RequestSecond, Sample
 from spikegate.harness.scenario import Phase
 from spikegate.harness.thresholds import LatencyBound, Thresholds, thresholds_from_checks
@@ -338,48 +338,77 @@ def valid_run(c: _Ctx) -> list[Verdict]:
 
 
 def steady_state(c: _Ctx) -> list[Verdict]:
+    """Baseline and post at base load: the SLO, the error ratio, and designed rejections
+    within `steady_rejections` (a target that sheds or rate-limits at base load is broken).
+    The ratios need only `min_requests` sent: a service that admits nothing fails here,
+    it is not too few samples for a percentile."""
     out = []
+    th = c.th
     for name in ("baseline", "post"):
         p = c.h.phase(name)
         if p is None:
             continue
         tot = Totals.of(c.rows(p))
         value, count, exact = c.p(p, "admitted")
-        err = tot.share(tot.failures)
+        err, rej = tot.share(tot.failures), tot.share(tot.rejected)
         ev = dict(
             window=[p.start_s, p.end_s],
             sent=tot.sent,
             admitted=count,
             failures=tot.failures,
             error_ratio=round(err, 5),
-            slo=str(c.th.slo),
-            error_rate=str(c.th.error_rate),
+            rejected=tot.rejected,
+            rejection_ratio=round(rej, 5),
+            by_class={k: n for k, n in tot.outcomes.items() if k not in ADMITTED_OUTCOMES and n},
+            slo=str(th.slo),
+            error_rate=str(th.error_rate),
+            steady_rejections=str(th.steady_rejections),
             latency_ms=_r(value),
             exact=exact,
         )
-        if count < c.th.min_requests or value is None:
-            out.append(
-                _v(
-                    "steady_state",
-                    name,
+        parts: list[tuple[Status, str]] = []
+        if tot.sent >= th.min_requests:
+            if th.error_rate.ok(err):
+                parts.append((PASS, f"errors {_pct(err)}"))
+            else:
+                parts.append(
+                    (FAIL, f"error ratio {_pct(err)} breaks {th.error_rate}{_classes(tot)}")
+                )
+            if th.steady_rejections.ok(rej):
+                parts.append((PASS, f"designed rejections {_pct(rej)}"))
+            else:
+                parts.append(
+                    (
+                        FAIL,
+                        f"designed rejections {_pct(rej)} at base load break "
+                        f"{th.steady_rejections}{_classes(tot, DESIGNED_REJECTIONS)}: "
+                        "nothing should be shed or rate-limited outside a disturbance",
+                    )
+                )
+        if value is None or count < th.min_requests:
+            parts.append(
+                (
                     INCONCLUSIVE,
-                    f"{count} admitted responses in {name}, needs {c.th.min_requests} for a "
-                    f"p{c.th.slo.percentile:g}",
-                    **ev,
+                    f"{count} admitted responses in {name}, needs {th.min_requests} for a "
+                    f"p{th.slo.percentile:g}",
                 )
             )
-            continue
-        parts = [
-            (PASS, f"p{c.th.slo.percentile:g} {value:.1f} ms")
-            if c.th.slo.ok(value)
-            else (FAIL, f"admitted p{c.th.slo.percentile:g} {value:.1f} ms breaks {c.th.slo}"),
-            (PASS, f"errors {_pct(err)}")
-            if c.th.error_rate.ok(err)
-            else (FAIL, f"error ratio {_pct(err)} breaks {c.th.error_rate}"),
-        ]
+        elif th.slo.ok(value):
+            parts.append((PASS, f"p{th.slo.percentile:g} {value:.1f} ms"))
+        else:
+            parts.append((FAIL, f"admitted p{th.slo.percentile:g} {value:.1f} ms breaks {th.slo}"))
         st, msg = _combine(parts)
         out.append(_v("steady_state", name, st, f"{name}: {msg}", **ev))
     return out
+
+
+def _classes(tot: Totals, among: Iterable[str] = FAILURES) -> str:
+    """` (conn_error=900 of 900 sent)`: the outcome classes behind a ratio, largest first."""
+    found = [(k, n) for k, n in tot.outcomes.items() if n and k in among]
+    if not found:
+        return ""
+    top = ", ".join(f"{k}={n}" for k, n in sorted(found, key=lambda kv: -kv[1]))
+    return f" ({top} of {tot.sent} sent)"
 
 
 def no_unexpected_errors(c: _Ctx) -> list[Verdict]:
@@ -428,8 +457,12 @@ def graceful_degradation(c: _Ctx) -> list[Verdict]:
     base_p99 = c.p(base, "admitted")[0] if base else None
     if th.capacity_rps is not None:
         cap_src, cap = "declared capacity_rps", th.capacity_rps
-    elif base_tot is not None and base_tot.seconds:
+    elif base_tot is not None and base_tot.admitted:
         cap_src, cap = "baseline admitted rate", base_tot.admitted / base_tot.seconds
+    elif base_tot is not None and base_tot.sent:
+        # A baseline that admitted nothing measured no capacity: zero would excuse any
+        # stress goodput, zero included (a dead service passed here).
+        cap_src, cap = "offered rate (the baseline admitted nothing)", offered
     else:
         cap_src, cap = "offered rate (no baseline)", offered
     capacity = min(offered, cap)
@@ -612,34 +645,125 @@ def _protective_at(c: _Ctx, start: float, end: float) -> tuple[float | None, str
     return first_t, why
 
 
+# Faults that need protection whatever the latencies show: the dependency stops answering.
+_HARD_FAULTS = frozenset({"down", "reset", "timeout", "stall"})
+
+
+def _hard(w: FaultWindow) -> bool:
+    """`redis_down`, `kafka_stall`, `reset`, a bandwidth of 0: by the fault's last word."""
+    if w.fault == "bandwidth":
+        return w.params.get("rate_kb_s") == 0
+    return w.fault.rsplit("_", 1)[-1] in _HARD_FAULTS
+
+
+def _over_slo(c: _Ctx, r: RequestSecond) -> bool:
+    """A stress second over the SLO: load was sent and its admitted pNN breaks `slo`, or
+    its failures (designed rejections are not failures) break `unexpected_errors`."""
+    if r.sent == 0:
+        return False
+    if not c.th.unexpected_errors.ok(r.failures / r.sent):
+        return True
+    p99 = _second_p99(r) if r.admitted else None
+    return p99 is not None and not c.th.slo.ok(p99)
+
+
+def _first_over(c: _Ctx, start: float, end: float) -> RequestSecond | None:
+    return next((r for r in c.h.requests_in(start, end) if _over_slo(c, r)), None)
+
+
+def _needs(c: _Ctx, p: Phase) -> list[tuple[float, str]]:
+    """Every second that needed protection, as (t, why), in time order: the onset of a
+    hard fault; the onset of any other disturbance (a fault, the load spike) whose window
+    holds a second over the SLO, or that drew a protective decision within `detect` (the
+    protection's own evidence of need: measured, never failed on that alone); the first
+    stress second over the SLO."""
+    spans = [
+        (w.start_s, min(w.end_s, p.end_s), f"{w.fault} on {w.proxy}", _hard(w))
+        for w in c.h.faults
+        if p.start_s <= w.start_s < p.end_s
+    ]
+    spike = c.h.scenario.load.disturbance()
+    if spike is not None and p.start_s <= spike[0] < p.end_s:
+        spans.append((spike[0], min(spike[1], p.end_s), "the load spike", False))
+    found: dict[float, str] = {}
+    for start, end, what, hard in sorted(spans, key=lambda s: s[0]):
+        if start in found:
+            continue
+        if hard:
+            found[start] = f"{what} began (a hard fault)"
+        elif (r := _first_over(c, start, end)) is not None:
+            found[start] = f"{what} began; over the SLO at t={r.t:g}s"
+        else:
+            t, _ = _protective_at(c, start, min(end, start + c.th.detect.seconds + 1e-9))
+            if t is not None:
+                found[start] = f"{what} began; it drew protection at t={t:g}s"
+    r = _first_over(c, p.start_s, p.end_s)
+    if r is not None and r.t not in found:
+        found[r.t] = f"t={r.t:g}s was the first second over the SLO"
+    return sorted(found.items())
+
+
 def time_to_detect(c: _Ctx) -> list[Verdict]:
+    """Each second that needed protection -> the first protective decision from then on;
+    `detect_s` is the first one's. Fails on the first need detected late, or never while
+    the SLO broke."""
     p = c.stress
     if p is None:
         return []
-    t, why = _protective_at(c, p.start_s, p.end_s)
-    ev: dict[str, Any] = dict(stress_start_s=p.start_s, budget=str(c.th.detect), first_t=t)
-    if t is not None:
-        d = max(0.0, t - p.start_s)
-        ev["detect_s"] = d
-        if c.th.detect.ok(d):
-            return [_v("time_to_detect", "stress", PASS, f"detected after {d:g} s: {why}", **ev)]
-        msg = f"first protective decision {d:g} s after stress began ({why}), budget {c.th.detect}"
-        return [_v("time_to_detect", "stress", FAIL, msg, **ev)]
-    tot = Totals.of(c.rows(p))
-    adm, _n, _ = c.p(p, "admitted")
-    held = (
-        adm is not None and c.th.slo.ok(adm) and c.th.unexpected_errors.ok(tot.share(tot.failures))
+    needs = _needs(c, p)
+    ev: dict[str, Any] = dict(
+        stress_start_s=p.start_s,
+        need_s=needs[0][0] if needs else None,
+        need=needs[0][1] if needs else "",
+        budget=str(c.th.detect),
     )
-    if tot.sent == 0:
+    if Totals.of(c.rows(p)).sent == 0:
         return [_v("time_to_detect", "stress", INCONCLUSIVE, "no load in stress", **ev)]
-    if held:
-        msg = "no protective decision was needed: the SLO held through stress"
+    if not needs:
+        t, why = _protective_at(c, p.start_s, p.end_s)
+        ev.update(first_t=t, needs=[])
+        msg = "no protection needed: no hard fault, and no stress second broke the SLO" + (
+            f" (protection engaged anyway at t={t:g}s: {why})" if t is not None else ""
+        )
         return [_v("time_to_detect", "stress", PASS, msg, **ev)]
-    msg = (
-        "no protective decision (429/503 or breaker) during stress while the SLO broke: "
-        "the protections did not engage"
-    )
-    return [_v("time_to_detect", "stress", FAIL, msg, **ev)]
+    judged: list[dict[str, Any]] = []
+    failed: tuple[dict[str, Any], str] | None = None
+    for need, need_why in needs:
+        t, why = _protective_at(c, need, p.end_s)
+        row: dict[str, Any] = dict(at_s=need, why=need_why, protected_at_s=t, protection=why)
+        if t is not None:
+            row["detect_s"] = d = max(0.0, t - need)
+            if not c.th.detect.ok(d) and failed is None:
+                msg = (
+                    f"first protective decision {d:g} s after protection was needed at "
+                    f"t={need:g}s ({need_why}): {why}; budget {c.th.detect}"
+                )
+                failed = (row, msg)
+        elif (over := _first_over(c, need, p.end_s)) is not None and failed is None:
+            row["first_over_slo_s"] = over.t
+            msg = (
+                f"no protective decision (429/503 or breaker) from t={need:g}s ({need_why}) "
+                f"to the end of stress while the SLO broke (first at t={over.t:g}s): the "
+                "protections did not engage"
+            )
+            failed = (row, msg)
+        judged.append(row)
+    first = judged[0]
+    ev.update(first_t=first["protected_at_s"], needs=judged)
+    if "detect_s" in first:
+        ev["detect_s"] = first["detect_s"]
+    if failed is not None:
+        return [_v("time_to_detect", "stress", FAIL, failed[1], **ev)]
+    if first["protected_at_s"] is None:
+        msg = f"{first['why']}, absorbed with no second over the SLO: no protective decision needed"
+    else:
+        msg = (
+            f"detected {first['detect_s']:g} s after protection was needed at "
+            f"t={first['at_s']:g}s ({first['why']}): {first['protection']}"
+        )
+    if len(judged) > 1:
+        msg += f"; {len(judged) - 1} later need(s) met within {c.th.detect}"
+    return [_v("time_to_detect", "stress", PASS, msg, **ev)]
 
 
 def _healthy(c: _Ctx, r: RequestSecond) -> bool:
@@ -675,11 +799,23 @@ def time_to_recover(c: _Ctx) -> list[Verdict]:
             ttr = max(0.0, first.t - start)
             ttr = round(ttr, 3)
             ev.update(recovered_at_s=first.t, ttr_s=ttr)
-            if c.th.recover.ok(ttr):
-                msg = f"recovered {ttr:.1f} s after the disturbance (SLO held {hold} s)"
-                return [_v("time_to_recover", "recovery", PASS, msg, **ev)]
-            msg = f"recovered only after {ttr:.1f} s, budget {c.th.recover}"
-            return [_v("time_to_recover", "recovery", FAIL, msg, **ev)]
+            if not c.th.recover.ok(ttr):
+                msg = f"recovered only after {ttr:.1f} s, budget {c.th.recover}"
+                return [_v("time_to_recover", "recovery", FAIL, msg, **ev)]
+            relapse = _relapse(c, rows[i + 1 :])
+            if relapse is not None:
+                ev.update(relapse)
+                msg = (
+                    f"relapsed at t={relapse['relapse_at_s']:g}s after recovering at "
+                    f"t={first.t:g}s: {relapse['relapse']} (worst second t="
+                    f"{relapse['relapse_worst_s']:g}s)"
+                )
+                return [_v("time_to_recover", "recovery", FAIL, msg, **ev)]
+            msg = (
+                f"recovered {ttr:.1f} s after the disturbance (SLO held {hold} s) and held "
+                "to the end of the run"
+            )
+            return [_v("time_to_recover", "recovery", PASS, msg, **ev)]
     span = rows[-1].t + 1 - start
     ev.update(recovered_at_s=None, observed_s=span)
     msg = (
@@ -687,6 +823,42 @@ def time_to_recover(c: _Ctx) -> list[Verdict]:
         f"{span:g} s after the disturbance ended at t={start:g}s"
     )
     return [_v("time_to_recover", "recovery", FAIL, msg, **ev)]
+
+
+def _relapse(c: _Ctx, rows: Sequence[RequestSecond]) -> dict[str, Any] | None:
+    """The first window of `hold` consecutive seconds, after recovery and to the end of
+    the run, whose merged figures break what a healthy second meets (admitted pNN,
+    failures, admitted share), or None. Merged, so one second's noise does not relapse a
+    run while one bad second (all failures) does; the run's last, partial second is not
+    judged."""
+    hold, th = c.th.hold, c.th
+    rows = [r for r in rows if r.t + 1.0 <= c.h.end_s + 1e-9]
+    for i in range(len(rows) - hold + 1):
+        win = rows[i : i + hold]
+        if win[-1].t - win[0].t > hold - 1 + 1e-9:  # a gap: not consecutive seconds
+            continue
+        tot = Totals.of(win)
+        if tot.sent == 0:
+            continue
+        broke: list[str] = []
+        err, adm_share = tot.share(tot.failures), tot.share(tot.admitted)
+        if not th.error_rate.ok(err):
+            broke.append(f"errors {_pct(err)} break {th.error_rate}{_classes(tot)}")
+        if not th.goodput_floor.ok(adm_share):
+            broke.append(f"admitted share {_pct(adm_share)} under {th.goodput_floor}")
+        value, _n, _ = percentile_ms(win, "admitted", th.slo.percentile)
+        if value is not None and not th.slo.ok(value):
+            broke.append(f"admitted p{th.slo.percentile:g} {value:.1f} ms breaks {th.slo}")
+        if broke:
+            worst = max(win, key=lambda r: (r.failures + r.sent - r.admitted, _second_p99(r) or 0))
+            at = next((r for r in win if not _healthy(c, r)), worst)
+            return dict(
+                relapse_at_s=at.t,
+                relapse_window=[win[0].t, win[-1].t + 1.0],
+                relapse_worst_s=worst.t,
+                relapse="; ".join(broke) + f" over [{win[0].t:g}, {win[-1].t + 1:g}) s",
+            )
+    return None
 
 
 def no_silent_loss(c: _Ctx) -> list[Verdict]:

@@ -11,6 +11,7 @@ Every key, its default and its meaning (the README copies this table):
 | `slo`               | `"p99 < 150ms"` | admitted-latency SLO: baseline, post, recovery           |
 | `error_rate`        | `"rate < 1%"`   | failed share of sent, baseline/post/recovered (1)        |
 | `unexpected_errors` | `"rate < 1%"`   | failed share of sent during stress (1)                   |
+| `steady_rejections` | `"rate < 1%"`   | designed-rejection share of sent, baseline and post (9)  |
 | `goodput_floor`     | `">= 80%"`      | stress goodput / capacity (2)                            |
 | `capacity_rps`      | none            | declared capacity in admitted/s (2)                      |
 | `latency_factor`    | `3.0`           | stress admitted p99 <= max(SLO bound, factor x baseline) |
@@ -19,10 +20,10 @@ Every key, its default and its meaning (the README copies this table):
 | `inflight_max`      | the target's    | auction inflight ceiling (3)                             |
 | `queue_max`         | the target's    | impression queue depth cap (4)                           |
 | `rss_growth`        | `"< 200MB"`     | target RSS growth over its baseline level                |
-| `detect`            | `"within 5s"`   | stress start -> first protective decision (5)            |
+| `detect`            | `"within 5s"`   | first second of need -> first protective decision (5)    |
 | `settle`            | `"within 1s"`   | latencies right after each onset not judged (7)          |
 | `recover`           | `"within 15s"`  | end of last disturbance -> recovered (6)                 |
-| `hold`              | `3`             | consecutive healthy seconds that count as recovered (6)  |
+| `hold`              | `3`             | healthy seconds that count as recovered; relapse (6)     |
 | `generator_min`     | `">= 95%"`      | sent / intended per judged phase, else inconclusive      |
 | `generator_cpu`     | `"< 90%"`       | generator CPU p90 (one core = 100%), else inconclusive   |
 | `min_seconds`       | `3`             | seconds of data a judged phase needs, else inconclusive  |
@@ -38,13 +39,23 @@ Every key, its default and its meaning (the README copies this table):
     measured in baseline; without a baseline, the offered rate).
 (3) none = the ceiling the target exports, else target.config auction.limit (64).
 (4) none = target.config impressions.max_depth (10000).
-(5) a designed rejection, or a breaker leaving closed; none at all passes only if the
-    stress SLO held anyway.
+(5) protection is first needed at the earliest of: the onset of a hard fault (down,
+    reset, timeout, stall, or a bandwidth of 0); the onset of any other disturbance (a
+    latency fault, the load spike) whose window holds a second over the SLO; the first
+    stress second over the SLO. A second is over the SLO when load was sent and its
+    admitted pNN breaks `slo` or its failures break `unexpected_errors` (a second that
+    admitted nothing and failed is over it). A protective decision is a designed rejection
+    or a breaker not closed, from that second on. Never needed (the SLO held every stress
+    second, no hard fault) passes as "no protection needed"; needed, none taken, passes
+    only if no second broke the SLO (a hard fault absorbed).
 (7) graceful_degradation judges stress latencies once protection had time to engage: the
     first `settle` after the stress start and after each fault start is left out (a breaker
     needs a few slow calls as evidence); time_to_detect judges that moment instead.
 (6) a healthy second: load was sent, admitted p99 meets `slo`, failures meet
-    `error_rate`, and the admitted share meets `goodput_floor`.
+    `error_rate`, and the admitted share meets `goodput_floor`. Recovered: `hold`
+    consecutive healthy seconds. After that, any later window of `hold` consecutive
+    seconds (to the end of the run) whose merged figures break the same bounds is a
+    relapse and fails time_to_recover, naming its first and worst second.
 (8) layer.bulkhead and layer.shedder judge "answered fast" on the target's own
     `spikegate_rejection_seconds{layer}` histogram (sampled each second), not on client
     latencies that carry the generator's scheduling noise. The pNN is the upper edge of the
@@ -53,6 +64,9 @@ Every key, its default and its meaning (the README copies this table):
     permit by design, so its bound is `server_reject` plus the target's
     auction.max_wait_ms. Without server-side data (an external target, an older run
     directory) both fall back to `fast_reject` on the client-side rejected latency.
+(9) designed rejections (429, 503 with a decision header) at base load: a target that
+    rate-limits or sheds outside a disturbance is broken. Judged by steady_state on the
+    whole phase, beside `slo` and `error_rate`, which it does not count towards.
 
 Accepted forms: a latency bound `pNN[.N] (<|<=) N(us|ms|s)` (also `p(99)`), a rate
 `rate (<|<=) N%`, a floor `(>=|>) N%`, a duration `within N(ms|s|m)`, a size
@@ -389,6 +403,7 @@ class Thresholds(BaseModel):
     slo: Latency = parse_latency("p99 < 150ms")
     error_rate: Rate = parse_rate("rate < 1%")
     unexpected_errors: Rate = parse_rate("rate < 1%")
+    steady_rejections: Rate = parse_rate("rate < 1%")
     goodput_floor: FloorT = parse_floor(">= 80%")
     capacity_rps: float | None = Field(default=None, gt=0)
     latency_factor: float = Field(default=3.0, ge=1, le=1000)
@@ -434,6 +449,7 @@ _FORMS = {
     "server_reject": '"p99 < 5ms"',
     "error_rate": '"rate < 1%"',
     "unexpected_errors": '"rate < 1%"',
+    "steady_rejections": '"rate < 1%"',
     "isolation": '"rate < 5%"',
     "goodput_floor": '">= 80%"',
     "generator_min": '">= 95%"',

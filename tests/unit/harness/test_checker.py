@@ -337,6 +337,46 @@ def _breaker_never_closes(h: dict[str, Any]) -> None:
     )
 
 
+def _late_after_hard_fault(h: dict[str, Any]) -> None:
+    """A shedder that acts only once its queue is nearly full: the SLO holds, but after
+    the broker stalls at t=24 nothing protective happens until t=31."""
+    h["rows"] = between(
+        healthy_rows(), 20, 35,
+        lambda r: sec(r.t, ok=300, p99=40.0) if r.t < 31
+        else sec(r.t, ok=250, p99=40.0, rejected={"shed": 50}, decisions={"shed": 50}),
+    )  # fmt: skip
+    h["samples"] = [dataclasses.replace(s, breakers={"dsp-1": "closed"}) for s in healthy_samples()]
+
+
+def _rate_limits_at_base_load(h: dict[str, Any]) -> None:
+    """An edge keyed by the wrong field (one bucket for every publisher) cuts 5% of the
+    base load."""
+    h["rows"] = between(
+        healthy_rows(), 5, 20,
+        lambda r: sec(r.t, ok=95, rejected={"rate_limited": 5}, decisions={"rate_limited": 5}),
+    )  # fmt: skip
+
+
+def _sheds_after_the_storm(h: dict[str, Any]) -> None:
+    """A shedder whose state never resets after the stall keeps shedding at base load."""
+    h["rows"] = between(
+        healthy_rows(), 45, 60,
+        lambda r: sec(r.t, ok=90, rejected={"shed": 10}, decisions={"shed": 10}),
+    )  # fmt: skip
+
+
+def _relapse_latency(h: dict[str, Any]) -> None:
+    """A breaker that closes, then reopens and flaps: slow again from t=50 to 53."""
+    h["rows"] = between(healthy_rows(), 50, 53, lambda r: sec(r.t, p99=400.0))
+
+
+def _relapse_one_dead_second(h: dict[str, Any]) -> None:
+    """A worker restart (a leak, an OOM kill) long after recovery: one second of resets."""
+    h["rows"] = between(
+        healthy_rows(), 52, 53, lambda r: sec(r.t, ok=0, failed={"conn_error": 100})
+    )
+
+
 FAILING: list[tuple[str, Callable[[dict[str, Any]], None], str, str, str]] = [
     # (case, mutation, verdict, phase, a word the message must contain)
     ("slow baseline", _slow_baseline, "steady_state", "baseline", "p99"),
@@ -351,6 +391,14 @@ FAILING: list[tuple[str, Callable[[dict[str, Any]], None], str, str, str]] = [
     ("memory grows", _rss_grows, "bounded_resources", "run", "RSS"),
     ("protection engages late", _late_detection, "time_to_detect", "stress", "11 s"),
     ("protection never engages", _never_protects, "time_to_detect", "stress", "did not engage"),
+    ("protection late after a hard fault", _late_after_hard_fault, "time_to_detect", "stress",
+     "7 s after protection was needed at t=24s"),
+    ("rate-limits at base load", _rate_limits_at_base_load, "steady_state", "baseline",
+     "designed rejections 5.00%"),
+    ("sheds after the storm", _sheds_after_the_storm, "steady_state", "post", "shed=150"),
+    ("relapses after recovery", _relapse_latency, "time_to_recover", "recovery", "t=50s"),
+    ("one dead second after recovery", _relapse_one_dead_second, "time_to_recover", "recovery",
+     "worst second t=52s"),
     ("recovers after the budget", _slow_recovery, "time_to_recover", "recovery", "20.0 s"),
     ("never recovers", _no_recovery, "time_to_recover", "recovery", "never recovered"),
     ("a request without an outcome", _outcomes_missing, "no_silent_loss", "run", "t=40"),
@@ -409,10 +457,144 @@ def test_recovery_needs_goodput_not_only_fast_rejections() -> None:
     assert verdict(check(history(rows=rows)), "time_to_recover").status == "fail"
 
 
-def test_detection_time_counts_from_stress_start() -> None:
+def test_detection_time_counts_from_each_need() -> None:
+    """The storm's spike and DSP fault draw protection at once (t=20), the Redis latency
+    too (t=22), and Kafka stalls at t=24 (a hard fault): each need is met at once."""
     v = verdict(check(history()), "time_to_detect")
-    assert v.status == "pass"
-    assert v.evidence["detect_s"] == 0.0
+    assert v.status == "pass", v.message
+    assert (v.evidence["need_s"], v.evidence["detect_s"]) == (20.0, 0.0)
+    needs = [(n["at_s"], n["detect_s"]) for n in v.evidence["needs"]]
+    assert needs == [(20.0, 0.0), (22.0, 0.0), (24.0, 0.0)]
+    assert "hard fault" in v.evidence["needs"][-1]["why"]
+
+
+# Redis slows at 12 (the SLO holds), then goes down at 22: phases warmup [0,5) baseline
+# [5,12) stress [12,30) recovery [30,42) post [42,50).
+OUTAGE: dict[str, Any] = {
+    "name": "outage",
+    "load": {"shape": "steady", "duration_s": 50, "warmup_s": 5, "base_rps": 100,
+             "publishers": 4},
+    "faults": [
+        {"at_s": 12, "for_s": 8, "fault": "redis_latency", "params": {"latency_ms": 40}},
+        {"at_s": 22, "for_s": 8, "fault": "redis_down"},
+    ],
+    "phases": {"recovery_s": 12},
+    "checks": {"slo": "p99 < 150ms", "goodput_floor": ">= 30%"},
+}  # fmt: skip
+
+
+def _outage_rows(slow_at: float | None = None) -> list[RequestSecond]:
+    """Healthy: 60 ms under the latency fault, fast 503s (redis_unavailable) while down."""
+    out = []
+    for t in range(50):
+        if 12 <= t < 20:
+            out.append(sec(t, p99=400.0 if t == slow_at else 60.0))
+        elif 22 <= t < 30:
+            out.append(sec(t, ok=40, rejected={"overloaded": 60},
+                           decisions={"redis_unavailable": 60}))  # fmt: skip
+        else:
+            out.append(sec(t))
+    return out
+
+
+def _outage(rows: list[RequestSecond]) -> History:
+    closed = [sample(t, breakers={"dsp-1": "closed"}) for t in range(50)]
+    return history(sc=scenario(OUTAGE), rows=rows, samples=closed)
+
+
+def _late_outage_rows() -> list[RequestSecond]:
+    rows = between(_outage_rows(), 13, 17, lambda r: sec(
+        r.t, ok=80, p99=400.0 if r.t == 13 else 60.0, rejected={"overloaded": 20},
+        decisions={"bulkhead_full": 20}))  # fmt: skip
+    return between(rows, 22, 29, lambda r: sec(r.t, p99=400.0))
+
+
+DETECT: list[tuple[str, list[RequestSecond], str, float | None, float | None, str]] = [
+    # (case, rows, status, need_s, detect_s, a word of the message)
+    ("latency absorbed, protection when Redis goes down", _outage_rows(), "pass", 22.0, 0.0,
+     "t=22s"),
+    # A Redis client without a timeout: the latency breaks the SLO at 15 and nothing
+    # protects until the outage: 10 s late, counted from the latency fault's onset.
+    ("latency hurts, nothing protects", _outage_rows(slow_at=15), "fail", 12.0, 10.0,
+     "redis_latency on redis began; over the SLO at t=15s"),
+    # A bulkhead that never rejects: while Redis is down auctions hang and time out.
+    ("outage with no protective decision", between(_outage_rows(), 22, 30,
+     lambda r: sec(r.t, ok=0, failed={"timeout": 100})), "fail", 22.0, None, "did not engage"),
+    ("never needed", between(_outage_rows(), 22, 30, lambda r: sec(r.t)), "pass", None, None,
+     "no protection needed"),
+    # A Redis client that retries for 7 s before it calls Redis unavailable: the bulkhead
+    # met the latency at once (t=13), which hid the outage's late answer from a verdict
+    # that measured only from the start of stress.
+    ("a later need met late", _late_outage_rows(), "fail", 12.0, 1.0,
+     "7 s after protection was needed at t=22s (redis_down on redis began (a hard fault))"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "rows", "status", "need", "detect", "word"), DETECT,
+                         ids=[d[0] for d in DETECT])  # fmt: skip
+def test_detection_is_measured_from_the_first_second_of_need(
+    case: str,
+    rows: list[RequestSecond],
+    status: str,
+    need: float | None,
+    detect: float | None,
+    word: str,
+) -> None:
+    h = _outage(rows)
+    if case == "never needed":  # a latency fault alone: nothing hard, nothing broken
+        closed = [sample(t, breakers={"dsp-1": "closed"}) for t in range(50)]
+        h = history(sc=scenario(OUTAGE, faults=OUTAGE["faults"][:1]), rows=rows, samples=closed)
+    v = verdict(check(h), "time_to_detect")
+    assert (v.status, v.evidence["need_s"], v.evidence.get("detect_s")) == (status, need, detect)
+    assert word in v.message, v.message
+    assert v.evidence["stress_start_s"] == 12.0
+
+
+# A service that admits nothing where it should is a failed run, not an unmeasured one.
+DEAD: list[tuple[str, Scenario, RequestSecond]] = [
+    ("connection refused", scenario(), sec(0, ok=0, failed={"conn_error": 100})),
+    ("every answer a bare 5xx", scenario(), sec(0, ok=0, failed={"error_5xx": 100})),
+    ("no stress phase, all refused", scenario(faults=[], load={"shape": "steady"}),
+     sec(0, ok=0, failed={"conn_error": 100})),
+    ("every answer a designed 503", scenario(faults=[], load={"shape": "steady"}),
+     sec(0, ok=0, rejected={"overloaded": 100}, decisions={"bulkhead_full": 100})),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "sc", "row"), DEAD, ids=[d[0] for d in DEAD])
+def test_a_service_that_admits_nothing_fails(case: str, sc: Scenario, row: RequestSecond) -> None:
+    rows = [dataclasses.replace(row, t=float(t)) for t in range(60)]
+    result = check(history(sc=sc, rows=rows))
+    assert result.exit_code == 1
+    v = verdict(result, "steady_state", "baseline")
+    assert v.status == "fail" and "100.00%" in v.message, v.message
+    if sc.stress_window() is not None:
+        g = verdict(result, "graceful_degradation")
+        assert g.status == "fail" and "goodput 0/s" in g.message, g.message
+
+
+def test_one_noisy_second_after_recovery_is_not_a_relapse() -> None:
+    """A second whose p99 is 160 ms from 2 slow requests of 100 (a GC pause) is noise:
+    the merged `hold` window stays within the SLO."""
+    h = HdrHistogram(1, 60_000_000, 3)
+    h.record_value(20_000, 98)
+    h.record_value(160_000, 2)
+    noisy = h.encode().decode()
+    rows = between(healthy_rows(), 50, 51, lambda r: dataclasses.replace(
+        r, hist_admitted=noisy, admitted_p99_ms=160.0))  # fmt: skip
+    v = verdict(check(history(rows=rows)), "time_to_recover")
+    assert v.status == "pass", v.message
+    assert "relapse_at_s" not in v.evidence
+
+
+def test_a_relapse_is_named_with_its_window() -> None:
+    parts: dict[str, Any] = {}
+    _relapse_latency(parts)
+    v = verdict(check(history(**parts)), "time_to_recover")
+    assert v.evidence["recovered_at_s"] == 35.0
+    assert v.evidence["relapse_window"] == [48.0, 51.0]  # the first window that breaks
+    assert (v.evidence["relapse_at_s"], v.evidence["relapse_worst_s"]) == (50.0, 50.0)
+    assert v.message.startswith("relapsed at t=50s after recovering at t=35s"), v.message
 
 
 def test_no_protection_needed_when_the_slo_held_passes() -> None:
