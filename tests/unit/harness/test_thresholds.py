@@ -91,6 +91,15 @@ def test_defaults_are_documented_values() -> None:
     assert th.recover == Within(15.0) and th.detect == Within(5.0) and th.hold == 3
     assert th.reject_bound == LatencyBound(99.0, "<", 75.0)  # half the SLO
     assert th.generator_min == Floor(">=", 0.95)
+    assert th.steady_rejections == RateBound("<", 0.01)
+
+
+def test_steady_rejections_is_a_rate_and_errors_name_its_form() -> None:
+    assert thresholds_from_checks({"steady_rejections": "rate <= 0.5%"}).steady_rejections == (
+        RateBound("<=", 0.005)
+    )
+    with pytest.raises(UsageError, match=r"checks\.steady_rejections.*rate < 1%"):
+        thresholds_from_checks({"steady_rejections": "1%"})
 
 
 def test_every_key_is_in_the_docstring_table() -> None:
