@@ -674,11 +674,12 @@ def _first_over(c: _Ctx, start: float, end: float) -> RequestSecond | None:
 def _needs(c: _Ctx, p: Phase) -> list[tuple[float, str]]:
     """Every second that needed protection, as (t, why), in time order: the onset of a
     hard fault; the onset of any other disturbance (a fault, the load spike) whose window
-    holds a second over the SLO, or that drew a protective decision within `detect` (the
-    protection's own evidence of need: measured, never failed on that alone); the first
-    stress second over the SLO."""
+    holds a second over the SLO, or that drew a protective decision within `settle` of its
+    onset (the protection's own evidence of need: it can only pass); the first stress
+    second over the SLO. An onset is the first second the disturbance touches (rows are
+    whole seconds; a fault event's time is not)."""
     spans = [
-        (w.start_s, min(w.end_s, p.end_s), f"{w.fault} on {w.proxy}", _hard(w))
+        (math.floor(w.start_s + 1e-9), min(w.end_s, p.end_s), f"{w.fault} on {w.proxy}", _hard(w))
         for w in c.h.faults
         if p.start_s <= w.start_s < p.end_s
     ]
@@ -694,9 +695,9 @@ def _needs(c: _Ctx, p: Phase) -> list[tuple[float, str]]:
         elif (r := _first_over(c, start, end)) is not None:
             found[start] = f"{what} began; over the SLO at t={r.t:g}s"
         else:
-            t, _ = _protective_at(c, start, min(end, start + c.th.detect.seconds + 1e-9))
+            t, _ = _protective_at(c, start, min(end, start + c.th.settle.seconds + 1e-9))
             if t is not None:
-                found[start] = f"{what} began; it drew protection at t={t:g}s"
+                found[start] = f"{what} began and drew protection at once"
     r = _first_over(c, p.start_s, p.end_s)
     if r is not None and r.t not in found:
         found[r.t] = f"t={r.t:g}s was the first second over the SLO"
@@ -732,7 +733,7 @@ def time_to_detect(c: _Ctx) -> list[Verdict]:
         t, why = _protective_at(c, need, p.end_s)
         row: dict[str, Any] = dict(at_s=need, why=need_why, protected_at_s=t, protection=why)
         if t is not None:
-            row["detect_s"] = d = max(0.0, t - need)
+            row["detect_s"] = d = round(max(0.0, t - need), 3)
             if not c.th.detect.ok(d) and failed is None:
                 msg = (
                     f"first protective decision {d:g} s after protection was needed at "
@@ -762,7 +763,7 @@ def time_to_detect(c: _Ctx) -> list[Verdict]:
             f"t={first['at_s']:g}s ({first['why']}): {first['protection']}"
         )
     if len(judged) > 1:
-        msg += f"; {len(judged) - 1} later need(s) met within {c.th.detect}"
+        msg += f"; {len(judged) - 1} later need(s) met {c.th.detect}"
     return [_v("time_to_detect", "stress", PASS, msg, **ev)]
 
 

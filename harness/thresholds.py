@@ -41,8 +41,10 @@ Every key, its default and its meaning (the README copies this table):
 (4) none = target.config impressions.max_depth (10000).
 (5) protection is first needed at the earliest of: the onset of a hard fault (down,
     reset, timeout, stall, or a bandwidth of 0); the onset of any other disturbance (a
-    latency fault, the load spike) whose window holds a second over the SLO; the first
-    stress second over the SLO. A second is over the SLO when load was sent and its
+    latency fault, the load spike) whose window holds a second over the SLO, or that drew
+    a protective decision within `settle` of its onset (measured, it cannot fail); the
+    first stress second over the SLO. An onset is the first whole second a disturbance
+    touches. A second is over the SLO when load was sent and its
     admitted pNN breaks `slo` or its failures break `unexpected_errors` (a second that
     admitted nothing and failed is over it). A protective decision is a designed rejection
     or a breaker not closed, from that second on. Never needed (the SLO held every stress
