@@ -678,7 +678,7 @@ def _needs(c: _Ctx, p: Phase) -> list[tuple[float, str]]:
     onset (the protection's own evidence of need: it can only pass); the first stress
     second over the SLO. An onset is the first second the disturbance touches (rows are
     whole seconds; a fault event's time is not)."""
-    spans = [
+    spans: list[tuple[float, float, str, bool]] = [
         (math.floor(w.start_s + 1e-9), min(w.end_s, p.end_s), f"{w.fault} on {w.proxy}", _hard(w))
         for w in c.h.faults
         if p.start_s <= w.start_s < p.end_s
