@@ -15,8 +15,9 @@ Every key, its default and its meaning (the README copies this table):
 | `goodput_floor`     | `">= 80%"`      | stress goodput / capacity (2)                            |
 | `capacity_rps`      | none            | declared capacity in admitted/s (2)                      |
 | `latency_factor`    | `3.0`           | stress admitted p99 <= max(SLO bound, factor x baseline) |
-| `fast_reject`       | half the SLO    | latency bound of designed rejections (429/503)           |
-| `server_reject`     | `"p99 < 5ms"`   | server-side cost of bulkhead_full / shed 503s (8)        |
+| `fast_reject`       | half the SLO    | stress rejected pNN, all kinds (graceful_degradation)    |
+| `server_reject`     | `"p99 < 5ms"`   | server-side cost of 429s, bulkhead_full, sheds (8)       |
+| `client_reject`     | `"p90 < 10ms"`  | client-side latency of the same, per layer (8)           |
 | `inflight_max`      | the target's    | auction inflight ceiling (3)                             |
 | `queue_max`         | the target's    | impression queue depth cap (4)                           |
 | `rss_growth`        | `"< 200MB"`     | target RSS growth over its baseline level                |
@@ -58,17 +59,28 @@ Every key, its default and its meaning (the README copies this table):
     consecutive healthy seconds. After that, any later window of `hold` consecutive
     seconds (to the end of the run) whose merged figures break the same bounds is a
     relapse and fails time_to_recover, naming its first and worst second.
-(8) layer.bulkhead and layer.shedder judge "answered fast" on the target's own
-    `spikegate_rejection_seconds{layer}` histogram (sampled each second), not on client
-    latencies that carry the generator's scheduling noise. The pNN is the upper edge of the
-    bucket holding it (an upper bound); a bucket's edge equal to a `<` bound counts as
-    within it, since the bucket holds values <= its edge. A bulkhead_full may wait for a
-    permit by design, so its bound is `server_reject` plus the target's
-    auction.max_wait_ms. Without server-side data (an external target, an older run
-    directory) both fall back to `fast_reject` on the client-side rejected latency.
+(8) layer.edge (429 rate_limited), layer.bulkhead (bulkhead_full) and layer.shedder
+    (shed) judge "answered fast" twice, over the run after warmup, and fail on either:
+    server-side on the target's own `spikegate_rejection_seconds{layer}` histogram
+    (sampled each second; layers edge, auction, impressions) against `server_reject`, and
+    client-side on the rejected latency of the seconds whose rejections were >= 90% that
+    decision against `client_reject`, so a target whose histogram lies fails too. The
+    server pNN is the upper edge of the bucket holding it (an upper bound); a bucket's edge
+    equal to a `<` bound counts as within it, since the bucket holds values <= its edge. A
+    bulkhead_full may wait for a permit by design, so both its bounds get the target's
+    auction.max_wait_ms added. Healthy runs measure p99 <= 0.75 ms server-side and p90
+    <= 0.8 ms client-side; a rejection delayed by 20 ms fails both. Without server-side data
+    (an older run directory) or without pure seconds, the other side decides alone.
 (9) designed rejections (429, 503 with a decision header) at base load: a target that
     rate-limits or sheds outside a disturbance is broken. Judged by steady_state on the
     whole phase, beside `slo` and `error_rate`, which it does not count towards.
+(10) layer.edge bounds each publisher's admissions both ways, in every load shape. From
+    above: in any window, admitted <= burst + rate x (t + 1 s). From below: what got past
+    the edge (sent - 429s) falls short of what its own bucket owes it by at most burst +
+    rate x 1 s in any window. Owed is a fluid bucket (full at the start, each second's
+    requests spread over it) fed the publisher's sends: all it sent while under its rate,
+    about its rate while over it. A bucket shared by all publishers, or refilling too
+    slowly, fails. Healthy runs fall short by <= 7 requests against a slack of 55..190.
 
 Accepted forms: a latency bound `pNN[.N] (<|<=) N(us|ms|s)` (also `p(99)`), a rate
 `rate (<|<=) N%`, a floor `(>=|>) N%`, a duration `within N(ms|s|m)`, a size
@@ -411,6 +423,7 @@ class Thresholds(BaseModel):
     latency_factor: float = Field(default=3.0, ge=1, le=1000)
     fast_reject: Latency | None = None
     server_reject: Latency = parse_latency("p99 < 5ms")
+    client_reject: Latency = parse_latency("p90 < 10ms")
     inflight_max: int | None = Field(default=None, ge=1)
     queue_max: int | None = Field(default=None, ge=1)
     rss_growth: Size = parse_size("< 200MB")
@@ -449,6 +462,7 @@ _FORMS = {
     "slo": '"p99 < 150ms"',
     "fast_reject": '"p99 < 50ms"',
     "server_reject": '"p99 < 5ms"',
+    "client_reject": '"p90 < 10ms"',
     "error_rate": '"rate < 1%"',
     "unexpected_errors": '"rate < 1%"',
     "steady_rejections": '"rate < 1%"',

@@ -174,3 +174,14 @@ def test_bad_server_reject_names_the_key_and_the_form() -> None:
     with pytest.raises(UsageError) as info:
         thresholds_from_checks({"server_reject": "5ms"})
     assert 'checks.server_reject: expected a latency bound like "p99 < 150ms"' in str(info.value)
+
+
+def test_client_reject_defaults_to_p90_under_10ms_and_is_settable() -> None:
+    """Tight enough that a rejection delayed by 20 ms fails (healthy runs: p90 <= 0.8 ms)."""
+    assert Thresholds().client_reject == LatencyBound(90.0, "<", 10.0)
+    assert not Thresholds().client_reject.ok(20.0)
+    th = thresholds_from_checks(apply_check_overrides({}, ['checks.client_reject="p95 < 5ms"']))
+    assert th.client_reject == LatencyBound(95.0, "<", 5.0)
+    assert th.to_json()["client_reject"] == "p95 < 5ms"
+    with pytest.raises(UsageError, match=r"checks\.client_reject.*latency bound"):
+        thresholds_from_checks({"client_reject": "10ms"})
