@@ -961,7 +961,10 @@ def _edge_floor(
     tokens = burst
     best = (0.0, 0.0, 0.0, 0, 0.0)
     run = (0.0, 0.0, 0, 0.0)  # (shortfall, start, let through, owed) of the window ending here
+    prev = series[0][0] - 1.0 if series else 0.0
     for t, sent, through in series:
+        tokens = min(burst, tokens + rate * max(0.0, t - prev - 1.0))  # seconds it sent nothing
+        prev = t
         owed = min(float(sent), tokens + rate)
         tokens = min(burst, tokens + rate - owed)
         gap = owed - through
