@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import sys
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -29,6 +28,7 @@ import tomli_w
 
 from spikegate.chaos.client import ChaosClient, ProxyInfo
 from spikegate.chaos.errors import ChaosError
+from spikegate.chaos.server import server_command
 from spikegate.harness import lifeline
 from spikegate.harness.errors import EnvironmentProblem
 from spikegate.harness.services import (
@@ -75,8 +75,7 @@ class ChaosServerProcess(ManagedProcess):
         self.port = free_port()
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "spikegate.chaos.server", "--host", "127.0.0.1", "--port"]
-        cmd.append(str(self.port))
+        cmd = server_command(self.port)
         if self.seed is not None:
             cmd += ["--seed", str(self.seed)]
         return [*cmd, "--log-level", "WARNING"]

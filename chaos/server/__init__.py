@@ -34,8 +34,23 @@ Divergences from upstream Toxiproxy
 
 from __future__ import annotations
 
+import sys
+
 from .app import ChaosServer, load_config
 from .errors import ApiError, ChaosServerError, ConfigError
 from .schema import ProxySpec
 
-__all__ = ["ApiError", "ChaosServer", "ChaosServerError", "ConfigError", "ProxySpec", "load_config"]
+__all__ = [
+    "ApiError",
+    "ChaosServer",
+    "ChaosServerError",
+    "ConfigError",
+    "ProxySpec",
+    "load_config",
+    "server_command",
+]
+
+
+def server_command(port: int | str, *args: str) -> list[str]:
+    """The command line that serves the API on 127.0.0.1:`port` (0: any free port)."""
+    return [sys.executable, "-m", __name__, "--host", "127.0.0.1", "--port", str(port), *args]

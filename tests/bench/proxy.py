@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from spikegate.chaos.client import ChaosClient  # noqa: E402
 from spikegate.chaos.errors import ChaosUnavailable  # noqa: E402
+from spikegate.chaos.server import server_command  # noqa: E402
 
 ECHO, SOURCE = b"E", b"S"
 PAYLOAD = b"x" * 64
@@ -393,15 +394,7 @@ def chaos_server(children: Children, url: str | None) -> Iterator[tuple[ChaosCli
         port = free_port()
         proc = children.start(
             "chaos-server",
-            [
-                sys.executable,
-                "-m",
-                "spikegate.chaos.server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
+            server_command(port),
         )
         client = ChaosClient(f"http://127.0.0.1:{port}", timeout_s=5.0)
         deadline = time.monotonic() + 20

@@ -19,6 +19,8 @@ from typing import Any
 import psutil
 import pytest
 
+from spikegate.chaos.server import server_command
+
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
@@ -123,15 +125,7 @@ def chaos_server(tmp_path: Path) -> Iterator[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "spikegate.chaos.server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        server_command(port),
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,

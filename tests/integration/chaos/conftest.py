@@ -15,7 +15,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -28,6 +27,7 @@ import pytest
 
 from spikegate.chaos.client import ChaosClient
 from spikegate.chaos.errors import ChaosUnavailable
+from spikegate.chaos.server import server_command
 from spikegate.harness.services import free_port
 
 REPO = Path(__file__).resolve().parents[3]
@@ -136,17 +136,7 @@ def _start_embedded(tmp: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
     log_path = tmp / "chaos-server.log"
     log_file = log_path.open("wb")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "spikegate.chaos.server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--seed",
-            "7",
-        ],
+        server_command(0, "--seed", "7"),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=log_file,
@@ -330,15 +320,7 @@ def _chaos_server(log_path: Path) -> Iterator[str]:
         port = free_port()
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "spikegate.chaos.server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
+                server_command(port),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
