@@ -13,6 +13,12 @@ derived from the target's monotonic `spikegate_auction_inflight_reached_total{le
 target/metrics.py): another scraper of the same /metrics, a scrape that comes late and one
 that fails in between take nothing from it. A target without that counter keeps its own
 `spikegate_auction_inflight_max` gauge as the value.
+
+Beside the target's own numbers each row carries the harness's independent evidence: every
+`evidence` source (a callable returning SampleRow fields, e.g. the chaos proxy's outstanding
+requests per dependency, the broker's log-end offsets) is read once per tick whether or not
+the target's scrape succeeded; a source that fails adds its message to `evidence_errors`
+and takes nothing else from the row.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import http.client
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -156,6 +162,8 @@ def scrape(url: str, timeout_s: float = SCRAPE_TIMEOUT_S) -> tuple[int, str]:
 
 
 Fetch = Callable[[str], tuple[int, str]]
+# One independent source of evidence: SampleRow fields, read once per tick (bounded in time).
+Evidence = Callable[[], dict[str, Any]]
 
 
 class Sampler:
@@ -174,11 +182,13 @@ class Sampler:
         fetch: Fetch = scrape,
         clock: Callable[[], float] = time.monotonic,
         interval_s: float = 1.0,
+        evidence: Sequence[Evidence] = (),
     ) -> None:
         if not 0 < interval_s <= 60:
             raise ValueError(f"interval_s must be in (0, 60] seconds (got {interval_s!r})")
         self.metrics_url = metrics_url
         self._on_row = on_row
+        self._evidence = tuple(evidence)
         self._on_warning = on_warning
         self._fetch = fetch
         self._clock = clock
@@ -219,6 +229,11 @@ class Sampler:
             self.failures += 1
             row = {"t": t, "ok": False, "error": str(exc) or type(exc).__name__}
         row["scrape_ms"] = round((self._clock() - started) * 1000.0, 3)
+        for source in self._evidence:
+            try:
+                row.update(source())
+            except Exception as exc:  # noqa: BLE001 - one source's failure is recorded, not fatal
+                row.setdefault("evidence_errors", []).append(str(exc) or type(exc).__name__)
         self.rows += 1
         if row["ok"]:
             self.latest = row
