@@ -333,7 +333,7 @@ def chart_breakers(data: RunData, ax: Axes) -> bool:
 
 
 CHARTS: dict[str, tuple[str, str, Callable[[RunData, Axes], bool]]] = {
-    "rates": ("Offered vs achieved rate, outcomes per second (stacked)", "requests/s", chart_rates),
+    "rates": ("Offered vs sent rate, outcomes per second (stacked)", "requests/s", chart_rates),
     "latency": ("Admitted and rejected latency, p50/p99 per second", "ms (symlog)", chart_latency),
     "inflight": ("Auction concurrency: inflight and limit", "requests", chart_inflight),
     "queue": ("Impression queue depth", "impressions", chart_queue),

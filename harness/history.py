@@ -32,10 +32,12 @@ from spikegate.contract.rundir import (
     REQUESTS_FILE,
     SAMPLES_FILE,
     SCENARIO_FILE,
+    TARGET_CONFIG_FILE,
     read_jsonl,
 )
 from spikegate.harness.errors import ScenarioError, UsageError
 from spikegate.harness.scenario import Phase, Scenario, load_scenario
+from spikegate.harness.target_facts import resolve_target_config
 
 __all__ = [
     "Event",
@@ -150,6 +152,8 @@ class History:
     faults: Sequence[FaultWindow]
     run_dir: Path | None = None
     notes: Sequence[str] = ()
+    # the reference target's effective configuration (target.json); None for a user's service
+    target_config: Mapping[str, Any] | None = None
     _req_t: Sequence[float] = field(default=(), repr=False, compare=False)
     _smp_t: Sequence[float] = field(default=(), repr=False, compare=False)
 
@@ -165,6 +169,7 @@ class History:
         meta: Mapping[str, Any] | None = None,
         run_dir: Path | None = None,
         notes: Sequence[str] = (),
+        target_config: Mapping[str, Any] | None = None,
     ) -> History:
         """A History with rows sorted by time; phases and fault windows from the events
         when they record them, else derived from the scenario."""
@@ -182,6 +187,9 @@ class History:
             faults=derive_fault_windows(scenario, evs),
             run_dir=run_dir,
             notes=tuple(notes),
+            target_config=(
+                target_config if target_config is not None else resolve_target_config(scenario)
+            ),
             _req_t=tuple(r.t for r in reqs),
             _smp_t=tuple(s.t for s in smps),
         )
@@ -539,8 +547,14 @@ def load_history(run_dir: Path | str) -> History:
         impressions = parse_impressions(
             _read_json(d / IMPRESSIONS_FILE), _Where(str(d / IMPRESSIONS_FILE), 1)
         )
+    target_config = None
+    if (d / TARGET_CONFIG_FILE).is_file():
+        target_config = _read_json(d / TARGET_CONFIG_FILE)
+        if not isinstance(target_config, dict):
+            raise UsageError(f"{d / TARGET_CONFIG_FILE}: expected a JSON object")
     return History.build(
         scenario,
+        target_config=target_config,
         requests=requests,
         samples=samples,
         events=events,

@@ -4,7 +4,7 @@
                                   \\-> PlainProgress.update() (--no-live / CI: a line every 5 s)
 
 Both read only a `LiveStatus` snapshot: the last complete requests.jsonl row (the generator's
-view: offered versus achieved, outcomes, admitted p99) and the last sample (the target's
+view: offered versus sent, outcomes, admitted p99) and the last sample (the target's
 view: rate it saw, inflight/limit, queue depth, breaker states), plus the active faults.
 `RequestsTail` follows requests.jsonl as the recorder appends to it.
 """
@@ -123,7 +123,7 @@ def summary_fields(status: LiveStatus) -> list[tuple[str, str]]:
     """(label, value) pairs shared by both views."""
     row, sample = status.request_row, status.sample
     offered = f"{_fmt(row.get('intended'))}/s" if row else "-"
-    achieved = f"{_fmt(row.get('sent'))}/s" if row else "-"
+    sent = f"{_fmt(row.get('sent'))}/s" if row else "-"
     row_t = f" (second {_fmt(row.get('t'))})" if row else ""
     inflight = "-"
     if sample and "auction_inflight" in sample:
@@ -133,7 +133,7 @@ def summary_fields(status: LiveStatus) -> list[tuple[str, str]]:
         queue = f"{_fmt(sample.get('queue_depth'))} (cap {_fmt(sample.get('queue_max_depth'))})"
     return [
         ("elapsed", f"{status.elapsed_s:5.1f} / {status.duration_s:g} s   phase {status.phase}"),
-        ("offered / achieved", f"{offered} / {achieved}{row_t}"),
+        ("offered / sent", f"{offered} / {sent}{row_t}"),
         ("target saw", f"{_fmt(status.target_rps)}/s"),
         ("outcomes", _outcomes(row)),
         ("admitted p99", _fmt(row.get("admitted_p99_ms") if row else None, " ms", 1)),
@@ -192,7 +192,7 @@ class PlainProgress:
         fields = dict(summary_fields(status))
         self._console.print(
             f"[{status.elapsed_s:5.1f}s {status.phase}] "
-            f"offered/achieved {fields['offered / achieved']}, "
+            f"offered/sent {fields['offered / sent']}, "
             f"p99 {fields['admitted p99']}, outcomes: {fields['outcomes']}; "
             f"faults: {fields['faults']}",
             highlight=False,

@@ -52,6 +52,7 @@ from spikegate.contract.rundir import (
     REQUESTS_FILE,
     SAMPLES_FILE,
     SCENARIO_FILE,
+    TARGET_CONFIG_FILE,
     JsonlWriter,
     read_jsonl,
 )
@@ -75,6 +76,7 @@ from spikegate.harness.sampler import Sampler
 from spikegate.harness.scenario import Scenario
 from spikegate.harness.services import ManagedProcess, ServiceError
 from spikegate.harness.stack import Stack, StackSettings, leftover_children, port_listening
+from spikegate.harness.target_facts import resolve_target_config
 
 __all__ = ["RunResult", "new_run_dir", "run_scenario"]
 
@@ -372,6 +374,10 @@ class _Run:
         assert self.stack.target is not None
         self.target_url = self.stack.target.url
         self.chaos = self.stack.chaos
+        # The limits this run really had, for the checker to judge against as data.
+        resolved = resolve_target_config(sc, self.stack.target_config)
+        if resolved is not None:
+            _write_json(self.run_dir / TARGET_CONFIG_FILE, resolved)
 
     def _load(self) -> None:
         sc = self.scenario

@@ -318,7 +318,7 @@ def render_summary(report: Mapping[str, Any]) -> str:
         f = p["figures"]
         lines.append(
             f"| {_md(p['name'])} ({fmt(p['start_s'], '', 0)}-{fmt(p['end_s'], ' s', 0)})"
-            f" | {fmt(f['offered_rps'])} | {fmt(f['achieved_rps'])}"
+            f" | {fmt(f['offered_rps'])} | {fmt(f['goodput_rps'])}"
             f" | {pct(f['admitted_share'])} | {pct(f['rejected_share'])}"
             f" | {pct(f['failure_share'])}"
             f" | {fmt(f['admitted_p50_ms'], ' ms')} / {fmt(f['admitted_p99_ms'], ' ms')}"

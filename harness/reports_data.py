@@ -277,7 +277,7 @@ def phase_figures(data: RunData, start: float, end: float) -> dict[str, Any]:
         "sent": sent,
         "offered_rps": round(intended / seconds, 3),
         "sent_rps": round(sent / seconds, 3),
-        "achieved_rps": round(admitted / seconds, 3),
+        "goodput_rps": round(admitted / seconds, 3),
         "outcomes": {k: v for k, v in counts.items() if v},
         "outcome_shares": {k: share(v) for k, v in counts.items() if v},
         "admitted_share": share(admitted),

@@ -232,7 +232,7 @@ class Sampler:
         for source in self._evidence:
             try:
                 row.update(source())
-            except Exception as exc:  # noqa: BLE001 - one source's failure is recorded, not fatal
+            except Exception as exc:
                 row.setdefault("evidence_errors", []).append(str(exc) or type(exc).__name__)
         self.rows += 1
         if row["ok"]:

@@ -9,6 +9,7 @@
       samples.jsonl      one SampleRow per second (the harness sampling the target's /metrics)
       events.jsonl       one EventRow per event (phases, fault start/stop, manual actions, crashes)
       impressions.json   ImpressionAccounting: acked impression ids versus ids read back from Kafka
+      target.json        the reference target's effective configuration (every default applied)
       acked/             the generator's acked impression ids, one file per Locust process
       logs/              one log per component (redis.log, kafka.log, dsp.log, target.log,
                           chaos.log, locust.log)
@@ -91,6 +92,7 @@ __all__ = [
     "REQUEST_ROW_FIELDS",
     "SAMPLES_FILE",
     "SCENARIO_FILE",
+    "TARGET_CONFIG_FILE",
     "JsonlWriter",
     "read_jsonl",
 ]
@@ -102,6 +104,7 @@ SAMPLES_FILE = "samples.jsonl"
 EVENTS_FILE = "events.jsonl"
 IMPRESSIONS_FILE = "impressions.json"
 ACKED_DIR = "acked"
+TARGET_CONFIG_FILE = "target.json"
 LOGS_DIR = "logs"
 
 # the keys of every RequestRow, in the order documented above

@@ -233,10 +233,10 @@ def test_report_json_carries_scenario_seed_phases_and_key_figures(
     base = data["phases"][1]["figures"]
     stress = data["phases"][2]["figures"]
     assert base["offered_rps"] == pytest.approx(50.0)
-    assert base["achieved_rps"] == pytest.approx(50.0)
+    assert base["goodput_rps"] == pytest.approx(50.0)
     assert stress["offered_rps"] == pytest.approx(200.0)
     assert stress["sent_rps"] == pytest.approx(199.0)
-    assert stress["achieved_rps"] == pytest.approx(55.0)
+    assert stress["goodput_rps"] == pytest.approx(55.0)
     assert stress["outcome_shares"]["rate_limited"] == pytest.approx(140 / 199, abs=1e-6)
     assert stress["failure_share"] == pytest.approx(1 / 199, abs=1e-6)
     assert 19.5 <= base["admitted_p50_ms"] <= 20.5

@@ -1,0 +1,192 @@
+"""Figures of a recorded run shared by the checker, the reports and `spikegate compare`.
+
+One meaning per name, wherever it appears:
+    offered_rps   intended arrivals per second (the schedule the generator was asked to keep)
+    sent_rps      requests actually sent per second (offered minus the generator's shortfall)
+    goodput_rps   admitted requests per second (ok, no_bid, accepted)
+Latency percentiles come from the generator's merged HDR histograms (microseconds, reported
+in ms); `server_rejections` differences the target's cumulative rejection-cost buckets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from spikegate.harness.history import History, RequestSecond, Sample
+
+
+# --- shared numbers -------------------------------------------------------------------------
+def percentile_ms(
+    rows: Sequence[RequestSecond], which: str, pct: float
+) -> tuple[float | None, int, bool]:
+    """(pNN in ms over the merged HDR histograms of `rows`, response count, exact).
+
+    `which` is "admitted" or "rejected". Rows without a histogram contribute their
+    per-second p99 copy (conservatively, as a maximum) and make the result inexact."""
+    merged: HdrHistogram | None = None
+    fallback: float | None = None
+    exact = True
+    count = 0
+    for r in rows:
+        n = r.admitted if which == "admitted" else r.rejected
+        count += n
+        if n == 0:
+            continue
+        enc = r.hist_admitted if which == "admitted" else r.hist_rejected
+        if enc and merged is None:
+            merged = _decode(enc)
+            if merged is not None:
+                continue
+        elif enc and merged is not None and _add(merged, enc):
+            continue
+        copy = r.admitted_p99_ms if which == "admitted" else r.rejected_p99_ms
+        exact = False
+        if copy is not None:
+            fallback = copy if fallback is None else max(fallback, copy)
+    value: float | None = None
+    if merged is not None and merged.get_total_count() > 0:
+        value = merged.get_value_at_percentile(pct) / 1000.0
+    if fallback is not None:
+        value = fallback if value is None else max(value, fallback)
+    return value, count, exact
+
+
+def _decode(enc: str | None) -> HdrHistogram | None:
+    if not enc:
+        return None
+    try:
+        return HdrHistogram.decode(enc)
+    except Exception:  # a corrupted histogram falls back to the per-second copies
+        return None
+
+
+def _add(into: HdrHistogram, enc: str) -> bool:
+    try:
+        into.decode_and_add(enc)
+    except Exception:  # a corrupted histogram falls back to the per-second copies
+        return False
+    return True
+
+
+def _second_p99(r: RequestSecond) -> float | None:
+    if r.admitted_p99_ms is not None:
+        return r.admitted_p99_ms
+    h = _decode(r.hist_admitted)
+    return None if h is None else h.get_value_at_percentile(99.0) / 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRejections:
+    """The target's own cost of one layer's 429/503s over a window of samples.
+
+    `p_ms` is the upper edge of the bucket holding the percentile (an upper bound on it);
+    inf when it lies above the last finite edge (`last_edge_ms`); None when `count` is 0.
+    """
+
+    layer: str
+    count: int
+    p_ms: float | None
+    last_edge_ms: float | None
+    first_t: float
+    last_t: float
+
+
+def server_rejections(samples: Sequence[Sample], layer: str, pct: float) -> ServerRejections | None:
+    """pNN of `spikegate_rejection_seconds{layer}` over `samples`, or None when fewer than
+    two of them carry the histogram (an external target, an older run directory).
+
+    The cumulative buckets are differenced between consecutive scrapes and summed, which
+    is last minus first unless the target restarted (a falling total: counted from zero)."""
+    rows = [s for s in samples if s.ok and s.rejection_buckets is not None]
+    if len(rows) < 2:
+        return None
+    acc: dict[float, int] = {}
+    prev = dict(rows[0].rejection_buckets.get(layer, ()))  # type: ignore[union-attr]
+    for s in rows[1:]:
+        cur = dict(s.rejection_buckets.get(layer, ()))  # type: ignore[union-attr]
+        reset = max(cur.values(), default=0) < max(prev.values(), default=0)
+        for le, n in cur.items():
+            acc[le] = acc.get(le, 0) + max(0, n if reset else n - prev.get(le, 0))
+        prev = cur
+    edges = sorted(acc)
+    count = max(acc.values(), default=0)
+    finite = [le for le in edges if math.isfinite(le)]
+    p_ms: float | None = None
+    if count:
+        rank = pct / 100.0 * count
+        le = next((le for le in edges if acc[le] >= rank), math.inf)
+        p_ms = le * 1000.0
+    return ServerRejections(
+        layer=layer,
+        count=count,
+        p_ms=p_ms,
+        last_edge_ms=finite[-1] * 1000.0 if finite else None,
+        first_t=rows[0].t,
+        last_t=rows[-1].t,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    seconds: int
+    intended: int
+    sent: int
+    admitted: int
+    rejected: int
+    failures: int
+    outcomes: dict[str, int]
+
+    @staticmethod
+    def of(rows: Iterable[RequestSecond]) -> Totals:
+        seconds = intended = sent = admitted = rejected = failures = 0
+        outcomes: dict[str, int] = {}
+        for r in rows:
+            seconds += 1
+            intended += r.intended
+            sent += r.sent
+            admitted += r.admitted
+            rejected += r.rejected
+            failures += r.failures
+            for k, n in r.outcomes.items():
+                outcomes[k] = outcomes.get(k, 0) + n
+        return Totals(seconds, intended, sent, admitted, rejected, failures, outcomes)
+
+    def share(self, n: int) -> float:
+        return n / self.sent if self.sent else 0.0
+
+
+def phase_stats(history: History, phase: str, pct: float = 99.0) -> dict[str, Any] | None:
+    """Key figures of one phase (compare and reports): rates, shares, latency percentiles."""
+    p = history.phase(phase)
+    if p is None:
+        return None
+    rows = history.requests_in(p.start_s, p.end_s)
+    tot = Totals.of(rows)
+    adm, _, _ = percentile_ms(rows, "admitted", pct)
+    rej, _, _ = percentile_ms(rows, "rejected", pct)
+    secs = max(tot.seconds, 1)
+    return {
+        "start_s": p.start_s,
+        "end_s": p.end_s,
+        "seconds": tot.seconds,
+        "offered_rps": round(tot.intended / secs, 2),
+        "sent_rps": round(tot.sent / secs, 2),
+        "goodput_rps": round(tot.admitted / secs, 2),
+        "rejection_share": round(tot.share(tot.rejected), 4),
+        "failure_share": round(tot.share(tot.failures), 4),
+        f"admitted_p{pct:g}_ms": _r(adm),
+        f"rejected_p{pct:g}_ms": _r(rej),
+    }
+
+
+def _r(v: float | None, nd: int = 2) -> float | None:
+    return None if v is None else round(v, nd)
+
+
+def _pct(v: float) -> str:
+    return f"{v * 100:.2f}%"

@@ -1,0 +1,399 @@
+"""Layer verdicts: the signature of each backpressure pattern of the reference target.
+
+    layer.edge       per-publisher token bucket: admissions bounded above and below, fast 429s
+    layer.bulkhead   auction concurrency limit: in-flight ceiling, fast bulkhead_full
+    layer.shedder    impression logger: queue cap, fast sheds
+    layer.breaker    per-DSP circuit breaker: opens in each fault window, closes after it
+
+Judged only for the reference target and only for layers the scenario exercises; a layer
+switched off (ablation) that is exercised fails.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from spikegate.contract.outcomes import (
+    BULKHEAD_FULL,
+    RATE_LIMITED,
+    SHED,
+)
+from spikegate.harness.figures import ServerRejections, _pct, _r, percentile_ms, server_rejections
+from spikegate.harness.history import FaultWindow, RequestSecond
+from spikegate.harness.judging import (
+    _PROTECTIVE_BREAKER,
+    _ceiling,
+    _combine,
+    _Ctx,
+    _gauge_max,
+    _inflight_peak,
+    _queue_cap,
+    _v,
+)
+from spikegate.harness.scenario import Phase
+from spikegate.harness.thresholds import LatencyBound
+from spikegate.harness.verdicts import FAIL, INCONCLUSIVE, PASS, Status, Verdict
+
+
+# --- layer signatures -----------------------------------------------------------------------
+def _layer_off(c: _Ctx, section: str) -> bool:
+    return c.target is not None and c.target.off(section)
+
+
+def _publisher_limits(c: _Ctx) -> dict[str, tuple[float, float]]:
+    if c.target is not None:
+        return dict(c.target.publishers)
+    t = c.h.scenario.target
+    return {
+        p: (t.publisher_rate_per_s, float(t.publisher_burst)) for p in c.h.scenario.publishers()
+    }
+
+
+def _worst_window(
+    series: Sequence[tuple[float, int]], rate: float
+) -> tuple[float, float, float, int]:
+    """max over windows [a, b] of admitted - rate * length: (excess, a, b, admitted)."""
+    best = (-math.inf, 0.0, 0.0, 0)
+    cum = 0
+    t0 = series[0][0] if series else 0.0
+    lowest = (-rate * t0, t0, 0)  # (cum - rate*t, t, cum) before a
+    for t, n in series:
+        cum += n
+        end = t + 1.0
+        val = cum - rate * end
+        excess = val - lowest[0]
+        if excess > best[0]:
+            best = (excess, lowest[1], end, cum - lowest[2])
+        here = (cum - rate * end, end, cum)
+        if here[0] < lowest[0]:
+            lowest = here
+    return best
+
+
+def _edge_floor(
+    series: Sequence[tuple[float, int, int]], rate: float, burst: float
+) -> tuple[float, float, float, int, float]:
+    """What a correct bucket lets through at least, against what it did: (shortfall, a, b,
+    let through, owed) over the window [a, b) of the largest shortfall.
+
+    `series` is (t, sent, let through the edge) per second. A fluid bucket (starting full,
+    each second's requests spread over it) owes min(sent, tokens + rate) each second: a
+    publisher under its rate is owed all it sent, one over it about its rate."""
+    tokens = burst
+    best = (0.0, 0.0, 0.0, 0, 0.0)
+    run = (0.0, 0.0, 0, 0.0)  # (shortfall, start, let through, owed) of the window ending here
+    prev = series[0][0] - 1.0 if series else 0.0
+    for t, sent, through in series:
+        tokens = min(burst, tokens + rate * max(0.0, t - prev - 1.0))  # seconds it sent nothing
+        prev = t
+        owed = min(float(sent), tokens + rate)
+        tokens = min(burst, tokens + rate - owed)
+        gap = owed - through
+        if run[0] <= 0:
+            run = (gap, t, through, owed)
+        else:
+            run = (run[0] + gap, run[1], run[2] + through, run[3] + owed)
+        if run[0] > best[0]:
+            best = (run[0], run[1], t + 1.0, run[2], run[3])
+    return best
+
+
+def layer_edge(c: _Ctx) -> list[Verdict]:
+    limits = _publisher_limits(c)
+    pubs: dict[str, list[tuple[float, int, int]]] = {}
+    limited: dict[str, list[int]] = {}
+    for r in c.h.requests:
+        for pid, counts in r.publishers.items():
+            pubs.setdefault(pid, []).append((r.t, counts.get("admitted", 0), counts.get("sent", 0)))
+            limited.setdefault(pid, []).append(counts.get("rate_limited", 0))
+    exercised = any(
+        any(sent > limits.get(pid, (math.inf, 0))[0] for _, _, sent in rows)
+        for pid, rows in pubs.items()
+    ) or any(r.outcomes.get("rate_limited", 0) for r in c.h.requests)
+    if not exercised:
+        return []
+    if not pubs:
+        return [_v("layer.edge", "stress", INCONCLUSIVE, "no per-publisher counts recorded")]
+    parts: list[tuple[Status, str]] = []
+    bounds: dict[str, Any] = {}
+    floors: dict[str, Any] = {}
+    for pid, rows in sorted(pubs.items()):
+        if pid not in limits:
+            continue
+        rate, burst = limits[pid]
+        _excess, a, b, admitted = _worst_window([(t, n) for t, n, _ in rows], rate)
+        # One second of slack: counts are attributed to the second a request was sent.
+        allowed = burst + rate * (b - a + 1.0)
+        bounds[pid] = dict(window=[a, b], admitted=admitted, allowed=round(allowed, 1))
+        if admitted > allowed:
+            parts.append(
+                (
+                    FAIL,
+                    f"{pid} got {admitted} admitted in [{a:g}, {b:g}) s, above its bucket's "
+                    f"burst + rate x t = {allowed:.0f}",
+                )
+            )
+        if _layer_off(c, "edge"):
+            continue
+        # From below: what passed the edge (sent - 429) against what a correct bucket owes.
+        series = [(t, s, s - n) for (t, _, s), n in zip(rows, limited[pid], strict=True)]
+        short, fa, fb, through, owed = _edge_floor(series, rate, burst)
+        slack = burst + rate  # the burst and one second
+        floors[pid] = dict(
+            window=[fa, fb], let_through=through, owed=round(owed, 1), slack=round(slack, 1)
+        )
+        if short > slack:
+            parts.append(
+                (
+                    FAIL,
+                    f"{pid} got {through} past the edge in [{fa:g}, {fb:g}) s, {short:.0f} short "
+                    f"of the {owed:.0f} its own bucket owes it (what it sent, up to burst + "
+                    f"rate x t; slack burst + 1 s = {slack:.0f}): a bucket shared or too small",
+                )
+            )
+    iso = _isolation(c, pubs)
+    if iso is not None:
+        parts.append(iso[0])
+        bounds["isolation"] = iso[1]
+    if not any(s == FAIL for s, _ in parts):
+        parts.append((PASS, "every publisher within burst + rate x t, and got what it was owed"))
+    if _layer_off(c, "edge"):
+        parts.append((PASS, "(edge token bucket switched off)"))
+    ev: dict[str, Any] = dict(publishers=bounds, floors=floors)
+    p = c.stress
+    if p is not None:
+        parts.extend(_rejection_speed(c, p, RATE_LIMITED, "429s answered", ev))
+    st, msg = _combine(parts)
+    return [_v("layer.edge", "stress", st, msg, **ev)]
+
+
+def _isolation(
+    c: _Ctx, pubs: dict[str, list[tuple[float, int, int]]]
+) -> tuple[tuple[Status, str], dict[str, Any]] | None:
+    load, p = c.h.scenario.load, c.stress
+    if load.shape != "hot_publisher" or p is None:
+        return None
+    shares: dict[str, float] = {}
+    for pid, rows in pubs.items():
+        if pid == load.hot_publisher:
+            continue
+        sent = sum(s for t, _, s in rows if p.start_s <= t < p.end_s)
+        adm = sum(a for t, a, _ in rows if p.start_s <= t < p.end_s)
+        if sent:
+            shares[pid] = round((sent - adm) / sent, 4)
+    bad = {k: v for k, v in shares.items() if not c.th.isolation.ok(v)}
+    ev = dict(hot=load.hot_publisher, not_admitted_share=shares, budget=str(c.th.isolation))
+    if bad:
+        worst = max(bad, key=lambda k: bad[k])
+        msg = (
+            f"hot publisher {load.hot_publisher} starved others: {worst} lost "
+            f"{_pct(bad[worst])} of its requests (budget {c.th.isolation})"
+        )
+        return (FAIL, msg), ev
+    return (PASS, "other publishers isolated from the hot one"), ev
+
+
+# The layer label under which the target counts each judged rejection's server-side cost.
+_REJECTION_LAYER = {RATE_LIMITED: "edge", BULKHEAD_FULL: "auction", SHED: "impressions"}
+_ESTIMATE = "upper edge of the histogram bucket holding the percentile (an upper bound)"
+
+
+def _rejection_speed(
+    c: _Ctx, p: Phase, decision: str, what: str, ev: dict[str, Any], *, wait_ms: float = 0.0
+) -> list[tuple[Status, str]]:
+    """Was `decision` answered fast? Judged twice, over the run after warmup: on the
+    target's own rejection histogram (`server_reject`), and on the client-side rejected
+    latency of the seconds whose rejections were (>= 90%) `decision` (`client_reject`), so
+    neither a target whose histogram lies nor a slow path the histogram misses passes. Both
+    bounds get `wait_ms`, the wait the layer may take by design. Empty: nothing to judge.
+    Fills `ev` with both figures."""
+    parts: list[tuple[Status, str]] = []
+    warm = c.h.phase("warmup")
+    start = warm.end_s if warm else p.start_s
+    extra = f" + {wait_ms:g} ms designed wait" if wait_ms else ""
+    cb = c.th.client_reject
+    cbound = LatencyBound(cb.percentile, cb.op, cb.bound_ms + wait_ms)
+    rows = _pure_rejection_rows(c, start, decision)
+    rej, n, _ = percentile_ms(rows, "rejected", cb.percentile)
+    ev.update(
+        rejected_latency_ms=_r(rej), rejected=n, client_seconds=len(rows),
+        client_bound=str(cbound) + (f" ({cb}{extra})" if wait_ms else ""),
+    )  # fmt: skip
+    judged = []
+    if rej is not None:
+        judged.append("client")
+        tag = f"p{cb.percentile:g} {rej:.1f} ms client-side"
+        if cbound.ok(rej):
+            parts.append((PASS, f"{what} in {tag}"))
+        else:
+            parts.append((FAIL, f"{what} in {tag}, above {ev['client_bound']}"))
+    sb = c.th.server_reject
+    server = server_rejections(
+        c.h.samples_in(start, math.inf), _REJECTION_LAYER[decision], sb.percentile
+    )
+    if server is not None:
+        bound = LatencyBound(sb.percentile, sb.op, sb.bound_ms + wait_ms)
+        above = server.p_ms is not None and math.isinf(server.p_ms)
+        ev.update(
+            server_layer=server.layer,
+            server_window=[server.first_t, server.last_t],
+            server_rejected=server.count,
+            server_latency_ms=None if above else _r(server.p_ms, 3),
+            server_latency_above_ms=server.last_edge_ms if above else None,
+            server_estimate=_ESTIMATE,
+            server_bound=str(bound) + (f" ({sb}{extra})" if wait_ms else ""),
+        )
+        if server.p_ms is not None:
+            judged.append("server")
+            parts.append(_server_part(what, server, sb, bound, ev["server_bound"]))
+    ev["reject_latency_judged_on"] = " and ".join(judged) or (
+        "neither (no such rejection, or no seconds pure enough client-side and no server-side "
+        "rejection histogram)"
+    )
+    return parts
+
+
+def _pure_rejection_rows(c: _Ctx, start: float, decision: str) -> list[RequestSecond]:
+    """The seconds from `start` whose rejections were (>= 90%) `decision`: per-second
+    histograms mix rejection kinds, so nearly pure seconds stand for it (a second mixing
+    sheds with slow redis_unavailable 503s says nothing of sheds)."""
+    return [
+        r
+        for r in c.h.requests_in(start, math.inf)
+        if r.rejected and r.decisions.get(decision, 0) >= 0.9 * r.rejected
+    ]
+
+
+def _server_part(
+    what: str, server: ServerRejections, sb: LatencyBound, bound: LatencyBound, shown: str
+) -> tuple[Status, str]:
+    # A bucket holds values <= its edge: an edge equal to a `<` bound is within it.
+    assert server.p_ms is not None
+    if math.isinf(server.p_ms):
+        tag = f"p{sb.percentile:g} > {server.last_edge_ms:g} ms server-side (the last bucket)"
+        return FAIL, f"{what} in {tag}, above {shown}"
+    tag = f"p{sb.percentile:g} <= {server.p_ms:g} ms server-side"
+    if server.p_ms <= bound.bound_ms:
+        return PASS, f"{what} in {tag}"
+    return FAIL, f"{what} in {tag} (a bucket's upper edge), above {shown}"
+
+
+def layer_bulkhead(c: _Ctx) -> list[Verdict]:
+    p = c.stress
+    if p is None:
+        return []
+    ceiling, src = _ceiling(c)
+    inflight, at = _gauge_max(c, _inflight_peak)
+    redis_fault = any(w.proxy == "redis" for w in c.h.faults)
+    full = sum(r.decisions.get("bulkhead_full", 0) for r in c.h.requests)
+    at_limit = inflight is not None and ceiling is not None and inflight >= ceiling
+    if not (redis_fault or full or at_limit):
+        return []
+    ev: dict[str, Any] = dict(
+        max_inflight=inflight, max_inflight_t=at, ceiling=ceiling, ceiling_source=src,
+        bulkhead_full=full,
+    )  # fmt: skip
+    off = _layer_off(c, "auction")
+    if inflight is None or ceiling is None:
+        msg = "auction inflight was not exported: the limit cannot be checked"
+        if off:
+            msg = (
+                "the auction concurrency limit is switched off (auction.enabled = false) and "
+                "the target exports no inflight without it: the bound cannot be checked"
+            )
+        return [_v("layer.bulkhead", "stress", INCONCLUSIVE, msg, enabled=not off, **ev)]
+    parts: list[tuple[Status, str]] = []
+    if inflight > ceiling:
+        why = " (limit switched off)" if off else ""
+        parts.append(
+            (FAIL, f"inflight {inflight:g} exceeded the ceiling {ceiling:g} by t={at:g}s{why}")
+        )
+    else:
+        parts.append((PASS, f"inflight never above {ceiling:g} (max {inflight:g})"))
+    wait_ms = c.target.auction_max_wait_ms if c.target is not None and not off else 0.0
+    parts.extend(
+        _rejection_speed(c, p, BULKHEAD_FULL, "bulkhead_full answered", ev, wait_ms=wait_ms)
+    )
+    st, msg = _combine(parts)
+    return [_v("layer.bulkhead", "stress", st, msg, **ev)]
+
+
+def layer_shedder(c: _Ctx) -> list[Verdict]:
+    p = c.stress
+    if p is None:
+        return []
+    cap, src = _queue_cap(c)
+    depth, at = _gauge_max(c, lambda s: s.queue_depth)
+    kafka_fault = any(w.proxy == "kafka" for w in c.h.faults)
+    shed = sum(r.outcomes.get("shed", 0) for r in c.h.requests)
+    if not (kafka_fault or shed):
+        return []
+    ev: dict[str, Any] = dict(
+        max_queue_depth=depth, max_queue_depth_t=at, cap=cap, cap_source=src, shed=shed
+    )
+    if depth is None or cap is None:
+        msg = "the impression queue depth was not exported: the cap cannot be checked"
+        return [_v("layer.shedder", "stress", INCONCLUSIVE, msg, **ev)]
+    parts: list[tuple[Status, str]] = []
+    if depth > cap:
+        off = " (shedding switched off)" if _layer_off(c, "impressions") else ""
+        parts.append((FAIL, f"queue depth reached {depth:g} at t={at:g}s > cap {cap:g}{off}"))
+    else:
+        parts.append((PASS, f"queue depth never above {cap:g} (max {depth:g})"))
+    parts.extend(_rejection_speed(c, p, SHED, "sheds answered", ev))
+    st, msg = _combine(parts)
+    return [_v("layer.shedder", "stress", st, msg, **ev)]
+
+
+def _dsp_windows(c: _Ctx) -> dict[str, FaultWindow]:
+    out: dict[str, FaultWindow] = {}
+    for w in c.h.faults:
+        if not w.proxy.startswith("dsp"):
+            continue
+        prev = out.get(w.proxy)
+        if prev is None:
+            out[w.proxy] = w
+        else:
+            start, end = min(prev.start_s, w.start_s), max(prev.end_s, w.end_s)
+            out[w.proxy] = FaultWindow(w.proxy, prev.fault, start, end, prev.source)
+    return out
+
+
+def layer_breaker(c: _Ctx) -> list[Verdict]:
+    windows = _dsp_windows(c)
+    if not windows:
+        return []
+    if not any(s.breakers for s in c.h.samples):
+        msg = "no breaker states were exported: the breakers cannot be checked"
+        return [_v("layer.breaker", "stress", INCONCLUSIVE, msg)]
+    rec = c.h.phase("recovery")
+    deadline = rec.end_s if rec else c.h.end_s
+    parts: list[tuple[Status, str]] = []
+    per: dict[str, Any] = {}
+    for dsp, w in sorted(windows.items()):
+        during = c.h.samples_in(w.start_s, w.end_s + 2.0)
+        opened = next((s.t for s in during if s.breakers.get(dsp) in _PROTECTIVE_BREAKER), None)
+        states = sorted({s.breakers.get(dsp, "?") for s in during})
+        after = [s for s in c.h.samples_in(w.end_s, deadline) if dsp in s.breakers]
+        closed = next((s.t for s in after if s.breakers[dsp] == "closed"), None)
+        final = after[-1].breakers[dsp] if after else None
+        per[dsp] = dict(
+            fault=[w.start_s, w.end_s], opened_at=opened, closed_at=closed,
+            state_at_deadline=final, states_during=states, deadline_s=deadline,
+        )  # fmt: skip
+        if opened is None:
+            parts.append(
+                (FAIL, f"{dsp}'s breaker never opened during its fault (states: {states})")
+            )
+        elif not after:
+            parts.append((INCONCLUSIVE, f"no samples after {dsp}'s fault to see it close"))
+        elif final != "closed":
+            parts.append(
+                (FAIL, f"{dsp}'s breaker is still {final} at t={deadline:g}s (end of recovery)")
+            )
+        else:
+            parts.append((PASS, f"{dsp} opened at t={opened:g}s, closed by t={closed:g}s"))
+    st, msg = _combine(parts)
+    return [_v("layer.breaker", "stress", st, msg, dsps=per)]
