@@ -63,9 +63,19 @@ test: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # --- the rest ----------------------------------------------------------------------------
-# The CI gate: run the scenario, judge it, write the reports; the exit code is the verdict.
+# The CI gate: run each gate scenario in turn (perfect-storm: all four layers engage;
+# failure-paths: Kafka refused and reset, the impression queue at its cap, one DSP faulted
+# twice, Redis down), judge it, write the reports. Every scenario runs even after one fails;
+# the exit code is the first non-zero verdict code (1 failed, 3 inconclusive, 4 environment);
+# an interrupt (130/143) stops the gate at once.
+GATE_SCENARIOS ?= perfect-storm failure-paths
 gate: install
-	$(BIN)/spikegate run $(SCENARIO) --no-live
+	@rc=0; for s in $(GATE_SCENARIOS); do \
+	  echo "== gate: $$s"; \
+	  $(BIN)/spikegate run $$s --no-live; code=$$?; \
+	  case $$code in 0) ;; 130|143) exit $$code ;; \
+	    *) echo "== gate: $$s exited $$code"; [ $$rc -ne 0 ] || rc=$$code ;; esac; \
+	done; exit $$rc
 
 lint: install
 	$(BIN)/ruff format --check .
