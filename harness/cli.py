@@ -245,6 +245,43 @@ def ablate_command(
         raise typer.Exit(code)
 
 
+@app.command("mutate", cls=_Command)
+def mutate_command(
+    scenario: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[SCENARIO]",
+            help="run every mutant on this scenario (default: each mutant's own, perfect-storm)",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="DIR", help="directory for the runs and mutate.json"),
+    ] = None,
+    set_: _SetOption = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", metavar="ID", help="run only this mutant (repeatable)"),
+    ] = None,
+    list_: Annotated[
+        bool, typer.Option("--list", help="print the mutant catalog and run nothing")
+    ] = False,
+) -> None:
+    """Run the gate on realistic defects of the target, recorder and logger; exit 0 only if
+    the unmutated control passes and every mutant fails its check."""
+    from spikegate.harness.mutate import mutate, print_catalog, select
+
+    if list_:
+        print_catalog(Console())
+        return
+    select(only or ())  # an unknown --only is a usage error before anything runs
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out_dir = out or Path("runs") / f"{stamp}-mutate-{Path(scenario or 'gate').stem}"
+    code = mutate(scenario, list(set_ or []), Console(), out_dir, only=tuple(only or ()))
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command("schema", cls=_Command)
 def schema_command(
     out: Annotated[
