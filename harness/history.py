@@ -104,6 +104,9 @@ class Sample:
     impressions: Mapping[str, float | None] = field(default_factory=dict)
     # layer -> ((le, cumulative count), ...) ascending, le = inf last; None: not recorded
     rejection_buckets: Mapping[str, tuple[tuple[float, int], ...]] | None = None
+    # The harness's independent evidence (absent in older run directories):
+    proxy_outstanding_max: Mapping[str, float] = field(default_factory=dict)  # proxy -> peak
+    broker_records: float | None = None  # records in the impression topic, read at the broker
     line: int = 0
 
 
@@ -434,7 +437,12 @@ def parse_sample_row(row: Mapping[str, Any], where: _Where) -> Sample:
         raise where.fail(f"field 'breakers' must map DSP names to states, got {breakers!r}")
     decisions = row.get("decisions_total") or {}
     impressions = row.get("impressions") or {}
-    for key, value in (("decisions_total", decisions), ("impressions", impressions)):
+    outstanding = row.get("proxy_outstanding_max") or {}
+    for key, value in (
+        ("decisions_total", decisions),
+        ("impressions", impressions),
+        ("proxy_outstanding_max", outstanding),
+    ):
         if not isinstance(value, dict) or not all(v is None or _is_num(v) for v in value.values()):
             raise where.fail(f"field {key!r} must map names to numbers, got {value!r}")
     return Sample(
@@ -453,6 +461,8 @@ def parse_sample_row(row: Mapping[str, Any], where: _Where) -> Sample:
         decisions_total={str(k): float(v) for k, v in decisions.items() if v is not None},
         impressions={str(k): (None if v is None else float(v)) for k, v in impressions.items()},
         rejection_buckets=where.buckets(row, "rejection_buckets"),
+        proxy_outstanding_max={str(k): float(v) for k, v in outstanding.items() if v is not None},
+        broker_records=where.num(row, "broker_records"),
         line=where.line,
     )
 

@@ -17,8 +17,18 @@ from typing import Any
 
 from spikegate.contract.outcomes import (
     BULKHEAD_FULL,
+    NO_BID,
+    OK,
     RATE_LIMITED,
     SHED,
+)
+from spikegate.harness.evidence import (
+    REDIS_PROXY,
+    impression_backlog,
+    inflight_tolerance,
+    proxy_peak,
+    queue_tolerance,
+    worst_backlog,
 )
 from spikegate.harness.figures import ServerRejections, _pct, _r, percentile_ms, server_rejections
 from spikegate.harness.history import FaultWindow, RequestSecond
@@ -312,12 +322,79 @@ def layer_bulkhead(c: _Ctx) -> list[Verdict]:
         )
     else:
         parts.append((PASS, f"inflight never above {ceiling:g} (max {inflight:g})"))
+    parts.extend(_redis_agrees(c, inflight, ceiling, ev))
     wait_ms = c.target.auction_max_wait_ms if c.target is not None and not off else 0.0
     parts.extend(
         _rejection_speed(c, p, BULKHEAD_FULL, "bulkhead_full answered", ev, wait_ms=wait_ms)
     )
     st, msg = _combine(parts)
     return [_v("layer.bulkhead", "stress", st, msg, **ev)]
+
+
+def _redis_agrees(
+    c: _Ctx, inflight: float, ceiling: float, ev: dict[str, Any]
+) -> list[tuple[Status, str]]:
+    """The bulkhead against the chaos proxy's count of Redis requests outstanding: the
+    auction sends one Redis request at a time, so Redis never has more outstanding than
+    the target has auctions in flight, nor more than the ceiling."""
+    peak = proxy_peak(c.h.samples, REDIS_PROXY)
+    if peak is None:
+        ev["redis_outstanding_max"] = None
+        return []  # a real toxiproxy-server (or an older run) counts nothing
+    tol = inflight_tolerance(ceiling)
+    ev.update(
+        redis_outstanding_max=peak.value, redis_outstanding_max_t=peak.t, evidence_tolerance=tol
+    )
+    parts: list[tuple[Status, str]] = []
+    if peak.value > ceiling + tol:
+        parts.append((FAIL, (
+            f"Redis had {peak.value:g} requests outstanding at once by t={peak.t:g}s (chaos "
+            f"proxy) > ceiling {ceiling:g} + {tol:g}, while the target reported in-flight "
+            f"at most {inflight:g}"
+        )))  # fmt: skip
+    elif peak.value > inflight + tol:
+        parts.append((FAIL, (
+            f"the target's in-flight peak {inflight:g} disagrees with the chaos proxy: Redis "
+            f"had {peak.value:g} requests outstanding at once by t={peak.t:g}s "
+            f"(tolerance {tol:g})"
+        )))  # fmt: skip
+    else:
+        parts.append((PASS, f"Redis outstanding peak {peak.value:g} agrees (proxy)"))
+    return parts
+
+
+def _backlog_agrees(c: _Ctx, cap: float, ev: dict[str, Any]) -> list[tuple[Status, str]]:
+    """The queue against the independent backlog: 202s the generator received that the
+    broker does not hold yet were in the target (queued, or taken by a producer worker)."""
+    lost = c.h.impressions.missing if c.h.impressions is not None else 0
+    points, lag = impression_backlog(c.h, lost=lost)
+    if not points:
+        ev["backlog_max"] = None
+        return []
+    tol = queue_tolerance(cap)
+    outside = c.target.in_production if c.target is not None else 0.0
+    top = max(points, key=lambda b: b.items)
+    ev.update(
+        backlog_max=top.items, backlog_max_t=top.t, backlog_lag_s=round(lag, 3),
+        backlog_tolerance=tol, backlog_outside_queue=outside,
+    )  # fmt: skip
+    said = "nothing" if top.reported_held is None else f"{top.reported_held:g}"
+    if top.items > cap + outside + tol:
+        return [(FAIL, (
+            f"at t={top.t:g}s at least {top.items:g} impressions answered 202 were not in "
+            f"Kafka (generator's 202s {top.acked_by} - broker's records {top.in_kafka:g}): "
+            f"more than the cap {cap:g} + {outside:g} in production + {tol:g}, while "
+            f"/metrics said the target held {said}"
+        ))]  # fmt: skip
+    worst = worst_backlog(points)
+    held = None if worst is None else worst.reported_held
+    if worst is not None and held is not None and worst.items > held + tol:
+        return [(FAIL, (
+            f"the target's queue depth + in production {held:g} at t={worst.t:g}s "
+            f"disagrees with the broker: at least {worst.items:g} impressions answered 202 "
+            f"were not in Kafka then (tolerance {tol:g})"
+        ))]  # fmt: skip
+    return [(PASS, f"backlog peak {top.items:g} agrees (broker offsets)")]
 
 
 def layer_shedder(c: _Ctx) -> list[Verdict]:
@@ -342,28 +419,110 @@ def layer_shedder(c: _Ctx) -> list[Verdict]:
         parts.append((FAIL, f"queue depth reached {depth:g} at t={at:g}s > cap {cap:g}{off}"))
     else:
         parts.append((PASS, f"queue depth never above {cap:g} (max {depth:g})"))
+    parts.extend(_backlog_agrees(c, cap, ev))
     parts.extend(_rejection_speed(c, p, SHED, "sheds answered", ev))
     st, msg = _combine(parts)
     return [_v("layer.shedder", "stress", st, msg, **ev)]
 
 
-def _dsp_windows(c: _Ctx) -> dict[str, FaultWindow]:
-    out: dict[str, FaultWindow] = {}
-    for w in c.h.faults:
+def _dsp_episodes(c: _Ctx) -> dict[str, list[FaultWindow]]:
+    """Fault windows on each DSP, in order; windows that overlap or touch are one episode
+    (a latency fault with an outage inside it is one disturbance to the breaker)."""
+    out: dict[str, list[FaultWindow]] = {}
+    for w in sorted(c.h.faults, key=lambda w: w.start_s):
         if not w.proxy.startswith("dsp"):
             continue
-        prev = out.get(w.proxy)
-        if prev is None:
-            out[w.proxy] = w
+        eps = out.setdefault(w.proxy, [])
+        if eps and w.start_s <= eps[-1].end_s + 1.0:
+            last = eps[-1]
+            eps[-1] = FaultWindow(
+                w.proxy, last.fault, last.start_s, max(last.end_s, w.end_s), last.source
+            )
         else:
-            start, end = min(prev.start_s, w.start_s), max(prev.end_s, w.end_s)
-            out[w.proxy] = FaultWindow(w.proxy, prev.fault, start, end, prev.source)
+            eps.append(w)
     return out
 
 
+def _episode(
+    c: _Ctx, dsp: str, w: FaultWindow, until: float, last: bool
+) -> tuple[list[tuple[Status, str]], dict[str, Any]]:
+    """One fault window on one DSP: its breaker opens within the detect budget of the
+    window's onset, and closes within the recover budget of its end (before the next
+    window on the same DSP, or by the end of recovery for the last)."""
+    onset = math.floor(w.start_s)
+    during = c.h.samples_in(onset, w.end_s + 2.0)
+    opened = next((s.t for s in during if s.breakers.get(dsp) in _PROTECTIVE_BREAKER), None)
+    states = sorted({s.breakers.get(dsp, "?") for s in during})
+    after = [s for s in c.h.samples_in(w.end_s, until) if dsp in s.breakers]
+    closed = next((s.t for s in after if s.breakers[dsp] == "closed"), None)
+    final = after[-1].breakers[dsp] if after else None
+    ev = dict(
+        fault=[w.start_s, w.end_s], opened_at=opened, closed_at=closed,
+        states_during=states, state_at_end=final, judged_until_s=until,
+    )  # fmt: skip
+    span = f"{dsp}'s window [{w.start_s:g}, {w.end_s:g}) s"
+    parts: list[tuple[Status, str]] = []
+    if opened is None:
+        parts.append((FAIL, f"{span}: its breaker never opened (states: {states})"))
+    elif not c.th.detect.ok(opened - onset):
+        parts.append(
+            (FAIL, f"{span}: its breaker opened at t={opened:g}s, not {c.th.detect} of onset")
+        )
+    if not after:
+        if last:
+            parts.append((INCONCLUSIVE, f"no samples after {span} to see its breaker close"))
+        return parts, ev
+    if closed is None:
+        where = "end of recovery" if last else "next window on it"
+        parts.append((FAIL, f"{span}: its breaker is still {final} at t={until:g}s ({where})"))
+    elif not c.th.recover.ok(closed - w.end_s):
+        parts.append((FAIL, (
+            f"{span}: its breaker closed at t={closed:g}s, not {c.th.recover} of the "
+            "window's end"
+        )))  # fmt: skip
+    elif last and final != "closed":
+        parts.append((FAIL, f"{span}: its breaker is {final} again at t={until:g}s"))
+    elif opened is not None and not parts:
+        parts.append((PASS, f"{span}: opened at t={opened:g}s, closed at t={closed:g}s"))
+    return parts, ev
+
+
+FILL_MIN_BIDS = 200  # admitted bids each side needs for the fill rate to be judged
+FILL_SLACK = 0.03
+
+
+def _fill(rows: Sequence[RequestSecond]) -> tuple[float | None, int]:
+    """Bid fill rate: bids answered with a seat bid over bids admitted (ok + no_bid)."""
+    filled = sum(r.endpoints.get("bid", {}).get(OK, 0) for r in rows)
+    admitted = filled + sum(r.endpoints.get("bid", {}).get(NO_BID, 0) for r in rows)
+    return (filled / admitted if admitted else None), admitted
+
+
+def _fill_recovered(c: _Ctx, since: float, ev: dict[str, Any]) -> list[tuple[Status, str]]:
+    """After the last breaker closed, the bid fill rate is back to the baseline's: a
+    breaker stuck open (or a fan-out that skips a DSP) shows as bids that never come back."""
+    base = c.h.phase("baseline")
+    if base is None:
+        return []
+    before, n0 = _fill(c.h.requests_in(base.start_s, base.end_s))
+    after, n1 = _fill(c.h.requests_in(since, math.inf))
+    ev.update(fill_baseline=_r(before, 4), fill_after=_r(after, 4), fill_after_from_s=since)
+    if before is None or after is None or n0 < FILL_MIN_BIDS or n1 < FILL_MIN_BIDS:
+        return [(PASS, f"bid fill rate not judged ({n0} baseline and {n1} later admitted bids)")]
+    p = before
+    tol = max(FILL_SLACK, 4.0 * math.sqrt(max(p * (1 - p), 1e-4) * (1 / n0 + 1 / n1)))
+    ev["fill_tolerance"] = round(tol, 4)
+    if after < before - tol:
+        return [(FAIL, (
+            f"bid fill rate from t={since:g}s is {_pct(after)}, below the baseline's "
+            f"{_pct(before)} by more than {_pct(tol)}: some DSP's bids never came back"
+        ))]  # fmt: skip
+    return [(PASS, f"bid fill rate back to {_pct(after)} (baseline {_pct(before)})")]
+
+
 def layer_breaker(c: _Ctx) -> list[Verdict]:
-    windows = _dsp_windows(c)
-    if not windows:
+    episodes = _dsp_episodes(c)
+    if not episodes:
         return []
     if not any(s.breakers for s in c.h.samples):
         msg = "no breaker states were exported: the breakers cannot be checked"
@@ -371,29 +530,18 @@ def layer_breaker(c: _Ctx) -> list[Verdict]:
     rec = c.h.phase("recovery")
     deadline = rec.end_s if rec else c.h.end_s
     parts: list[tuple[Status, str]] = []
-    per: dict[str, Any] = {}
-    for dsp, w in sorted(windows.items()):
-        during = c.h.samples_in(w.start_s, w.end_s + 2.0)
-        opened = next((s.t for s in during if s.breakers.get(dsp) in _PROTECTIVE_BREAKER), None)
-        states = sorted({s.breakers.get(dsp, "?") for s in during})
-        after = [s for s in c.h.samples_in(w.end_s, deadline) if dsp in s.breakers]
-        closed = next((s.t for s in after if s.breakers[dsp] == "closed"), None)
-        final = after[-1].breakers[dsp] if after else None
-        per[dsp] = dict(
-            fault=[w.start_s, w.end_s], opened_at=opened, closed_at=closed,
-            state_at_deadline=final, states_during=states, deadline_s=deadline,
-        )  # fmt: skip
-        if opened is None:
-            parts.append(
-                (FAIL, f"{dsp}'s breaker never opened during its fault (states: {states})")
-            )
-        elif not after:
-            parts.append((INCONCLUSIVE, f"no samples after {dsp}'s fault to see it close"))
-        elif final != "closed":
-            parts.append(
-                (FAIL, f"{dsp}'s breaker is still {final} at t={deadline:g}s (end of recovery)")
-            )
-        else:
-            parts.append((PASS, f"{dsp} opened at t={opened:g}s, closed by t={closed:g}s"))
+    per: dict[str, list[dict[str, Any]]] = {}
+    since = max(w.end_s for eps in episodes.values() for w in eps)
+    for dsp, eps in sorted(episodes.items()):
+        for i, w in enumerate(eps):
+            last = i == len(eps) - 1
+            until = deadline if last else eps[i + 1].start_s
+            got, ev = _episode(c, dsp, w, until, last)
+            parts.extend(got)
+            per.setdefault(dsp, []).append(ev)
+            if last and ev["closed_at"] is not None:
+                since = max(since, float(ev["closed_at"]) + 1.0)
+    evidence: dict[str, Any] = {"dsps": per}
+    parts.extend(_fill_recovered(c, since, evidence))
     st, msg = _combine(parts)
-    return [_v("layer.breaker", "stress", st, msg, dsps=per)]
+    return [_v("layer.breaker", "stress", st, msg, **evidence)]

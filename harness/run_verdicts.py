@@ -632,6 +632,13 @@ def no_silent_loss(c: _Ctx) -> list[Verdict]:
             missing_sample=list(imp.missing_sample[:10]),
             budget=c.th.lost_impressions,
         )
+        if imp.acked != accepted:
+            what = "lost" if imp.acked < accepted else "holds ids never answered 202"
+            parts.append((FAIL, (
+                f"the generator's ack log {what}: it holds {imp.acked} impression ids but "
+                f"{accepted} impressions were answered 202 (its own per-second counts); "
+                "loss cannot be judged on the ack log"
+            )))  # fmt: skip
         if imp.missing > c.th.lost_impressions:
             parts.append((FAIL, f"{imp.missing} of {imp.acked} acked impressions are not in Kafka"))
         elif not imp.complete or imp.error:

@@ -59,7 +59,13 @@ SampleRow (samples.jsonl), parsed from the target's Prometheus /metrics once a s
                                           # null = +Inf (the total); {} = exported, none yet;
                                           # absent = not exported (or an older run directory)
      "rss_bytes": f, "loop_lag_ms": f, "loop_lag_max_ms": f,
-     "scrape_ms": f}
+     "scrape_ms": f,
+     # the harness's independent evidence, read whether or not the scrape succeeded:
+     "proxy_outstanding_max": {proxy: n},  # the chaos proxy's peak of connections with a
+                                          # request outstanding since the previous row
+     "broker_records": n,                 # records in the impression topic (log-end offsets,
+                                          # read at the broker's own listener, not the proxy)
+     "evidence_errors": [message, ...]}   # a source that could not be read this second
 
 EventRow (events.jsonl):
     {"t": 5.0, "kind": KIND, ...details}

@@ -151,11 +151,15 @@ def history(
     impressions: ImpressionAccounting | None = None,
     **kw: Any,
 ) -> History:
+    rows = healthy_rows() if rows is None else list(rows)
+    if impressions is None:  # every 202 acked and found
+        n = sum(r.outcomes.get("accepted", 0) for r in rows)
+        impressions = ImpressionAccounting(acked=n, found=n, missing=0)
     return History.build(
         sc or scenario(),
-        requests=healthy_rows() if rows is None else rows,
+        requests=rows,
         samples=healthy_samples() if samples is None else samples,
-        impressions=impressions or ImpressionAccounting(acked=500, found=500, missing=0),
+        impressions=impressions,
         **kw,
     )
 
@@ -697,8 +701,10 @@ INCONCLUSIVE_CASES: list[tuple[str, Callable[[], History], str, str]] = [
     ("impressions.json missing", lambda: History.build(
         scenario(), requests=between(healthy_rows(), 5, 6, _with_impressions),
         samples=healthy_samples()), "no_silent_loss", "run"),
-    ("read-back incomplete", lambda: history(impressions=ImpressionAccounting(
-        acked=10, found=9, missing=0, complete=False, error="timeout")), "no_silent_loss", "run"),
+    ("read-back incomplete", lambda: history(
+        rows=[_with_impressions(r) if r.t == 3 else r for r in healthy_rows()],
+        impressions=ImpressionAccounting(acked=50, found=49, missing=0, complete=False,
+                                         error="timeout")), "no_silent_loss", "run"),
     ("limit off, inflight not exported", _bulkhead_off_unexported, "layer.bulkhead", "stress"),
     ("nothing after the disturbance", lambda: history(rows=[r for r in healthy_rows() if r.t < 36]),
      "time_to_recover", "recovery"),

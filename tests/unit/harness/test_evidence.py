@@ -1,0 +1,247 @@
+"""Every verdict that reads the target's own numbers, against independent evidence that
+disagrees: the chaos proxy's count of Redis requests outstanding (layer.bulkhead), the
+broker's records against the generator's 202s (layer.shedder), the generator's ack log
+against its 202 count (no_silent_loss), and per-window breaker judging with the bid fill
+rate (layer.breaker). Each row is a defect the target's own numbers would hide."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+
+from spikegate.harness.checker import check
+from spikegate.harness.evidence import impression_backlog, inflight_tolerance, proxy_peak
+from spikegate.harness.history import History, ImpressionAccounting, RequestSecond, Sample
+from tests.unit.harness.test_checker import (
+    healthy_rows,
+    healthy_samples,
+    history,
+    scenario,
+    verdict,
+)
+
+# STORM: auction.limit 12, impressions.max_depth 400, stress [20, 35), kafka_stall [24, 32),
+# dsp-1 latency [20, 35); the fixture's target reports in-flight 8 and queue depth 10.
+
+
+def _with(samples: list[Sample], make: Callable[[Sample], Sample]) -> list[Sample]:
+    return [make(s) for s in samples]
+
+
+def _redis(level: Callable[[float], float]) -> list[Sample]:
+    return _with(
+        healthy_samples(),
+        lambda s: dataclasses.replace(s, proxy_outstanding_max={"redis": level(s.t)}),
+    )
+
+
+def _impressions_rows(per_s: int = 100) -> list[RequestSecond]:
+    """The healthy rows plus `per_s` impressions answered 202 each second."""
+    out = []
+    for r in healthy_rows():
+        outcomes = {**r.outcomes, "accepted": per_s}
+        out.append(
+            dataclasses.replace(
+                r,
+                intended=r.intended + per_s,
+                sent=r.sent + per_s,
+                outcomes=outcomes,
+                admitted=r.admitted + per_s,
+                endpoints={"impression": {"accepted": per_s}},
+                max_lateness_ms=5.0,
+            )
+        )
+    return out
+
+
+def _broker(records: Callable[[float], float], depth: float = 10.0) -> list[Sample]:
+    """Samples whose broker holds records(t) and whose target says its queue holds `depth`."""
+    return _with(
+        healthy_samples(),
+        lambda s: dataclasses.replace(
+            s, broker_records=records(s.t), queue_depth=depth, impressions={"inflight": 0.0}
+        ),
+    )
+
+
+def _delivered_by(t: float, per_s: int = 100, lag: float = 2.0) -> float:
+    """A broker that holds every impression answered `lag` seconds ago (a healthy logger)."""
+    return max(0.0, (t - lag) * per_s)
+
+
+def _stalled(t: float) -> float:
+    """Nothing reaches Kafka from t=24 s on (the stall), everything before did."""
+    return _delivered_by(min(t, 24.0))
+
+
+def _imp_history(samples: list[Sample], rows: list[RequestSecond] | None = None) -> History:
+    rows = rows if rows is not None else _impressions_rows()
+    n = sum(r.outcomes.get("accepted", 0) for r in rows)
+    return history(
+        rows=rows, samples=samples, impressions=ImpressionAccounting(acked=n, found=n, missing=0)
+    )
+
+
+CASES: list[tuple[str, Callable[[], History], str, str, str]] = [
+    # layer.bulkhead against the chaos proxy
+    ("Redis outstanding agrees with in-flight", lambda: history(samples=_redis(lambda t: 8.0)),
+     "layer.bulkhead", "pass", "agrees"),
+    ("in-flight clamped: Redis saw 30 at once", lambda: history(samples=_redis(lambda t: 30.0)),
+     "layer.bulkhead", "fail", "requests outstanding at once"),
+    ("in-flight under-reported: Redis saw 12, target said 8",
+     lambda: history(samples=_redis(lambda t: 12.0)), "layer.bulkhead", "fail",
+     "disagrees with the chaos proxy"),
+    ("within the stated tolerance", lambda: history(samples=_redis(lambda t: 10.0)),
+     "layer.bulkhead", "pass", "agrees"),
+    # layer.shedder against the broker
+    ("broker keeps up: backlog agrees", lambda: _imp_history(_broker(_delivered_by)),
+     "layer.shedder", "pass", "agrees"),
+    ("queue depth clamped: 800 not in Kafka, target says 10",
+     lambda: _imp_history(_broker(_stalled)), "layer.shedder", "fail", "more than the cap"),
+    ("queue depth under-reported within the cap: 300 not in Kafka, target says 10",
+     lambda: _imp_history(_broker(lambda t: _delivered_by(t, lag=8.0))),
+     "layer.shedder", "fail", "disagrees with the broker"),
+    ("queue depth reported in full: agrees",
+     lambda: _imp_history(_broker(lambda t: _delivered_by(t, lag=8.0), depth=300.0)),
+     "layer.shedder", "pass", "agrees"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "make", "name", "status", "words"), CASES,
+                         ids=[c[0] for c in CASES])  # fmt: skip
+def test_independent_evidence_against_the_targets_numbers(
+    case: str, make: Callable[[], History], name: str, status: str, words: str
+) -> None:
+    v = verdict(check(make()), name, "stress")
+    assert v.status == status, v.message
+    assert words in v.message
+
+
+def test_a_proxy_that_reports_nothing_leaves_the_bulkhead_to_the_targets_numbers() -> None:
+    v = verdict(check(history()), "layer.bulkhead", "stress")
+    assert v.status == "pass"
+    assert v.evidence["redis_outstanding_max"] is None
+
+
+def test_the_bulkhead_names_both_figures() -> None:
+    v = verdict(check(history(samples=_redis(lambda t: 30.0))), "layer.bulkhead", "stress")
+    assert "30" in v.message and "at most 8" in v.message
+    assert v.evidence["redis_outstanding_max"] == 30.0
+    assert v.evidence["evidence_tolerance"] == inflight_tolerance(12.0)
+
+
+def test_proxy_peak_is_the_highest_reading() -> None:
+    samples = _redis(lambda t: 3.0 if t != 30 else 11.0)
+    peak = proxy_peak(samples, "redis")
+    assert peak is not None and (peak.value, peak.t) == (11.0, 30.0)
+    assert proxy_peak(samples, "dsp-1") is None
+
+
+def test_backlog_counts_only_202s_certainly_received_and_this_runs_records() -> None:
+    rows = _impressions_rows()
+    samples = _broker(lambda t: 5_000.0 + _delivered_by(t))  # 5000 records from before
+    h = _imp_history(samples, rows)
+    points, lag = impression_backlog(h)
+    assert lag == pytest.approx(1.0 + 0.005 + 2 * h.scenario.load.client_timeout_s)
+    by_t = {b.t: b for b in points}
+    # at t=30 the 202s of rows 0..24 (t + lag <= 30) count: 2500; the broker has 2800 of
+    # this run's records (some answered within the lag): no backlog at all
+    assert by_t[30.0].acked_by == 2_500
+    assert by_t[30.0].in_kafka == pytest.approx(2_800.0)
+    assert max(b.items for b in points) <= 0
+
+
+def test_loss_is_left_to_no_silent_loss_not_blamed_on_the_queue() -> None:
+    def lossy(t: float) -> float:
+        return _delivered_by(t) - (1_000.0 if t >= 30 else 0.0)
+
+    samples = _broker(lambda t: max(0.0, lossy(t)))
+    rows = _impressions_rows()
+    n = sum(r.outcomes.get("accepted", 0) for r in rows)
+    h = history(
+        rows=rows, samples=samples,
+        impressions=ImpressionAccounting(acked=n, found=n - 1_000, missing=1_000),
+    )  # fmt: skip
+    result = check(h)
+    assert verdict(result, "layer.shedder", "stress").status == "pass"
+    assert verdict(result, "no_silent_loss", "run").status == "fail"
+
+
+# --- no_silent_loss: the generator's ack log against its own 202 count ----------------------
+ACKS: list[tuple[str, int, str, str]] = [
+    ("every 202 in the ack log", 6_000, "pass", "all 6000 acked"),
+    ("ack log lost ids", 86, "fail", "ack log lost"),
+    ("ack log holds ids never answered 202", 6_100, "fail", "never answered 202"),
+]
+
+
+@pytest.mark.parametrize(("case", "acked", "status", "words"), ACKS, ids=[a[0] for a in ACKS])
+def test_the_ack_log_must_match_the_202_count(
+    case: str, acked: int, status: str, words: str
+) -> None:
+    rows = _impressions_rows()  # 100 202s a second for 60 s
+    imp = ImpressionAccounting(acked=acked, found=acked, missing=0)
+    v = verdict(check(history(rows=rows, impressions=imp)), "no_silent_loss", "run")
+    assert v.status == status, v.message
+    assert words in v.message
+
+
+# --- layer.breaker: every window judged on its own; the fill rate comes back ---------------
+TWICE = scenario(
+    faults=[
+        {"at_s": 20, "for_s": 5, "fault": "dsp_latency", "proxy": "dsp-1",
+         "params": {"latency_ms": 250}},
+        {"at_s": 30, "for_s": 5, "fault": "dsp_down", "proxy": "dsp-1"},
+    ]
+)  # fmt: skip
+
+
+def _states(opened: set[int]) -> list[Sample]:
+    out = []
+    for s in healthy_samples():
+        state = "open" if int(s.t) in opened else "closed"
+        breakers = {"dsp-1": state, "dsp-2": "closed", "dsp-3": "closed"}
+        out.append(dataclasses.replace(s, breakers=breakers))
+    return out
+
+
+def _bids(fill_after: float, since: int = 40) -> list[RequestSecond]:
+    """100 admitted bids a second, a 97% fill rate, `fill_after` from t=`since`."""
+    out = []
+    for r in healthy_rows():
+        fill = fill_after if r.t >= since else 0.97
+        ok = round(100 * fill)
+        out.append(dataclasses.replace(r, endpoints={"bid": {"ok": ok, "no_bid": 100 - ok}}))
+    return out
+
+
+BREAKER: list[tuple[str, Callable[[], History], str, str]] = [
+    ("opens and closes in each window",
+     lambda: history(TWICE, samples=_states(set(range(21, 26)) | set(range(31, 36)))),
+     "pass", "dsp-1's window [30, 35) s: opened"),
+    ("second window never opens (breaker never trips again)",
+     lambda: history(TWICE, samples=_states(set(range(21, 26)))),
+     "fail", "dsp-1's window [30, 35) s: its breaker never opened"),
+    ("stays open between the windows",
+     lambda: history(TWICE, samples=_states(set(range(21, 36)))),
+     "fail", "still open at t=30s (next window on it)"),
+    ("opens late in the first window",
+     lambda: history(TWICE, samples=_states({25} | set(range(31, 36)))),
+     "pass", "opened at t=25s"),
+    ("fill rate back after the last close",
+     lambda: history(rows=_bids(0.97)), "pass", "bid fill rate back"),
+    ("a DSP's bids never come back (reported closed)",
+     lambda: history(rows=_bids(0.91)), "fail", "some DSP's bids never came back"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "make", "status", "words"), BREAKER,
+                         ids=[b[0] for b in BREAKER])  # fmt: skip
+def test_the_breaker_per_window_and_the_fill_rate(
+    case: str, make: Callable[[], History], status: str, words: str
+) -> None:
+    v = verdict(check(make()), "layer.breaker", "stress")
+    assert v.status == status, v.message
+    assert words in v.message
