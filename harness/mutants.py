@@ -22,10 +22,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["CATALOG", "GATE_SCENARIO", "Edit", "Mutant", "by_id"]
+__all__ = ["CATALOG", "FAILURE_PATHS", "GATE_SCENARIO", "Edit", "Mutant", "by_id"]
 
 GATE_SCENARIO = "perfect-storm"
 """The scenario of `make gate`: every mutant that names no other scenario runs on it."""
+FAILURE_PATHS = "failure-paths"
+"""The second gate scenario: Kafka refused and reset, the queue at its cap (depth-only
+shedding), dsp-1 faulted twice, Redis down. A defect on those paths needs it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +169,8 @@ CATALOG: tuple[Mutant, ...] = (
             "            self.last_redis_error = repr(exc)\n            return -1\n",
             "            self.last_redis_error = repr(exc)\n            return _GO\n",
         ),
-        scenario="redis-outage",
+        scenario=FAILURE_PATHS,
+        fallback=GATE_SCENARIO,
     ),
     # --- DSP fan-out and the breaker --------------------------------------------------------
     _m(
@@ -223,6 +227,8 @@ CATALOG: tuple[Mutant, ...] = (
             "nominal = round(self.config.wait_open_s * NS_PER_S)",
             "nominal = round(self.config.wait_open_s * 1000 * NS_PER_S)",
         ),
+        scenario=FAILURE_PATHS,
+        fallback=GATE_SCENARIO,
     ),
     # --- impression logger: shedding queue in front of Kafka --------------------------------
     _m(
@@ -231,6 +237,8 @@ CATALOG: tuple[Mutant, ...] = (
         "capacity",
         ("layer.shedder", "bounded_resources"),
         Edit(_SH, "        if depth >= limit:\n", "        if depth > limit:\n"),
+        scenario=FAILURE_PATHS,
+        fallback=GATE_SCENARIO,
     ),
     _m(
         "shed-codel-inverted",
@@ -257,6 +265,8 @@ CATALOG: tuple[Mutant, ...] = (
             "                return decision\n"
             "            self._items.append((self._clock(), item))\n",
         ),
+        scenario=FAILURE_PATHS,
+        fallback=GATE_SCENARIO,
     ),
     _m(
         "logger-retry-cap",
@@ -268,7 +278,7 @@ CATALOG: tuple[Mutant, ...] = (
             "        attempt = 0\n        while pending:\n",
             "        attempt = 0\n        while pending and attempt < 5:\n",
         ),
-        scenario="failure-paths",
+        scenario=FAILURE_PATHS,
         fallback=GATE_SCENARIO,
     ),
     # --- /metrics ---------------------------------------------------------------------------
@@ -293,6 +303,8 @@ CATALOG: tuple[Mutant, ...] = (
             '            "queue_depth": float(q.depth),\n',
             '            "queue_depth": float(counts["accepted"] - counts["delivered"]),\n',
         ),
+        scenario=FAILURE_PATHS,
+        fallback=GATE_SCENARIO,
     ),
     _m(
         "metrics-429-untimed",

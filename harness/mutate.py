@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -346,27 +347,31 @@ def _one_run(
 
 
 def _print_table(console: Console, results: list[dict[str, Any]]) -> None:
+    """One row per mutant, the defect under its id: it stays readable in an 80-column log."""
     table = Table(
         title="mutants",
-        caption="caught by: the verdicts that failed; * = expected to own the mutant; "
-        "† = ran on a fallback scenario (the mutant's own is not shipped yet)",
+        caption="caught by: the verdicts that failed (* = expected to own the mutant); "
+        "† = ran on a fallback scenario (its own is not shipped yet)",
+        show_lines=True,
     )
-    table.add_column("mutant", no_wrap=True)
-    table.add_column("class")
-    table.add_column("defect")
-    table.add_column("caught by")
+    table.add_column("mutant / defect")
+    table.add_column("caught by", no_wrap=True)
     table.add_column("result", no_wrap=True)
     for r in results:
-        by = ", ".join(v + ("*" if v in r["expect"] else "") for v in r.get("failed_verdicts", []))
+        by = "\n".join(v + ("*" if v in r["expect"] else "") for v in r.get("failed_verdicts", []))
         if r["status"] == "error":
             result = "[yellow]error[/]"
-            by = r.get("error", "")[:80]
+            by = "\n".join(textwrap.wrap(r.get("error", ""), 24)[:3])
         elif r["caught"]:
             result = "[green]caught[/]"
         else:
-            result = f"[bold red]SURVIVED[/] ({r['status']})"
+            result = f"[bold red]SURVIVED[/]\n({r['status']})"
         mark = "†" if r["fallback"] else ""
-        table.add_row(r["id"] + mark, r["class"], r["description"], escape(by) or "-", result)
+        table.add_row(
+            f"[bold]{r['id']}{mark}[/] [dim]({r['class']})[/]\n{escape(r['description'])}",
+            escape(by) or "-",
+            result,
+        )
     console.print(table)
 
 
