@@ -22,6 +22,7 @@ from spikegate.contract.outcomes import (
 )
 from spikegate.harness.figures import Totals, _pct, _r, _second_p99, percentile_ms
 from spikegate.harness.history import FaultWindow, RequestSecond
+from spikegate.harness.intended import comparable, expected_arrivals, schedule_tolerance
 from spikegate.harness.judging import (
     _PROTECTIVE_BREAKER,
     JUDGED_PHASES,
@@ -84,6 +85,9 @@ def valid_run(c: _Ctx) -> list[Verdict]:
                     f"(needs {th.generator_min}): add --processes or lower the rate",
                 )
             )
+        schedule = _schedule_part(c, p, rows)
+        if schedule is not None:
+            parts.append(schedule[0])
         if cpu90 is not None and not th.generator_cpu.ok(cpu90 / 100):
             parts.append(
                 (
@@ -92,7 +96,7 @@ def valid_run(c: _Ctx) -> list[Verdict]:
                     f"bound {th.generator_cpu.op} {th.cpu_max_percent:g}%)",
                 )
             )
-        st, msg = _combine(parts or [(PASS, f"generator held {_pct(held or 0)} of arrivals")])
+        st, msg = _combine([(PASS, f"generator held {_pct(held or 0)} of arrivals"), *parts])
         out.append(
             _v(
                 "valid_run",
@@ -106,9 +110,35 @@ def valid_run(c: _Ctx) -> list[Verdict]:
                 sent=tot.sent,
                 held=_r(held, 4),
                 cpu_p90_percent=cpu90,
+                **(schedule[1] if schedule is not None else {}),
             )
         )
     return out
+
+
+def _schedule_part(
+    c: _Ctx, p: Phase, rows: Sequence[RequestSecond]
+) -> tuple[tuple[Status, str], dict[str, Any]] | None:
+    """The generator's intended bid arrivals against the harness's own schedule, computed
+    from the scenario's [load] (harness/intended.py): a generator or recorder that loses
+    requests from its own count (intended, sent and outcomes alike) falls short of it."""
+    load = c.h.scenario.load
+    if not rows or comparable(load) is not None:
+        return None
+    expected = sum(expected_arrivals(load, r.t, r.t + 1.0) for r in rows)
+    recorded = sum(r.intended - sum(r.endpoints.get("impression", {}).values()) for r in rows)
+    tol = schedule_tolerance(expected, load)
+    ev = dict(
+        schedule_expected=round(expected, 1), schedule_recorded=recorded,
+        schedule_tolerance=round(tol, 1),
+    )  # fmt: skip
+    if expected - recorded > tol:
+        return (FAIL, (
+            f"the generator recorded {recorded} intended bid arrivals in {p.name}, the "
+            f"scenario's schedule calls for {expected:.0f} (tolerance {tol:.0f}): requests "
+            "are missing from the generator's own record"
+        )), ev  # fmt: skip
+    return (PASS, f"schedule kept ({recorded} of {expected:.0f} arrivals)"), ev
 
 
 def steady_state(c: _Ctx) -> list[Verdict]:

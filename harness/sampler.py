@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["SCRAPE_TIMEOUT_S", "Sampler", "parse_metrics", "scrape"]
+__all__ = ["SCRAPE_TIMEOUT_S", "Evidence", "Sampler", "parse_metrics", "scrape"]
 
 SCRAPE_TIMEOUT_S = 0.8
 _PREFIX = "spikegate_"

@@ -245,3 +245,39 @@ def test_the_breaker_per_window_and_the_fill_rate(
     v = verdict(check(make()), "layer.breaker", "stress")
     assert v.status == status, v.message
     assert words in v.message
+
+
+# --- valid_run: the generator's intended arrivals against the harness's own schedule ---------
+def _recorded(share: float) -> list[RequestSecond]:
+    """The healthy rows with `share` of each stress second's requests gone from the record
+    (intended, sent and outcomes alike: a recorder that drops timed-out requests)."""
+    out = []
+    for r in healthy_rows():
+        if 20 <= r.t < 35:
+            keep = round(r.outcomes["ok"] * share)
+            out.append(dataclasses.replace(
+                r, intended=r.intended - r.outcomes["ok"] + keep,
+                sent=r.sent - r.outcomes["ok"] + keep,
+                outcomes={**r.outcomes, "ok": keep}, admitted=keep,
+            ))  # fmt: skip
+        else:
+            out.append(r)
+    return out
+
+
+SCHEDULE: list[tuple[str, float, str, str]] = [
+    ("every scheduled arrival recorded", 1.0, "pass", "schedule kept"),
+    ("a tenth of the stress arrivals missing from the record", 0.9, "fail",
+     "missing from the generator's own record"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "share", "status", "words"), SCHEDULE,
+                         ids=[s[0] for s in SCHEDULE])  # fmt: skip
+def test_the_generators_intended_count_must_meet_the_schedule(
+    case: str, share: float, status: str, words: str
+) -> None:
+    v = verdict(check(history(rows=_recorded(share))), "valid_run", "stress")
+    assert v.status == status, v.message
+    assert words in v.message
+    assert v.evidence["schedule_expected"] == pytest.approx(15 * 300)

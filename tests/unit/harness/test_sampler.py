@@ -239,3 +239,34 @@ def test_run_writes_one_row_per_tick_with_consecutive_seconds() -> None:
 def test_interval_is_validated() -> None:
     with pytest.raises(ValueError, match="interval_s"):
         Sampler("http://127.0.0.1:1/metrics", on_row=lambda _r: None, interval_s=0)
+
+
+def test_independent_evidence_is_read_every_tick_even_when_the_scrape_fails() -> None:
+    """The harness's own sources join each row whatever the target does; a source that
+    fails is named in evidence_errors and the rest of the row stands."""
+    calls = {"n": 0}
+
+    def broker() -> dict[str, Any]:
+        calls["n"] += 1
+        return {"broker_records": 10 * calls["n"]}
+
+    def proxy() -> dict[str, Any]:
+        raise OSError("chaos server refused")
+
+    ok = iter([(200, "spikegate_auction_inflight 3.0\n")])
+
+    def fetch(_url: str) -> tuple[int, str]:
+        try:
+            return next(ok)
+        except StopIteration:
+            raise ConnectionRefusedError("refused") from None
+
+    sampler = Sampler(
+        "http://127.0.0.1:1/metrics", on_row=lambda _r: None, fetch=fetch,
+        clock=_FakeClock(), evidence=[broker, proxy],
+    )  # fmt: skip
+    good, bad = sampler.sample(0.0), sampler.sample(1.0)
+    assert good["ok"] is True and good["auction_inflight"] == 3.0
+    assert good["broker_records"] == 10 and bad["broker_records"] == 20
+    assert bad["ok"] is False
+    assert good["evidence_errors"] == ["chaos server refused"] == bad["evidence_errors"]
