@@ -270,13 +270,14 @@ CATALOG: tuple[Mutant, ...] = (
     ),
     _m(
         "logger-retry-cap",
-        "delivery gives up on a batch after 5 attempts (~3 s of backoff): acked impressions lost",
+        "delivery retries a failed batch once, then drops it (already acked): an outage longer "
+        "than two produce timeouts loses it",
         "lost acks",
         ("no_silent_loss",),
         Edit(
             "target/impressions.py",
             "        attempt = 0\n        while pending:\n",
-            "        attempt = 0\n        while pending and attempt < 5:\n",
+            "        attempt = 0\n        while pending and attempt < 2:\n",
         ),
         scenario=FAILURE_PATHS,
         fallback=GATE_SCENARIO,
