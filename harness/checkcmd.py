@@ -19,10 +19,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from spikegate.harness.checker import check, phase_stats
+from spikegate.harness.checker import check
 from spikegate.harness.errors import UsageError
+from spikegate.harness.figures import phase_figures
 from spikegate.harness.history import History, load_history
 from spikegate.harness.reports import print_verdicts, write_reports
+from spikegate.harness.reports_data import load_run_data
 from spikegate.harness.thresholds import parse_check_overrides, thresholds_from_checks
 from spikegate.harness.verdicts import CheckResult
 
@@ -62,10 +64,22 @@ def summarize(history: History, result: CheckResult) -> dict[str, Any]:
         "scenario": history.scenario.name,
         "run_dir": str(history.run_dir) if history.run_dir else None,
         "status": result.status,
-        "phases": {p: phase_stats(history, p) for p in _PHASES if history.phase(p)},
+        "phases": _phases(history),
         "detect_s": ev.get(("time_to_detect", "stress"), {}).get("detect_s"),
         "recover_s": ev.get(("time_to_recover", "recovery"), {}).get("ttr_s"),
         "verdicts": {f"{v.name}/{v.phase}": v.status for v in result.verdicts},
+    }
+
+
+def _phases(history: History) -> dict[str, dict[str, Any]]:
+    """The reports' per-phase figures of each judged phase (one computation for both)."""
+    if history.run_dir is None:
+        return {}
+    data = load_run_data(history.run_dir, history)
+    return {
+        p.name: phase_figures(data.requests, data.samples, p.start_s, p.end_s)
+        for p in history.phases
+        if p.name in _PHASES
     }
 
 
@@ -79,8 +93,8 @@ def compare_runs(a: Path, b: Path, console: Console, json_out: Path | None = Non
     """Deltas from run A to run B. Returns 1 when B regresses (a verdict that passed in A
     fails in B, or B fails where A had no such verdict), else 0."""
     sa, sb = (summarize(*judge(p)) for p in (a, b))
-    metrics = ("offered_rps", "goodput_rps", "admitted_p99_ms", "rejected_p99_ms",
-               "rejection_share", "failure_share")  # fmt: skip
+    metrics = ("offered_rps", "sent_rps", "goodput_rps", "admitted_p99_ms", "rejected_p99_ms",
+               "rejected_share", "failure_share")  # fmt: skip
     rows: list[dict[str, Any]] = []
     for phase in _PHASES:
         pa, pb = sa["phases"].get(phase), sb["phases"].get(phase)

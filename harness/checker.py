@@ -28,7 +28,6 @@ from collections.abc import Callable
 from spikegate.harness.figures import (
     ServerRejections,
     percentile_ms,
-    phase_stats,
     server_rejections,
 )
 from spikegate.harness.history import History
@@ -59,7 +58,6 @@ __all__ = [
     "ServerRejections",
     "check",
     "percentile_ms",
-    "phase_stats",
     "server_rejections",
 ]
 

@@ -11,13 +11,14 @@ in ms); `server_rejections` differences the target's cumulative rejection-cost b
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from spikegate.harness.history import History, RequestSecond, Sample
+from spikegate.contract.outcomes import ADMITTED_OUTCOMES, DESIGNED_REJECTIONS, FAILURES, OUTCOMES
+from spikegate.harness.history import RequestSecond, Sample
 
 
 # --- shared numbers -------------------------------------------------------------------------
@@ -160,33 +161,119 @@ class Totals:
         return n / self.sent if self.sent else 0.0
 
 
-def phase_stats(history: History, phase: str, pct: float = 99.0) -> dict[str, Any] | None:
-    """Key figures of one phase (compare and reports): rates, shares, latency percentiles."""
-    p = history.phase(phase)
-    if p is None:
-        return None
-    rows = history.requests_in(p.start_s, p.end_s)
-    tot = Totals.of(rows)
-    adm, _, _ = percentile_ms(rows, "admitted", pct)
-    rej, _, _ = percentile_ms(rows, "rejected", pct)
-    secs = max(tot.seconds, 1)
-    return {
-        "start_s": p.start_s,
-        "end_s": p.end_s,
-        "seconds": tot.seconds,
-        "offered_rps": round(tot.intended / secs, 2),
-        "sent_rps": round(tot.sent / secs, 2),
-        "goodput_rps": round(tot.admitted / secs, 2),
-        "rejection_share": round(tot.share(tot.rejected), 4),
-        "failure_share": round(tot.share(tot.failures), 4),
-        f"admitted_p{pct:g}_ms": _r(adm),
-        f"rejected_p{pct:g}_ms": _r(rej),
-    }
-
-
 def _r(v: float | None, nd: int = 2) -> float | None:
     return None if v is None else round(v, nd)
 
 
 def _pct(v: float) -> str:
     return f"{v * 100:.2f}%"
+
+
+def _num(value: Any) -> float | None:
+    """A finite number, else None (a row as read may hold anything)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
+# --- per-phase figures of the run directory's rows -------------------------------------------
+def _in(rows: Iterable[Mapping[str, Any]], start: float, end: float) -> list[Mapping[str, Any]]:
+    return [r for r in rows if (t := _num(r.get("t"))) is not None and start <= t < end]
+
+
+def _decode_any(encoded: Any) -> HdrHistogram | None:
+    if not isinstance(encoded, str) or not encoded:
+        return None
+    try:
+        return HdrHistogram.decode(encoded)
+    except Exception:  # a corrupt encoding must not stop a report; the figure is left empty
+        return None
+
+
+def _merged_percentiles(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, float | None]:
+    acc: HdrHistogram | None = None
+    for r in rows:
+        h = _decode_any(r.get(key))
+        if h is None or h.get_total_count() == 0:
+            continue
+        if acc is None:
+            acc = h
+        else:
+            acc.add(h)
+    if acc is None:
+        return {"p50_ms": None, "p99_ms": None, "count": 0}
+    values = _percentiles(acc, (50.0, 99.0))
+    return {
+        "p50_ms": round(values[50.0], 3),
+        "p99_ms": round(values[99.0], 3),
+        "count": int(acc.get_total_count()),
+    }
+
+
+def _percentiles(h: HdrHistogram, pcts: tuple[float, ...]) -> dict[float, float]:
+    """Percentiles in ms (the histograms record microseconds), in one pass over the counts."""
+    if h.get_total_count() == 0:
+        return {}
+    values = h.get_percentile_to_value_dict(list(pcts))
+    return {p: float(values[p]) / 1000.0 for p in pcts}
+
+
+def _max(rows: Iterable[Mapping[str, Any]], key: str) -> float | None:
+    values = [v for r in rows if (v := _num(r.get(key))) is not None]
+    return max(values) if values else None
+
+
+def phase_figures(
+    requests: Sequence[Mapping[str, Any]],
+    samples: Sequence[Mapping[str, Any]],
+    start: float,
+    end: float,
+) -> dict[str, Any]:
+    """Rates, outcome shares, latency percentiles (merged HDR histograms) and resource peaks
+    for the seconds in [start, end), from the run directory's rows as read (a row or an
+    encoding that cannot be read leaves its figure empty, never raises): the one place the
+    reports and `spikegate compare` get them."""
+    rows = _in(requests, start, end)
+    samples = [s for s in _in(samples, start, end) if s.get("ok", True)]
+    seconds = max(end - start, 1e-9)
+    counts = dict.fromkeys(OUTCOMES, 0)
+    intended = sent = 0
+    for r in rows:
+        intended += int(_num(r.get("intended")) or 0)
+        sent += int(_num(r.get("sent")) or 0)
+        outcomes = r.get("outcomes")
+        if isinstance(outcomes, Mapping):
+            for k, v in outcomes.items():
+                counts[k] = counts.get(k, 0) + int(_num(v) or 0)
+    total = sum(counts.values())
+    admitted = sum(counts.get(k, 0) for k in ADMITTED_OUTCOMES)
+    rejected = sum(counts.get(k, 0) for k in DESIGNED_REJECTIONS)
+    failed = sum(counts.get(k, 0) for k in FAILURES)
+    share = (lambda n: round(n / total, 6)) if total else (lambda n: None)
+    adm = _merged_percentiles(rows, "hist_admitted")
+    rej = _merged_percentiles(rows, "hist_rejected")
+    return {
+        "start_s": start,
+        "end_s": end,
+        "seconds_with_data": len(rows),
+        "samples": len(samples),
+        "intended": intended,
+        "sent": sent,
+        "offered_rps": round(intended / seconds, 3),
+        "sent_rps": round(sent / seconds, 3),
+        "goodput_rps": round(admitted / seconds, 3),
+        "outcomes": {k: v for k, v in counts.items() if v},
+        "outcome_shares": {k: share(v) for k, v in counts.items() if v},
+        "admitted_share": share(admitted),
+        "rejected_share": share(rejected),
+        "failure_share": share(failed),
+        "admitted_p50_ms": adm["p50_ms"],
+        "admitted_p99_ms": adm["p99_ms"],
+        "rejected_p50_ms": rej["p50_ms"],
+        "rejected_p99_ms": rej["p99_ms"],
+        "max_inflight": _max(samples, "auction_inflight_max") or _max(samples, "auction_inflight"),
+        "max_limit": _max(samples, "auction_limit"),
+        "max_queue_depth": _max(samples, "queue_depth"),
+        "max_rss_bytes": _max(samples, "rss_bytes"),
+    }

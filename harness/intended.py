@@ -59,7 +59,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from spikegate.contract.load import SHAPES, LoadSection
+from spikegate.contract.load import SHAPES, SPIKY, LoadSection
 
 __all__ = [
     "ScheduleCount",
@@ -95,7 +95,7 @@ def rate_at(load: LoadSection, t: float) -> float:
                 break
             current = step.rps
         return current
-    if shape in ("flash_crowd", "hot_publisher"):
+    if shape in SPIKY:
         return peak if load.spike_at_s <= t < load.spike_at_s + load.spike_for_s else base
     if shape == "sawtooth":
         if t < warmup:
@@ -123,7 +123,7 @@ def cumulative_arrivals(load: LoadSection, t: float) -> float:
             total += current * (step.at_s - since)
             since, current = step.at_s, step.rps
         return total + current * (t - since)
-    if shape in ("flash_crowd", "hot_publisher"):
+    if shape in SPIKY:
         lo, hi = load.spike_at_s, load.spike_at_s + load.spike_for_s
         inside = max(0.0, min(t, hi) - lo)
         return base * t + (peak - base) * inside

@@ -28,8 +28,9 @@ from rich.table import Table
 from rich.text import Text
 
 from spikegate.harness import __version__
+from spikegate.harness.figures import phase_figures
 from spikegate.harness.history import History
-from spikegate.harness.reports_data import RunData, load_run_data, phase_figures
+from spikegate.harness.reports_data import RunData, load_run_data
 from spikegate.harness.verdicts import FAIL, INCONCLUSIVE, PASS, CheckResult, Verdict
 
 __all__ = [
@@ -97,7 +98,7 @@ def build_report(data: RunData, result: CheckResult) -> dict[str, Any]:
             "name": p.name,
             "start_s": p.start_s,
             "end_s": p.end_s,
-            "figures": phase_figures(data, p.start_s, p.end_s),
+            "figures": phase_figures(data.requests, data.samples, p.start_s, p.end_s),
         }
         for p in data.phases
     ]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from spikegate.harness.checker import check, percentile_ms, phase_stats, server_rejections
+from spikegate.harness.checker import check, percentile_ms, server_rejections
 from spikegate.harness.history import Event, History, ImpressionAccounting, RequestSecond, Sample
 from spikegate.harness.scenario import Scenario, parse_scenario
 from spikegate.harness.thresholds import thresholds_from_checks
@@ -805,14 +805,6 @@ def test_percentile_without_histograms_uses_the_copies_conservatively() -> None:
             dataclasses.replace(sec(1, p99=90.0), hist_admitted=None)]  # fmt: skip
     value, _, exact = percentile_ms(rows, "admitted", 99.0)
     assert (value, exact) == (90.0, False)
-
-
-def test_phase_stats_reports_rates_and_shares() -> None:
-    stats = phase_stats(history(), "stress")
-    assert stats is not None
-    assert stats["offered_rps"] == 300.0
-    assert stats["goodput_rps"] == 200.0
-    assert stats["rejection_share"] == pytest.approx(1 / 3, abs=1e-3)
 
 
 def test_an_hour_long_history_judges_its_baseline_steady() -> None:

@@ -88,7 +88,8 @@ def write_run(
     (d / "scenario.toml").write_text(sc.to_toml())
     meta = {"scenario": sc.name, "seed": sc.seed, "t0_epoch": 1.7e9, "status": status}
     (d / "meta.json").write_text(json.dumps(meta))
-    jsonl(d / "requests.jsonl", requests or [request_row(t) for t in range(duration)])
+    requests = requests or [request_row(t) for t in range(duration)]
+    jsonl(d / "requests.jsonl", requests)
     if samples is None:
         samples = [
             sample_row(t, state="open" if 9 <= t < 13 else "closed") for t in range(duration)
@@ -105,7 +106,8 @@ def write_run(
                        {"t": f.at_s + f.for_s + 0.02, "kind": "fault_stop", **base}]  # fmt: skip
     jsonl(d / "events.jsonl", events)
     if impressions is not False:
-        imp = impressions or {"acked": 10, "found": 10, "missing": 0, "missing_sample": [],
+        n = sum(int((r.get("outcomes") or {}).get("accepted", 0)) for r in requests)
+        imp = impressions or {"acked": n, "found": n, "missing": 0, "missing_sample": [],
                               "duplicates_in_topic": 0, "read_back_s": 0.1, "complete": True,
                               "error": None}  # fmt: skip
         (d / "impressions.json").write_text(json.dumps(imp))
@@ -120,8 +122,23 @@ def test_loads_every_file_of_a_run_directory(tmp_path: Path) -> None:
     assert h.requests[5].admitted == 60 and h.requests[5].sent == 60
     assert [p.name for p in h.phases] == ["warmup", "baseline", "stress", "recovery", "post"]
     assert [(w.proxy, w.start_s, w.end_s) for w in h.faults] == [("dsp-1", 8.01, 13.02)]
-    assert h.impressions is not None and h.impressions.acked == 10
+    assert h.impressions is not None and h.impressions.complete
     assert h.notes == ()
+    # no target.json (an older run directory): the limits are resolved from the scenario
+    assert h.target_config is not None and h.target_config["auction"]["limit"] == 64
+
+
+def test_the_targets_limits_come_from_target_json_as_recorded(tmp_path: Path) -> None:
+    d = write_run(tmp_path / "run")
+    recorded = load_history(d).target_config
+    assert recorded is not None
+    changed = {**recorded, "auction": {**recorded["auction"], "limit": 7}}
+    (d / "target.json").write_text(json.dumps(changed))
+    h = load_history(d)
+    assert h.target_config is not None and h.target_config["auction"]["limit"] == 7
+    (d / "target.json").write_text("[1, 2]")
+    with pytest.raises(UsageError, match=r"target\.json: expected a JSON object"):
+        load_history(d)
 
 
 def test_window_selection_is_half_open(tmp_path: Path) -> None:
