@@ -97,23 +97,32 @@ class ServerRejections:
     last_t: float
 
 
-def server_rejections(samples: Sequence[Sample], layer: str, pct: float) -> ServerRejections | None:
+def server_rejections(
+    samples: Sequence[Sample],
+    layer: str,
+    pct: float,
+    exclude: Sequence[tuple[float, float]] = (),
+) -> ServerRejections | None:
     """pNN of `spikegate_rejection_seconds{layer}` over `samples`, or None when fewer than
     two of them carry the histogram (an external target, an older run directory).
 
     The cumulative buckets are differenced between consecutive scrapes and summed, which
-    is last minus first unless the target restarted (a falling total: counted from zero)."""
+    is last minus first unless the target restarted (a falling total: counted from zero).
+    A scrape's increment covers (previous scrape, this scrape]; one that overlaps a window
+    of `exclude` is left out."""
     rows = [s for s in samples if s.ok and s.rejection_buckets is not None]
     if len(rows) < 2:
         return None
     acc: dict[float, int] = {}
     prev = dict(rows[0].rejection_buckets.get(layer, ()))  # type: ignore[union-attr]
+    prev_t = rows[0].t
     for s in rows[1:]:
         cur = dict(s.rejection_buckets.get(layer, ()))  # type: ignore[union-attr]
         reset = max(cur.values(), default=0) < max(prev.values(), default=0)
-        for le, n in cur.items():
-            acc[le] = acc.get(le, 0) + max(0, n if reset else n - prev.get(le, 0))
-        prev = cur
+        if not any(prev_t < b and s.t > a for a, b in exclude):
+            for le, n in cur.items():
+                acc[le] = acc.get(le, 0) + max(0, n if reset else n - prev.get(le, 0))
+        prev, prev_t = cur, s.t
     edges = sorted(acc)
     count = max(acc.values(), default=0)
     finite = [le for le in edges if math.isfinite(le)]

@@ -3,6 +3,7 @@ and the small helpers that build and combine verdicts."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,3 +101,14 @@ def _inflight_peak(s: Sample) -> float | None:
     if s.auction_inflight_max is None:
         return s.auction_inflight
     return max(s.auction_inflight_max, s.auction_inflight or 0.0)
+
+
+def settle_windows(c: _Ctx, p: Phase) -> list[tuple[float, float]]:
+    """The first `settle` after the phase's start and after each fault onset in it, from
+    the first whole second the onset touches: protection needs a moment to engage (a
+    breaker its slow calls, a timer its loop), so latencies there are not judged."""
+    grace = c.th.settle.seconds
+    onsets = sorted(
+        {p.start_s, *(w.start_s for w in c.h.faults if p.start_s <= w.start_s < p.end_s)}
+    )
+    return [(math.floor(o), o + grace) for o in onsets]

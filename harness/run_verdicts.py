@@ -33,6 +33,7 @@ from spikegate.harness.judging import (
     _inflight_peak,
     _queue_cap,
     _v,
+    settle_windows,
 )
 from spikegate.harness.scenario import Phase
 from spikegate.harness.thresholds import LatencyBound
@@ -283,11 +284,8 @@ def graceful_degradation(c: _Ctx) -> list[Verdict]:
             )
         )
     # Latencies are judged once protection had time to engage (`settle` after each onset).
-    onsets = sorted(
-        {p.start_s, *(w.start_s for w in c.h.faults if p.start_s <= w.start_s < p.end_s)}
-    )
-    grace = th.settle.seconds
-    settled = [r for r in c.rows(p) if not any(o <= r.t < o + grace for o in onsets)]
+    settle = settle_windows(c, p)
+    settled = [r for r in c.rows(p) if not any(a <= r.t < b for a, b in settle)]
     adm, adm_n, _ = percentile_ms(settled, "admitted", th.slo.percentile)
     bound = th.slo.bound_ms
     if base_p99 is not None:
@@ -325,7 +323,7 @@ def graceful_degradation(c: _Ctx) -> list[Verdict]:
             rejected_latency_ms=_r(rej),
             rejected=rej_n,
             reject_bound=str(rb),
-            latency_excludes=[[o, o + grace] for o in onsets],
+            latency_excludes=[[a, b] for a, b in settle],
         )
     ]
 
