@@ -3,8 +3,8 @@
 Speaks Shopify/toxiproxy 2.12.0's HTTP API and applies its toxics, in pure asyncio (uvloop
 when installed). Modules: ``api`` (routes, handlers), ``httpd`` (HTTP/1.1), ``gojson`` (Go's
 JSON decoding rules), ``schema`` (request/response shapes), ``proxy`` (listeners and the
-collection), ``connection`` and ``link`` (the data path), ``toxics/`` (one module each),
-``metrics`` (Prometheus text).
+collection), ``connection`` and ``link`` (the data path), ``outstanding`` (requests waiting
+for an answer, per proxy), ``toxics/`` (one module each), ``metrics`` (Prometheus text).
 
 Divergences from upstream Toxiproxy
 -----------------------------------
@@ -29,7 +29,8 @@ Divergences from upstream Toxiproxy
 - Timers run on the event loop (1 ms resolution under uvloop); slicer ``delay`` below 1 ms
   is rounded up to the loop's granularity.
 - Request bodies above 1 MiB get 413; ``/metrics`` always serves the per-proxy byte
-  counters (upstream needs ``-proxy-metrics``).
+  counters (upstream needs ``-proxy-metrics``), and also our own per-proxy outstanding
+  requests (``spikegate_proxy_outstanding`` and ``..._reached_total{level}``).
 """
 
 from __future__ import annotations

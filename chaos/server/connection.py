@@ -7,6 +7,12 @@ The upstream is dialled per client, concurrently, with a timeout; until it answe
 socket is not read. A failed dial closes the client (it reads EOF). EOF is forwarded as a
 half-close; the connection closes when both directions ended, when either socket fails, or
 when a toxic or the API closes it.
+
+A connection is *outstanding* (counted in the proxy's ``Outstanding``, see outstanding.py)
+from a read on the client socket while it is not, until the downstream link writes the first
+bytes back to the client socket or the connection closes. The client side checks one flag per
+read; the answer is caught by arming the downstream link's next write, not by a check per
+upstream read.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from .link import Counters, Link
+from .outstanding import Outstanding
 from .schema import ToxicWrapper
 
 log = logging.getLogger("chaos.server")
@@ -79,8 +86,6 @@ class _Side(asyncio.Protocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.role == "client":
-            self.conn.accepted(self)
 
     def data_received(self, data: bytes) -> None:
         # The hot path: no branch; ``forward`` is the destination's write on the fast path.
@@ -113,20 +118,44 @@ class _Side(asyncio.Protocol):
         self.conn.close()
 
 
+class _ClientSide(_Side):
+    """The client's socket: a read while no request is outstanding starts one."""
+
+    __slots__ = ("waiting",)
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(conn, "client")
+        self.waiting = False  # a request is outstanding: the client waits for an answer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.conn.accepted(self)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.waiting:
+            self.conn.request_started()
+        self.forward(data)
+        self.counters.received += len(data)
+
+
 class Connection:
-    def __init__(self, owner: Owner) -> None:
+    def __init__(self, owner: Owner, outstanding: Outstanding | None = None) -> None:
         self.owner = owner
-        self.client: _Side | None = None
+        # the proxy's count of outstanding requests; without one, a count of its own
+        self.outstanding = Outstanding() if outstanding is None else outstanding
+        self.client: _ClientSide | None = None
         self.upstream: _Side | None = None
         self.links: dict[str, Link] = {}
+        self._down: Link | None = None  # the link writing answers to the client
+        self._ended = self._request_ended  # bound once: armed once per request
         self.closed = False
         self._dial: asyncio.Task[None] | None = None
 
     @classmethod
-    def protocol_factory(cls, owner: Owner) -> _Side:
-        return _Side(cls(owner), "client")
+    def protocol_factory(cls, owner: Owner, outstanding: Outstanding | None = None) -> _Side:
+        return _ClientSide(cls(owner, outstanding))
 
-    def accepted(self, side: _Side) -> None:
+    def accepted(self, side: _ClientSide) -> None:
         self.client = side
         self.owner.adopt(self)
         self._dial = asyncio.get_running_loop().create_task(self._connect())
@@ -161,6 +190,9 @@ class Connection:
             owner.rng, owner.chain("downstream"),
         )  # fmt: skip
         self.links = {"upstream": up, "downstream": down}
+        self._down = down
+        if client.waiting:  # held reads started a request: catch the answer's first write
+            down.notify_next_write(self._ended)
         for sock_side, out, into in ((client, up, down), (side, down, up)):
             sock_side.out, sock_side.into = out, into
             sock_side.counters = out.counters
@@ -183,6 +215,23 @@ class Connection:
         if link is not None:
             link.rechain(self.owner.chain(stream), removed, updated, reroll)
 
+    def request_started(self) -> None:
+        """The client sent bytes while nothing was outstanding: it now waits for an answer."""
+        client = self.client
+        if self.closed or client is None:
+            return
+        client.waiting = True
+        self.outstanding.rise()
+        if self._down is not None:
+            self._down.notify_next_write(self._ended)
+
+    def _request_ended(self) -> None:
+        """The first bytes of an answer were written to the client socket, or it closed."""
+        client = self.client
+        if client is not None and client.waiting:
+            client.waiting = False
+            self.outstanding.fall()
+
     def link_finished(self) -> None:
         if self.links and all(link.finished for link in self.links.values()):
             self.close()
@@ -192,6 +241,7 @@ class Connection:
         if self.closed:
             return
         self.closed = True
+        self._request_ended()  # a closed connection has nothing outstanding
         for link in self.links.values():
             link.shutdown()
         loop = asyncio.get_running_loop()

@@ -9,6 +9,9 @@ The fast path costs one Python call per socket read: the source socket's protoco
 ``side.forward``, which *is* ``dest.write`` while the link is direct and ``Link.feed``
 otherwise; the link swaps it when it enters or leaves the fast path, so no per-chunk branch
 or task switch runs and order is kept (the pump drains its queue before the swap back).
+``notify_next_write`` arms a one-shot callback for the next write to the destination (the
+connection's "the answer reached the client"): while armed, the fast path is
+``_write_and_notify`` instead of ``dest.write``, so the unarmed path stays one call.
 
 The API never waits on data: adding, updating or removing a toxic swaps the chain tuple,
 rolls toxicity for new toxics, and wakes any toxic sleeping in this link so it re-reads its
@@ -120,14 +123,46 @@ class Link:
         self._dest_blocked = False
         self._queue_full = False
         self._source_paused = False
+        self._on_write: Callable[[], None] | None = None  # fired once, after the next write
+        self._armed_write = self._write_and_notify  # bound once: arming is per request
         side.forward = dest.write
         self.rechain(chain)
 
     # --- data in ---------------------------------------------------------------------------
     def _set_direct(self, direct: bool) -> None:
-        """Enter or leave the fast path: the source's reads go straight to ``dest.write``."""
+        """Enter or leave the fast path: the source's reads go straight to ``dest.write``
+        (through ``_write_and_notify`` while a callback is armed)."""
         self.direct = direct
-        self.side.forward = self.dest.write if direct else self.feed
+        if not direct:
+            self.side.forward = self.feed
+        elif self._on_write is None:
+            self.side.forward = self.dest.write
+        else:
+            self.side.forward = self._armed_write
+
+    def notify_next_write(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, right after the next bytes are written to the destination."""
+        if self.closed:
+            return
+        self._on_write = callback
+        if self.direct:
+            self.side.forward = self._armed_write
+
+    def _write_and_notify(self, data: bytes) -> None:
+        """The fast path while a callback is armed: write, then disarm and call it."""
+        self.dest.write(data)
+        # installed only while direct, open and armed (every change of those swaps it out)
+        callback, self._on_write = self._on_write, None
+        self.side.forward = self.dest.write
+        if callback is not None:
+            callback()
+
+    def _notify(self) -> None:
+        callback, self._on_write = self._on_write, None
+        if self.direct and not self.closed:
+            self.side.forward = self.dest.write
+        if callback is not None:
+            callback()
 
     def feed(self, data: bytes) -> None:
         """A read while toxics are active: queue it (in chunks) for the pump."""
@@ -253,6 +288,8 @@ class Link:
         if chunk.data:
             self.dest.write(chunk.data)
             self.counters.piped_out += len(chunk.data)
+            if self._on_write is not None:
+                self._notify()
             while self._dest_blocked and not self.closed:
                 await self._wait(self._writers, math.inf)
 
@@ -295,6 +332,7 @@ class Link:
         if self.closed:
             return
         self.closed = True
+        self._on_write = None
         self.side.forward = self._discard
         for state in self.states.values():
             if state.timer is not None:

@@ -1,4 +1,5 @@
-"""Prometheus text exposition of the proxies' byte counters (upstream's metric names)."""
+"""Prometheus text exposition of the proxies' byte counters (upstream's metric names) and
+of their outstanding requests (ours, see outstanding.py; a real toxiproxy-server has none)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Iterable
 from .proxy import Proxy
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OUTSTANDING = "spikegate_proxy_outstanding"
+OUTSTANDING_REACHED = "spikegate_proxy_outstanding_reached_total"
 _METRICS = (
     ("toxiproxy_proxy_received_bytes_total", "received", "Bytes read from the source socket."),
     ("toxiproxy_proxy_sent_bytes_total", "sent", "Bytes written to the destination socket."),
@@ -30,4 +33,21 @@ def render(proxies: Iterable[Proxy]) -> bytes:
                     f'proxy="{_label(proxy.name)}",upstream="{_label(proxy.upstream)}"'
                 )
                 lines.append(f"{metric}{{{labels}}} {getattr(counters, attribute)}")
+    lines.append(
+        f"# HELP {OUTSTANDING} Connections of the proxy whose client waits for an answer: it "
+        "sent bytes, and none were written back since."
+    )
+    lines.append(f"# TYPE {OUTSTANDING} gauge")
+    for proxy in proxies:
+        lines.append(f'{OUTSTANDING}{{proxy="{_label(proxy.name)}"}} {proxy.outstanding.count}')
+    lines.append(
+        f"# HELP {OUTSTANDING_REACHED} Times the proxy's outstanding count rose to `level`; "
+        "a scraper's peak since its previous scrape is the highest level whose count rose, "
+        "or the gauge then, or now."
+    )
+    lines.append(f"# TYPE {OUTSTANDING_REACHED} counter")
+    for proxy in proxies:
+        name = _label(proxy.name)
+        for level, count in proxy.outstanding.levels():
+            lines.append(f'{OUTSTANDING_REACHED}{{level="{level}",proxy="{name}"}} {count}')
     return ("\n".join(lines) + "\n").encode()

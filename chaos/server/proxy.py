@@ -14,6 +14,7 @@ import socket
 from .connection import Connection
 from .errors import PROXY_EXISTS, PROXY_NOT_FOUND, ApiError
 from .link import Counters
+from .outstanding import Outstanding
 from .schema import STREAMS, ProxySpec, ToxicWrapper
 
 log = logging.getLogger("chaos.server")
@@ -79,6 +80,7 @@ class Proxy:
         self.rng = rng
         self.dial_timeout_s = dial_timeout_s
         self.counters = {stream: Counters() for stream in STREAMS}
+        self.outstanding = Outstanding()
         self.chains: dict[str, list[ToxicWrapper]] = {stream: [] for stream in STREAMS}
         self.connections: set[Connection] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -114,7 +116,7 @@ class Proxy:
             raise ApiError(500, f"listen tcp {self.listen}: {reason}") from None
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: Connection.protocol_factory(self), sock=sock
+            lambda: Connection.protocol_factory(self, self.outstanding), sock=sock
         )
         bound_host, bound_port = sock.getsockname()[:2]
         self.listen = format_address(bound_host, bound_port)
