@@ -13,8 +13,8 @@ import pytest
 from spikegate.harness.errors import ScenarioError
 from spikegate.harness.scenario import Scenario, load_scenario, parse_scenario, shipped
 
-SHIPPED = ["dsp-brownout", "flash-crowd", "hot-publisher", "kafka-stall", "perfect-storm",
-           "redis-outage", "smoke"]  # fmt: skip
+SHIPPED = ["dsp-brownout", "failure-paths", "flash-crowd", "hot-publisher", "kafka-stall",
+           "perfect-storm", "redis-outage", "smoke"]  # fmt: skip
 
 
 def write(tmp_path: Path, text: str) -> Path:
