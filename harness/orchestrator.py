@@ -58,6 +58,7 @@ from spikegate.contract.rundir import (
 )
 from spikegate.harness import __version__
 from spikegate.harness.accounting import account_impressions, read_acked, unavailable, wait_drained
+from spikegate.harness.broker_evidence import BrokerRecords
 from spikegate.harness.control import ControlApi, ControlServer
 from spikegate.harness.errors import EnvironmentProblem, UsageError
 from spikegate.harness.lifeline import OWNER_ENV, owner_token
@@ -71,8 +72,9 @@ from spikegate.harness.live import (
 )
 from spikegate.harness.liverun import LiveRun, unpublish
 from spikegate.harness.loadgen import LocustProcess
+from spikegate.harness.proxy_evidence import ProxyOutstanding
 from spikegate.harness.reaper import Reaped, describe, reap_orphans
-from spikegate.harness.sampler import Sampler
+from spikegate.harness.sampler import Evidence, Sampler
 from spikegate.harness.scenario import Scenario
 from spikegate.harness.services import ManagedProcess, ServiceError
 from spikegate.harness.stack import Stack, StackSettings, leftover_children, port_listening
@@ -283,6 +285,7 @@ class _Run:
         self.chaos: ChaosClient | None = None
         self.locust: LocustProcess | None = None
         self.sampler: Sampler | None = None
+        self._sources: list[Evidence] = []  # the harness's own evidence, read beside each scrape
         self.schedule: FaultSchedule | None = None
         self.control: ControlServer | None = None
         self.control_port: int | None = None
@@ -404,6 +407,7 @@ class _Run:
             f"{self.target_url}/metrics",
             on_row=self.samples.write,
             on_warning=lambda m: self.events.emit("warning", message=m),
+            evidence=self._evidence(),
         )
         self.sampler.start(self.t0_mono)
         if self.chaos is not None:
@@ -412,6 +416,17 @@ class _Run:
             self.schedule.__enter__()
             self._start_control(self.schedule)
         self._watch()
+
+    def _evidence(self) -> list[Evidence]:
+        """The harness's own sources, read beside every scrape: the chaos proxy's requests
+        outstanding per dependency, and the broker's records read at its own listener."""
+        sources = self._sources
+        if self.chaos is not None:
+            sources.append(ProxyOutstanding(self.chaos.url))
+        kafka = self.stack.kafka if self.stack is not None else None
+        if kafka is not None and kafka.bootstrap:
+            sources.append(BrokerRecords(kafka.bootstrap, self._topic()))
+        return sources
 
     def _start_control(self, schedule: FaultSchedule) -> None:
         """Serve the control API and publish where it is; a failure costs only the control."""
@@ -643,6 +658,11 @@ class _Run:
     def _stop_sampler(self) -> None:
         if self.sampler is not None:
             self.sampler.stop()
+        for source in self._sources:
+            close = getattr(source, "close", None)
+            if close is not None:
+                with contextlib.suppress(OSError):
+                    close()
 
     def _stop_stack(self) -> None:
         toxics: list[str] = []
