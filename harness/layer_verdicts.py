@@ -23,6 +23,7 @@ from spikegate.contract.outcomes import (
     SHED,
 )
 from spikegate.harness.evidence import (
+    INFLIGHT_SLACK,
     REDIS_PROXY,
     impression_backlog,
     inflight_tolerance,
@@ -31,7 +32,7 @@ from spikegate.harness.evidence import (
     worst_backlog,
 )
 from spikegate.harness.figures import ServerRejections, _pct, _r, percentile_ms, server_rejections
-from spikegate.harness.history import FaultWindow, RequestSecond
+from spikegate.harness.history import FaultWindow, RequestSecond, Sample
 from spikegate.harness.judging import (
     _PROTECTIVE_BREAKER,
     _ceiling,
@@ -529,6 +530,33 @@ def _fill_recovered(c: _Ctx, since: float, ev: dict[str, Any]) -> list[tuple[Sta
     return [(PASS, f"bid fill rate back to {_pct(after)} (baseline {_pct(before)})")]
 
 
+_OPEN = frozenset({"open", "forced_open"})
+
+
+def _open_but_calling(c: _Ctx, dsp: str, ev: dict[str, Any]) -> list[tuple[Status, str]]:
+    """The breaker's state against the chaos proxy: over a second the target reports open
+    at both ends, the DSP gets at most the half-open probes (one probe round a second at
+    most); a breaker that says open and still calls the DSP is lying about protecting it."""
+    probes = c.target.breaker_half_open_probes if c.target is not None else 3.0
+    allowed = probes + INFLIGHT_SLACK
+    worst: tuple[float, float] | None = None
+    prev: Sample | None = None
+    for s in c.h.samples:
+        v = s.proxy_outstanding_max.get(dsp)
+        both = prev is not None and prev.breakers.get(dsp) in _OPEN
+        if both and s.breakers.get(dsp) in _OPEN and v is not None and v > allowed:
+            worst = max(worst or (v, s.t), (v, s.t))
+        prev = s
+    if worst is None:
+        return []
+    ev[f"{dsp}_outstanding_while_open"] = worst[0]
+    return [(FAIL, (
+        f"the target said {dsp}'s breaker was open over ({worst[1] - 1:g}, {worst[1]:g}] s, "
+        f"yet the chaos proxy saw {worst[0]:g} requests outstanding to {dsp} at once "
+        f"(half-open probes {probes:g} + {INFLIGHT_SLACK:g})"
+    ))]  # fmt: skip
+
+
 def layer_breaker(c: _Ctx) -> list[Verdict]:
     episodes = _dsp_episodes(c)
     if not episodes:
@@ -551,6 +579,8 @@ def layer_breaker(c: _Ctx) -> list[Verdict]:
             if last and ev["closed_at"] is not None:
                 since = max(since, float(ev["closed_at"]) + 1.0)
     evidence: dict[str, Any] = {"dsps": per}
+    for dsp in sorted(episodes):
+        parts.extend(_open_but_calling(c, dsp, evidence))
     parts.extend(_fill_recovered(c, since, evidence))
     st, msg = _combine(parts)
     return [_v("layer.breaker", "stress", st, msg, **evidence)]

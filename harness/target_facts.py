@@ -71,6 +71,7 @@ class TargetFacts:
     producer_workers: float = 2.0
     producer_batch_size: float = 500.0
     breaker_max_wait_open_s: float = 5.0
+    breaker_half_open_probes: float = 3.0
     publishers: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # rate/s, burst
 
     @classmethod
@@ -94,6 +95,7 @@ class TargetFacts:
             producer_workers=_num(imp, "workers", 2.0),
             producer_batch_size=_num(imp, "batch_size", 500.0),
             breaker_max_wait_open_s=_num(breaker, "max_wait_open_s", 5.0),
+            breaker_half_open_probes=_num(breaker, "half_open_probes", 3.0),
             publishers=publishers,
         )
 

@@ -207,6 +207,11 @@ def _states(opened: set[int]) -> list[Sample]:
     return out
 
 
+def _calls(samples: list[Sample], n: float) -> list[Sample]:
+    """The chaos proxy saw `n` requests outstanding to dsp-1 at once, every second."""
+    return [dataclasses.replace(s, proxy_outstanding_max={"dsp-1": n}) for s in samples]
+
+
 def _bids(fill_after: float, since: int = 40) -> list[RequestSecond]:
     """100 admitted bids a second, a 97% fill rate, `fill_after` from t=`since`."""
     out = []
@@ -230,6 +235,12 @@ BREAKER: list[tuple[str, Callable[[], History], str, str]] = [
     ("opens late in the first window",
      lambda: history(TWICE, samples=_states({25} | set(range(31, 36)))),
      "pass", "opened at t=25s"),
+    ("open and the proxy agrees: only probes reach dsp-1",
+     lambda: history(TWICE, samples=_calls(_states(set(range(21, 26)) | set(range(31, 36))), 3)),
+     "pass", "dsp-1's window [30, 35) s: opened"),
+    ("says open yet calls dsp-1: 40 outstanding at the proxy",
+     lambda: history(TWICE, samples=_calls(_states(set(range(21, 26)) | set(range(31, 36))), 40)),
+     "fail", "yet the chaos proxy saw 40 requests outstanding to dsp-1"),
     ("fill rate back after the last close",
      lambda: history(rows=_bids(0.97)), "pass", "bid fill rate back"),
     ("a DSP's bids never come back (reported closed)",
