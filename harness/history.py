@@ -76,6 +76,8 @@ class RequestSecond:
     rejected_p99_ms: float | None = None
     cpu_percent: float | None = None
     max_lateness_ms: float | None = None
+    # designed rejections without Retry-After as integer seconds >= 1, by outcome
+    retry_after_invalid: Mapping[str, int] = field(default_factory=dict)
     line: int = 0
 
     @property
@@ -422,6 +424,7 @@ def parse_request_row(row: Mapping[str, Any], where: _Where) -> RequestSecond:
         rejected_p99_ms=where.num(row, "rejected_p99_ms"),
         cpu_percent=where.num(row, "cpu_percent"),
         max_lateness_ms=where.num(row, "max_lateness_ms"),
+        retry_after_invalid=where.counts(row, "retry_after_invalid"),
         line=where.line,
     )
 

@@ -177,8 +177,27 @@ def layer_edge(c: _Ctx) -> list[Verdict]:
     p = c.stress
     if p is not None:
         parts.extend(_rejection_speed(c, p, RATE_LIMITED, "429s answered", ev))
+    parts.extend(_retry_after(c, ev))
     st, msg = _combine(parts)
     return [_v("layer.edge", "stress", st, msg, **ev)]
+
+
+def _retry_after(c: _Ctx, ev: dict[str, Any]) -> list[tuple[Status, str]]:
+    """Every 429 tells the client when to come back: Retry-After, integer seconds >= 1
+    (PATTERNS.md). A 0 (or none) invites the retry storm the edge exists to stop."""
+    limited = sum(r.outcomes.get(RATE_LIMITED, 0) for r in c.h.requests)
+    bad = [(r.t, r.retry_after_invalid.get(RATE_LIMITED, 0)) for r in c.h.requests]
+    bad = [(t, n) for t, n in bad if n]
+    ev["retry_after_invalid"] = sum(n for _, n in bad)
+    if not limited:
+        return []
+    if bad:
+        n = sum(k for _, k in bad)
+        return [(FAIL, (
+            f"{n} of {limited} 429s carried no Retry-After of integer seconds >= 1 "
+            f"(first at t={bad[0][0]:g}s): clients are told to retry at once"
+        ))]  # fmt: skip
+    return [(PASS, f"every 429 carried Retry-After >= 1 s ({limited})")]
 
 
 def _isolation(

@@ -50,7 +50,7 @@ from spikegate.contract.outcomes import (
     classify,
 )
 from spikegate.locustfiles.plugin import MAX_LATENESS_S, runtime
-from spikegate.locustfiles.recorder import BID, IMPRESSION, OUTCOME_INDEX
+from spikegate.locustfiles.recorder import BID, IMPRESSION, OUTCOME_INDEX, valid_retry_after
 
 __all__ = ["AdServerUser"]
 
@@ -59,6 +59,7 @@ _OK = OUTCOME_INDEX[OK]
 _TIMEOUT = OUTCOME_INDEX[TIMEOUT]
 _CONN_ERROR = OUTCOME_INDEX[CONN_ERROR]
 _SUCCESS = frozenset(OUTCOME_INDEX[o] for o in ADMITTED_OUTCOMES | DESIGNED_REJECTIONS)
+_DESIGNED = frozenset(OUTCOME_INDEX[o] for o in DESIGNED_REJECTIONS)
 _TIMEOUTS = (TimeoutError, gevent.Timeout)  # socket timeouts are TimeoutError
 _NAMES = ("/bid", "/impression")  # by endpoint (BID, IMPRESSION): Locust's request names
 _YIELD_EVERY = 32  # sends between forced yields when a loop never has to wait
@@ -222,6 +223,7 @@ class AdServerUser(FastHttpUser):
         assert rec is not None
         headers = self._headers.get(pub) or self._publisher_headers(pub)
         decision: Any = None
+        retry_after: Any = None
         content = b""
         status = 0
         error: BaseException | None = None
@@ -236,6 +238,7 @@ class AdServerUser(FastHttpUser):
                 resp.release()  # back to the pool when complete, closed otherwise
             status = resp.status_code
             decision = resp.get(DECISION_HEADER)
+            retry_after = resp.get("retry-after") if status in (429, 503) else None
         except GreenletExit:
             # killed at shutdown: it never got an answer (and Locust never hears of it)
             latency_us = int((perf_counter() - start) * 1e6)
@@ -250,7 +253,10 @@ class AdServerUser(FastHttpUser):
             outcome = OUTCOME_INDEX[classify(status, decision)]
         else:
             outcome = _TIMEOUT if _is_timeout(error) else _CONN_ERROR
-        rec.bucket(second).record(endpoint, pub, outcome, decision, int(elapsed * 1e6))
+        bucket = rec.bucket(second)
+        bucket.record(endpoint, pub, outcome, decision, int(elapsed * 1e6))
+        if outcome in _DESIGNED and not valid_retry_after(retry_after):
+            bucket.bad_retry_after(outcome)
         if outcome in _SUCCESS:
             exception: BaseException | None = None
         elif error is not None:

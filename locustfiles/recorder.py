@@ -38,6 +38,7 @@ __all__ = [
     "SecondStats",
     "classify",
     "quantize_us",
+    "valid_retry_after",
 ]
 
 ENDPOINTS = ("bid", "impression")
@@ -82,6 +83,13 @@ def _pct_ms(hist: HdrHistogram | None, pct: float) -> float | None:
     return round(float(hist.get_value_at_percentile(pct)) / 1000.0, 3)
 
 
+def valid_retry_after(value: object) -> bool:
+    """Retry-After as a designed rejection must carry it: integer seconds, at least 1."""
+    if isinstance(value, list):  # a repeated header: the last one counts
+        value = value[-1] if value else None
+    return isinstance(value, str) and value.strip().isdigit() and int(value) >= 1
+
+
 class SecondStats:
     """Everything the generator saw for the requests intended in one second."""
 
@@ -99,6 +107,7 @@ class SecondStats:
         "outcomes",
         "processes",
         "publishers",
+        "retry_after_invalid",
         "second",
         "sent",
     )
@@ -119,6 +128,9 @@ class SecondStats:
         self.cpu_percent: float | None = None
         self.cpu_warning = False
         self.processes = 1
+        # designed rejections (429/503 with a decision) without a valid Retry-After
+        # (integer seconds >= 1), by outcome
+        self.retry_after_invalid: dict[str, int] = {}
 
     # --- hot path --------------------------------------------------------------------------
     def record(
@@ -145,6 +157,11 @@ class SecondStats:
             return
         q = quantize_us(latency_us)
         lat[q] = lat.get(q, 0) + 1
+
+    def bad_retry_after(self, outcome: int) -> None:
+        """A designed rejection came without a usable Retry-After (integer seconds >= 1)."""
+        name = OUTCOMES[outcome]
+        self.retry_after_invalid[name] = self.retry_after_invalid.get(name, 0) + 1
 
     def running(self) -> int:
         """Requests sent in this second that have no outcome yet."""
@@ -182,6 +199,8 @@ class SecondStats:
             self.cpu_percent = max(self.cpu_percent or 0.0, other.cpu_percent)
         self.cpu_warning = self.cpu_warning or other.cpu_warning
         self.processes += other.processes
+        for k, n in other.retry_after_invalid.items():
+            self.retry_after_invalid[k] = self.retry_after_invalid.get(k, 0) + n
 
     def wire(self) -> dict[str, Any]:
         """A JSON-able copy for report_to_master (sealed; histograms encoded)."""
@@ -199,6 +218,7 @@ class SecondStats:
             "cpu_percent": self.cpu_percent,
             "cpu_warning": self.cpu_warning,
             "processes": self.processes,
+            "retry_after_invalid": dict(self.retry_after_invalid),
         }
 
     @classmethod
@@ -220,6 +240,8 @@ class SecondStats:
         s.cpu_percent = None if cpu is None else float(cpu)
         s.cpu_warning = bool(data.get("cpu_warning", False))
         s.processes = int(data.get("processes", 1))
+        bad = data.get("retry_after_invalid") or {}
+        s.retry_after_invalid = {str(k): int(v) for k, v in bad.items()}
         return s
 
     def row(self) -> dict[str, Any]:
@@ -247,6 +269,7 @@ class SecondStats:
             "cpu_percent": self.cpu_percent,
             "cpu_warning": self.cpu_warning,
             "processes": self.processes,
+            "retry_after_invalid": dict(sorted(self.retry_after_invalid.items())),
         }
 
 

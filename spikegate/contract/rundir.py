@@ -38,7 +38,9 @@ master/worker so there is exactly one row per second:
      "max_lateness_ms": f,        # worst (actual send - intended send) in this second
      "cpu_percent": f | null,     # the generator's own CPU (max over its processes)
      "cpu_warning": bool,         # Locust's cpu_warning (> 90%) fired in this second
-     "processes": n}              # processes that contributed (0 = none reported this second)
+     "processes": n,              # processes that contributed (0 = none reported this second)
+     "retry_after_invalid": {OUTCOME: n}}    # designed rejections (429, 503 with a decision)
+                                             # without Retry-After as integer seconds >= 1
 OUTCOMES and the decision header: spikegate.contract.outcomes. Designed rejections are
 rate_limited, overloaded and shed; "admitted" latencies are those of ok, no_bid and accepted.
 
@@ -131,6 +133,7 @@ REQUEST_ROW_FIELDS = (
     "cpu_percent",
     "cpu_warning",
     "processes",
+    "retry_after_invalid",
 )
 EVENT_KINDS = (
     "run_start",

@@ -292,3 +292,19 @@ def test_the_generators_intended_count_must_meet_the_schedule(
     assert v.status == status, v.message
     assert words in v.message
     assert v.evidence["schedule_expected"] == pytest.approx(15 * 300)
+
+
+# --- layer.edge: every 429 says when to come back ------------------------------------------
+@pytest.mark.parametrize(("bad", "status"), [(0, "pass"), (3, "fail")])
+def test_429s_must_carry_retry_after_of_at_least_a_second(bad: int, status: str) -> None:
+    """A Retry-After rounded down to 0 (a sub-second wait truncated) tells every client to
+    retry at once: the recorder counts such 429s and layer.edge fails on any."""
+    rows = [
+        dataclasses.replace(r, retry_after_invalid={"rate_limited": bad} if r.t == 25 else {})
+        for r in healthy_rows()
+    ]
+    v = verdict(check(history(rows=rows)), "layer.edge", "stress")
+    assert v.status == status, v.message
+    assert v.evidence["retry_after_invalid"] == bad
+    if bad:
+        assert "3 of 600 429s carried no Retry-After" in v.message

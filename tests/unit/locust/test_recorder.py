@@ -19,6 +19,7 @@ from spikegate.locustfiles.recorder import (
     SecondStats,
     classify,
     quantize_us,
+    valid_retry_after,
 )
 from spikegate.locustfiles.shapes import load_params
 from spikegate.locustfiles.traffic import FLOORS, USER_POOL, Traffic, default_publishers
@@ -255,3 +256,25 @@ def test_bid_floors_and_users_are_drawn_from_their_sets_and_vary() -> None:
 def test_bid_bodies_are_the_same_for_the_same_seed() -> None:
     a, b = traffic(), traffic()
     assert [a.bid_body("pub-3") for _ in range(20)] == [b.bid_body("pub-3") for _ in range(20)]
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [("1", True), ("30", True), (" 2 ", True), (["0", "3"], True), ("0", False), (None, False),
+     ("", False), ("1.5", False), ("-1", False), ("Wed, 21 Oct 2026 07:28:00 GMT", False)],
+)  # fmt: skip
+def test_retry_after_must_be_integer_seconds_of_at_least_one(value: object, valid: bool) -> None:
+    assert valid_retry_after(value) is valid
+
+
+def test_rejections_without_a_valid_retry_after_survive_the_wire_and_merge() -> None:
+    a, b = SecondStats(4), SecondStats(4)
+    rl = OUTCOME_INDEX["rate_limited"]
+    for s, n in ((a, 2), (b, 3)):
+        for _ in range(n):
+            s.record(BID, "pub-1", rl, "rate_limited", 300)
+            s.bad_retry_after(rl)
+    merged = SecondStats.from_wire(json.loads(json.dumps(a.seal().wire())))
+    merged.merge(SecondStats.from_wire(json.loads(json.dumps(b.seal().wire()))))
+    assert merged.row()["retry_after_invalid"] == {"rate_limited": 5}
+    assert SecondStats(5).seal().row()["retry_after_invalid"] == {}
