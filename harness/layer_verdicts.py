@@ -44,6 +44,7 @@ from spikegate.harness.judging import (
     _v,
     settle_windows,
 )
+from spikegate.harness.run_verdicts import _hard
 from spikegate.harness.scenario import Phase
 from spikegate.harness.thresholds import LatencyBound
 from spikegate.harness.verdicts import FAIL, INCONCLUSIVE, PASS, Status, Verdict
@@ -352,6 +353,7 @@ def layer_bulkhead(c: _Ctx) -> list[Verdict]:
     else:
         parts.append((PASS, f"inflight never above {ceiling:g} (max {inflight:g})"))
     parts.extend(_redis_agrees(c, inflight, ceiling, ev))
+    parts.extend(_fails_closed(c, ev))
     wait_ms = c.target.auction_max_wait_ms if c.target is not None and not off else 0.0
     parts.extend(
         _rejection_speed(c, p, BULKHEAD_FULL, "bulkhead_full answered", ev, wait_ms=wait_ms)
@@ -365,7 +367,7 @@ def _redis_agrees(
 ) -> list[tuple[Status, str]]:
     """The bulkhead against the chaos proxy's count of Redis requests outstanding: the
     auction sends one Redis request at a time, so Redis never has more outstanding than
-    the target has auctions in flight, nor more than the ceiling."""
+    the target has auctions in flight (second by second), nor more than the ceiling."""
     peak = proxy_peak(c.h.samples, REDIS_PROXY)
     if peak is None:
         ev["redis_outstanding_max"] = None
@@ -381,15 +383,62 @@ def _redis_agrees(
             f"proxy) > ceiling {ceiling:g} + {tol:g}, while the target reported in-flight "
             f"at most {inflight:g}"
         )))  # fmt: skip
-    elif peak.value > inflight + tol:
+    elif (gap := _inflight_gap(c)) is not None:
+        t, outstanding, reported = gap
+        ev.update(inflight_disagrees_t=t, inflight_disagrees=[outstanding, reported])
         parts.append((FAIL, (
-            f"the target's in-flight peak {inflight:g} disagrees with the chaos proxy: Redis "
-            f"had {peak.value:g} requests outstanding at once by t={peak.t:g}s "
-            f"(tolerance {tol:g})"
+            f"the target's in-flight disagrees with the chaos proxy: at t={t:g}s Redis had "
+            f"{outstanding:g} requests outstanding at once, while the target reported at "
+            f"most {reported:g} auctions in flight in that second and the ones beside it"
         )))  # fmt: skip
     else:
         parts.append((PASS, f"Redis outstanding peak {peak.value:g} agrees (proxy)"))
     return parts
+
+
+def _fails_closed(c: _Ctx, ev: dict[str, Any]) -> list[tuple[Status, str]]:
+    """While Redis is down (a hard fault on its proxy, after `settle`, its last second
+    aside) the auction cannot check frequency caps, budgets or pacing: it must fail closed
+    (503 or 204 redis_unavailable), so almost no bid is answered with a seat bid. An
+    auction that treats a Redis error as "go" bids blind."""
+    parts: list[tuple[Status, str]] = []
+    for w in c.h.faults:
+        if w.proxy != REDIS_PROXY or not _hard(w):
+            continue
+        rows = c.h.requests_in(math.floor(w.start_s) + c.th.settle.seconds, w.end_s - 1.0)
+        bids = sum(sum(r.endpoints.get("bid", {}).values()) for r in rows)
+        filled = sum(r.endpoints.get("bid", {}).get(OK, 0) for r in rows)
+        ev.setdefault("redis_down_bids", []).append([w.start_s, w.end_s, bids, filled])
+        if bids and filled > 2 + 0.01 * bids:
+            parts.append((FAIL, (
+                f"while Redis was down [{w.start_s:g}, {w.end_s:g}) s the auction answered "
+                f"{filled} of {bids} bids with a seat bid: it ran without its Redis checks "
+                "instead of failing closed (redis_unavailable)"
+            )))  # fmt: skip
+        elif bids:
+            parts.append((PASS, f"failed closed while Redis was down ({filled} of {bids} bid)"))
+    return parts
+
+
+def _inflight_gap(c: _Ctx) -> tuple[float, float, float] | None:
+    """The first second whose Redis requests outstanding (chaos proxy) exceed every in-flight
+    peak the target reported for it and the seconds beside it (a scrape apart, the two
+    may fall on either side of a tick). An auction holds its permit across its one Redis
+    request, so no tolerance is needed: healthy runs never exceed it."""
+    samples = c.h.samples
+    for i, s in enumerate(samples):
+        outstanding = s.proxy_outstanding_max.get(REDIS_PROXY)
+        if outstanding is None:
+            continue
+        near = [
+            v
+            for j in (i - 1, i, i + 1)
+            if 0 <= j < len(samples) and samples[j].ok
+            if (v := _inflight_peak(samples[j])) is not None
+        ]
+        if near and outstanding > max(near):
+            return s.t, outstanding, max(near)
+    return None
 
 
 def _backlog_agrees(c: _Ctx, cap: float, ev: dict[str, Any]) -> list[tuple[Status, str]]:

@@ -66,6 +66,17 @@ def _broker(records: Callable[[float], float], depth: float = 10.0) -> list[Samp
     )
 
 
+def _shifted_peak() -> History:
+    """Redis saw 9 at once in the second sampled at 30 s; the target's own peak of 9 fell
+    on the tick after (the two scrapes straddle it)."""
+    out = []
+    for s in healthy_samples():
+        peak = 9.0 if s.t == 31 else s.auction_inflight_max
+        redis = {"redis": 9.0 if s.t == 30 else 8.0}
+        out.append(dataclasses.replace(s, proxy_outstanding_max=redis, auction_inflight_max=peak))
+    return history(samples=out)
+
+
 def _delivered_by(t: float, per_s: int = 100, lag: float = 2.0) -> float:
     """A broker that holds every impression answered `lag` seconds ago (a healthy logger)."""
     return max(0.0, (t - lag) * per_s)
@@ -93,8 +104,11 @@ CASES: list[tuple[str, Callable[[], History], str, str, str]] = [
     ("in-flight under-reported: Redis saw 12, target said 8",
      lambda: history(samples=_redis(lambda t: 12.0)), "layer.bulkhead", "fail",
      "disagrees with the chaos proxy"),
-    ("within the stated tolerance", lambda: history(samples=_redis(lambda t: 10.0)),
-     "layer.bulkhead", "pass", "agrees"),
+    ("off by one: Redis saw 9, the target said 8",
+     lambda: history(samples=_redis(lambda t: 9.0 if t == 30 else 8.0)), "layer.bulkhead",
+     "fail", "at t=30s Redis had 9 requests outstanding"),
+    ("a scrape apart: Redis saw 9 at 30 s, the target 9 in the next second",
+     _shifted_peak, "layer.bulkhead", "pass", "agrees"),
     # layer.shedder against the broker
     ("broker keeps up: backlog agrees", lambda: _imp_history(_broker(_delivered_by)),
      "layer.shedder", "pass", "agrees"),
@@ -308,3 +322,26 @@ def test_429s_must_carry_retry_after_of_at_least_a_second(bad: int, status: str)
     assert v.evidence["retry_after_invalid"] == bad
     if bad:
         assert "3 of 600 429s carried no Retry-After" in v.message
+
+
+# --- layer.bulkhead: the auction fails closed while Redis is down ---------------------------
+REDIS_DOWN = scenario(
+    faults=[{"at_s": 24, "for_s": 8, "fault": "redis_down"}]
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(("filled", "status", "words"), [
+    (0, "pass", "failed closed while Redis was down"),
+    (90, "fail", "ran without its Redis checks"),
+])  # fmt: skip
+def test_the_auction_fails_closed_while_redis_is_down(filled: int, status: str, words: str) -> None:
+    """A Redis error taken as "go" keeps bidding blind (no frequency cap, budget, pacing):
+    while Redis is down the bids must be redis_unavailable, not seat bids."""
+    rows = []
+    for r in healthy_rows():
+        down = 24 <= r.t < 32
+        ok = filled if down else 97
+        rows.append(dataclasses.replace(r, endpoints={"bid": {"ok": ok, "no_bid": 100 - ok}}))
+    v = verdict(check(history(REDIS_DOWN, rows=rows)), "layer.bulkhead", "stress")
+    assert v.status == status, v.message
+    assert words in v.message

@@ -462,8 +462,10 @@ def test_the_checkers_history_and_verdicts_render(run_dir: Path) -> None:
     assert data["key_figures"]["time_to_recover_s"] == recover.evidence["ttr_s"] == 0.0
     cases = ET.parse(paths["junit.xml"]).getroot().findall("testsuite/testcase")
     assert len(cases) == len(result.verdicts)
-    assert data["status"] == result.status == "fail"  # 2 acked impressions are missing
-    assert [v["name"] for v in data["verdicts"] if v["status"] == "fail"] == ["no_silent_loss"]
+    # 2 acked impressions are missing; the synthetic bids go on winning while Redis is down
+    assert data["status"] == result.status == "fail"
+    assert [v["name"] for v in data["verdicts"] if v["status"] == "fail"] == [
+        "no_silent_loss", "layer.bulkhead"]  # fmt: skip
 
 
 def test_key_figures_read_the_checkers_duration_evidence(run_dir: Path) -> None:
