@@ -288,11 +288,32 @@ def _rejection_speed(
         if server.p_ms is not None:
             judged.append("server")
             parts.append(_server_part(what, server, sb, bound, ev["server_bound"]))
+        parts.extend(_histogram_counts_them(c, start, decision, ev))
     ev["reject_latency_judged_on"] = " and ".join(judged) or (
         "neither (no such rejection, or no seconds pure enough client-side and no server-side "
         "rejection histogram)"
     )
     return parts
+
+
+def _histogram_counts_them(
+    c: _Ctx, start: float, decision: str, ev: dict[str, Any]
+) -> list[tuple[Status, str]]:
+    """The target's rejection-cost histogram must time the rejections the generator
+    received: a histogram that leaves a kind out makes its speed unjudgeable server-side."""
+    received = sum(r.decisions.get(decision, 0) for r in c.h.requests_in(start, math.inf))
+    layer = _REJECTION_LAYER[decision]
+    timed = server_rejections(c.h.samples_in(start, math.inf), layer, 99.0)
+    if timed is None or received < 20:
+        return []
+    ev.update(server_timed=timed.count, client_received=received)
+    if timed.count < 0.9 * received - 5:
+        return [(FAIL, (
+            f"the target's rejection-cost histogram timed {timed.count} {layer} rejections, "
+            f"the generator received {received} {decision}: the target does not measure "
+            "what it answers"
+        ))]  # fmt: skip
+    return []
 
 
 def _pure_rejection_rows(c: _Ctx, start: float, decision: str) -> list[RequestSecond]:

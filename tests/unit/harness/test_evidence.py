@@ -345,3 +345,18 @@ def test_the_auction_fails_closed_while_redis_is_down(filled: int, status: str, 
     v = verdict(check(history(REDIS_DOWN, rows=rows)), "layer.bulkhead", "stress")
     assert v.status == status, v.message
     assert words in v.message
+
+
+# --- the target's rejection-cost histogram must time what the generator received -----------
+@pytest.mark.parametrize(("edge_timed", "status"), [(40, "pass"), (0, "fail"), (20, "fail")])
+def test_the_rejection_histogram_must_time_every_429(edge_timed: int, status: str) -> None:
+    """A histogram that observes 503s only (or half the 429s) leaves the edge's rejection
+    cost unjudgeable server-side: the generator's own 429 count shows it."""
+    from tests.unit.harness.test_checker import FAST, _pure, served
+
+    costs = {**FAST, "edge": [(edge_timed, 0.0002)] if edge_timed else []}
+    v = verdict(check(history(rows=_pure("rate_limited", 0.4), samples=served(costs))),
+                "layer.edge", "stress")  # fmt: skip
+    assert v.status == status, v.message
+    if status == "fail":
+        assert "the target does not measure what it answers" in v.message
