@@ -20,7 +20,7 @@ from spikegate.contract.outcomes import (
     DESIGNED_REJECTIONS,
     FAILURES,
 )
-from spikegate.harness.figures import Totals, _pct, _r, _second_p99, percentile_ms
+from spikegate.harness.figures import Totals, _decode, _pct, _r, _second_p99, percentile_ms
 from spikegate.harness.history import FaultWindow, RequestSecond
 from spikegate.harness.intended import comparable, expected_arrivals, schedule_tolerance
 from spikegate.harness.judging import (
@@ -89,6 +89,9 @@ def valid_run(c: _Ctx) -> list[Verdict]:
         schedule = _schedule_part(c, p, rows)
         if schedule is not None:
             parts.append(schedule[0])
+        torn = _latencies_disagree(rows)
+        if torn is not None:
+            parts.append((FAIL, torn))
         if cpu90 is not None and not th.generator_cpu.ok(cpu90 / 100):
             parts.append(
                 (
@@ -115,6 +118,27 @@ def valid_run(c: _Ctx) -> list[Verdict]:
             )
         )
     return out
+
+
+def _latencies_disagree(rows: Sequence[RequestSecond]) -> str | None:
+    """The generator's record agrees with itself: every admitted response has one latency in
+    the admitted histogram and every designed rejection one in the rejected histogram (a
+    recorder that files 429s under admitted dilutes the admitted p99 with fast rejections)."""
+    for r in rows:
+        for which, enc, n in (
+            ("admitted", r.hist_admitted, r.admitted),
+            ("rejected", r.hist_rejected, r.rejected),
+        ):
+            h = _decode(enc)
+            timed = 0 if h is None else int(h.get_total_count())
+            if enc is not None and h is None:
+                continue  # unreadable: the percentile falls back to the per-second copies
+            if timed != n:
+                return (
+                    f"at t={r.t:g}s the generator's {which} latency histogram holds {timed} "
+                    f"responses but it counted {n} {which}: its latencies cannot be trusted"
+                )
+    return None
 
 
 def _schedule_part(

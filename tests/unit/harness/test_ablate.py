@@ -14,7 +14,7 @@ from spikegate.harness.ablate import PATTERNS, PROTECTS, ablate, ablated, expect
 from spikegate.harness.errors import EnvironmentProblem
 from spikegate.harness.scenario import Scenario, load_scenario
 from spikegate.harness.verdicts import CheckResult, Verdict
-from tests.unit.harness.test_history import request_row, sample_row, write_run
+from tests.unit.harness.test_history import hist, request_row, sample_row, write_run
 
 # Phases: warmup [0,2) baseline [2,10) stress [10,18) recovery [18,23) post [23,30)
 ABL_TOML = """
@@ -59,6 +59,7 @@ def _requests(edge_off: bool) -> list[dict[str, Any]]:
             row = request_row(t, ok=300 if edge_off else 60, shed=10)
             row["outcomes"]["rate_limited"] = 0 if edge_off else 5
             row["sent"] = row["intended"] = sum(row["outcomes"].values())
+            row["hist_rejected"] = hist(2.0, 10 + row["outcomes"]["rate_limited"])
             row["publishers"]["pub-1"]["sent"] = row["sent"]
         else:
             row = request_row(t)

@@ -59,10 +59,10 @@ def scenario(base: Mapping[str, Any] = STORM, **sections: Any) -> Scenario:
 
 
 @functools.cache
-def hist(latency_ms: float) -> str:
-    """An HDR encoding (microseconds) whose every percentile is `latency_ms`."""
+def hist(latency_ms: float, n: int = 100) -> str:
+    """An HDR encoding (microseconds) of `n` responses, every percentile `latency_ms`."""
     h = HdrHistogram(1, 60_000_000, 3)
-    h.record_value(max(1, round(latency_ms * 1000)), 100)
+    h.record_value(max(1, round(latency_ms * 1000)), n)
     return h.encode().decode()
 
 
@@ -99,8 +99,8 @@ def sec(
         failures=fail,
         decisions=dict(decisions or {}),
         publishers=publishers,
-        hist_admitted=hist(p99) if ok else None,
-        hist_rejected=hist(rej_p99) if rej else None,
+        hist_admitted=hist(p99, ok) if ok else None,
+        hist_rejected=hist(rej_p99, rej) if rej else None,
         admitted_p99_ms=p99 if ok else None,
         rejected_p99_ms=rej_p99 if rej else None,
         cpu_percent=cpu,

@@ -360,3 +360,23 @@ def test_the_rejection_histogram_must_time_every_429(edge_timed: int, status: st
     assert v.status == status, v.message
     if status == "fail":
         assert "the target does not measure what it answers" in v.message
+
+
+# --- valid_run: the generator's histograms hold what it counted ----------------------------
+def test_rejections_filed_under_admitted_latencies_fail_the_record() -> None:
+    """A recorder that puts 429s' latencies in the admitted histogram dilutes the admitted
+    p99 with fast rejections: the histograms no longer hold what the outcomes count."""
+    from tests.unit.harness.test_checker import hist
+
+    def mixed(r: RequestSecond) -> RequestSecond:
+        if not r.rejected:
+            return r
+        return dataclasses.replace(
+            r, hist_admitted=hist(20.0, r.admitted + r.rejected), hist_rejected=None
+        )
+
+    v = verdict(check(history(rows=[mixed(r) for r in healthy_rows()])), "valid_run", "stress")
+    assert v.status == "fail", v.message
+    assert "admitted latency histogram holds 300 responses but it counted 200" in v.message
+    healthy = verdict(check(history()), "valid_run", "stress")
+    assert healthy.status == "pass", healthy.message

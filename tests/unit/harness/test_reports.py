@@ -58,7 +58,8 @@ def request_row(t: float, *, rps: int, spike: bool) -> dict[str, Any]:
         outcomes = {"ok": intended - 5, "no_bid": 5}
     n = outcomes["ok"] + outcomes["no_bid"]
     admitted = [10.0 + 20.0 * i / n for i in range(n)]  # uniform 10..30 ms
-    rejected = [0.8 + 0.01 * (i % 10) for i in range(intended - len(admitted))]
+    designed = outcomes.get("rate_limited", 0) + outcomes.get("shed", 0)
+    rejected = [0.8 + 0.01 * (i % 10) for i in range(designed)]
     return {
         "t": t,
         "intended": intended,
