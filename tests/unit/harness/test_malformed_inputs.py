@@ -205,7 +205,7 @@ def test_a_rule_broken_through_a_set_names_the_line_and_the_set(
 ) -> None:
     code, out = cli(["run", "flash-crowd", "--set", "load.base_rps=900", "--no-live"], capsys)
     assert code == 2
-    assert "load.peak_rps (line 23) (with --set load.base_rps=900): " in out
+    assert "load.peak_rps (line 24) (with --set load.base_rps=900): " in out
 
 
 # --- check RUN_DIR -----------------------------------------------------------------------------
