@@ -145,3 +145,69 @@ def worst_backlog(points: Sequence[Backlog], over: float = -math.inf) -> Backlog
         if math.isfinite(gap) and gap > best_gap:
             best, best_gap = b, gap
     return best
+
+
+# --- the generator's clock against the target's own time -----------------------------------
+CLOCK_SHARE = 0.05  # of the target's slow responses the generator may time faster...
+CLOCK_SLACK = 20  # ...and at least this many (a response straddling the run's edges)
+
+
+def server_admitted_over(samples: Sequence[Sample]) -> dict[float, int]:
+    """Admitted responses the target spent more than `le` seconds on, for each of its
+    bucket edges, over the run (cumulative buckets differenced; a restart counts afresh)."""
+    rows = [s for s in samples if s.ok and s.duration_buckets is not None]
+    if len(rows) < 2:
+        return {}
+    first = dict(rows[0].duration_buckets.get("admitted", ()))  # type: ignore[union-attr]
+    acc: dict[float, int] = {}
+    prev = first
+    for s in rows[1:]:
+        cur = dict(s.duration_buckets.get("admitted", ()))  # type: ignore[union-attr]
+        reset = max(cur.values(), default=0) < max(prev.values(), default=0)
+        for le, n in cur.items():
+            acc[le] = acc.get(le, 0) + max(0, n if reset else n - prev.get(le, 0))
+        prev = cur
+    total = acc.get(math.inf, max(acc.values(), default=0))
+    return {le: total - n for le, n in acc.items() if math.isfinite(le)}
+
+
+def client_admitted_over(rows: Sequence[RequestSecond], edges: Sequence[float]) -> dict[float, int]:
+    """Admitted responses the generator timed at more than each edge (seconds)."""
+    from spikegate.harness.figures import _decode
+
+    counts = dict.fromkeys(edges, 0)
+    for r in rows:
+        h = _decode(r.hist_admitted)
+        if h is None:
+            continue
+        for item in h.get_recorded_iterator():
+            lowest_s = h.get_lowest_equivalent_value(item.value_iterated_to) / 1e6
+            for le in edges:
+                if lowest_s > le:
+                    counts[le] += item.count_at_value_iterated_to
+    return counts
+
+
+@dataclass(frozen=True, slots=True)
+class ClockGap:
+    edge_s: float
+    server_over: int
+    client_over: int
+
+
+def clock_gap(h: History) -> ClockGap | None:
+    """The bucket edge where the target spent more than it on the most admitted responses
+    the generator says came back faster: a generator whose clock starts late (after the
+    headers, say) times responses faster than the target could have answered them."""
+    server = server_admitted_over(h.samples)
+    if not server:
+        return None
+    client = client_admitted_over(h.requests, sorted(server))
+    worst: ClockGap | None = None
+    for le, n in server.items():
+        missing = n - client.get(le, 0)
+        if missing > max(CLOCK_SLACK, CLOCK_SHARE * n) and (
+            worst is None or missing > worst.server_over - worst.client_over
+        ):
+            worst = ClockGap(le, n, client.get(le, 0))
+    return worst

@@ -107,6 +107,8 @@ class Sample:
     # layer -> ((le, cumulative count), ...) ascending, le = inf last; None: not recorded
     rejection_buckets: Mapping[str, tuple[tuple[float, int], ...]] | None = None
     # The harness's independent evidence (absent in older run directories):
+    # the target's own time on admitted responses: {"admitted": ((le, cumulative), ...)}
+    duration_buckets: Mapping[str, tuple[tuple[float, int], ...]] | None = None
     proxy_outstanding_max: Mapping[str, float] = field(default_factory=dict)  # proxy -> peak
     broker_records: float | None = None  # records in the impression topic, read at the broker
     line: int = 0
@@ -464,6 +466,7 @@ def parse_sample_row(row: Mapping[str, Any], where: _Where) -> Sample:
         decisions_total={str(k): float(v) for k, v in decisions.items() if v is not None},
         impressions={str(k): (None if v is None else float(v)) for k, v in impressions.items()},
         rejection_buckets=where.buckets(row, "rejection_buckets"),
+        duration_buckets=where.buckets(row, "duration_buckets"),
         proxy_outstanding_max={str(k): float(v) for k, v in outstanding.items() if v is not None},
         broker_records=where.num(row, "broker_records"),
         line=where.line,

@@ -20,6 +20,7 @@ from spikegate.contract.outcomes import (
     DESIGNED_REJECTIONS,
     FAILURES,
 )
+from spikegate.harness.evidence import clock_gap
 from spikegate.harness.figures import Totals, _decode, _pct, _r, _second_p99, percentile_ms
 from spikegate.harness.history import FaultWindow, RequestSecond
 from spikegate.harness.intended import comparable, expected_arrivals, schedule_tolerance
@@ -53,6 +54,13 @@ def valid_run(c: _Ctx) -> list[Verdict]:
         run_parts.append((INCONCLUSIVE, f"component crashed during the run: {names}"))
     if not c.h.requests:
         run_parts.append((INCONCLUSIVE, "requests.jsonl has no rows: no load was recorded"))
+    gap = clock_gap(c.h)
+    if gap is not None:
+        run_parts.append((FAIL, (
+            f"the target spent over {gap.edge_s * 1000:g} ms on {gap.server_over} admitted "
+            f"responses, the generator timed only {gap.client_over} that slow: its latency "
+            "clock misses part of every request"
+        )))  # fmt: skip
     st, msg = _combine(run_parts or [(PASS, "the run completed with load recorded")])
     out.append(_v("valid_run", "run", st, msg, status=status, crashes=len(crashes)))
     for p in c.h.phases:

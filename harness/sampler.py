@@ -58,6 +58,9 @@ _REACHED = "spikegate_auction_inflight_reached_total"
 # The server-side cost of every 429/503, by layer: its cumulative buckets are kept each
 # second so that the checker can difference any window of the run.
 _REJECTION = "spikegate_rejection_seconds"
+# The target's own time on every admitted response (all routes): the generator's clock must
+# not show admitted responses faster than the target spent on them.
+_DURATION = "spikegate_request_duration_seconds"
 
 
 def _finite(value: float) -> float | None:
@@ -83,7 +86,10 @@ def _parse(text: str) -> tuple[dict[str, Any], dict[int, float] | None]:
     requests: dict[str, float] = {}
     impressions: dict[str, float | None] = {}
     rejections: dict[str, list[tuple[float, float]]] | None = None
+    durations: dict[float, float] | None = None
     for family in text_string_to_metric_families(text):
+        if family.name == _DURATION and durations is None:
+            durations = {}
         if family.name == _REJECTION and rejections is None:
             rejections = {}  # exported before any rejection: present but empty
         if family.name in (_REACHED, _REACHED.removesuffix("_total")) and reached is None:
@@ -108,6 +114,14 @@ def _parse(text: str) -> tuple[dict[str, Any], dict[int, float] | None]:
             elif name == _REACHED and reached is not None:
                 with contextlib.suppress(KeyError, ValueError):
                     reached[int(labels["level"])] = value
+            elif (
+                name == _DURATION + "_bucket"
+                and durations is not None
+                and labels.get("outcome") == "admitted"
+                and "le" in labels
+            ):
+                le = float(labels["le"])
+                durations[le] = durations.get(le, 0.0) + value  # summed over routes
             elif name == _REJECTION + "_bucket" and rejections is not None and "le" in labels:
                 le = float(labels["le"])  # "+Inf" parses to inf, written as null
                 rejections.setdefault(labels.get("layer", "?"), []).append((le, value))
@@ -123,6 +137,10 @@ def _parse(text: str) -> tuple[dict[str, Any], dict[int, float] | None]:
         row["rejection_buckets"] = {
             layer: [[_finite(le), int(count)] for le, count in sorted(buckets)]
             for layer, buckets in sorted(rejections.items())
+        }
+    if durations is not None:
+        row["duration_buckets"] = {
+            "admitted": [[_finite(le), int(n)] for le, n in sorted(durations.items())]
         }
     return row, reached
 

@@ -60,6 +60,10 @@ SampleRow (samples.jsonl), parsed from the target's Prometheus /metrics once a s
                                           # cost of every 429/503, le in seconds ascending,
                                           # null = +Inf (the total); {} = exported, none yet;
                                           # absent = not exported (or an older run directory)
+     "duration_buckets": {"admitted": [[le, cumulative count], ...]},
+                                          # spikegate_request_duration_seconds{outcome=
+                                          # admitted}, all routes summed: the target's own
+                                          # time on admitted responses
      "rss_bytes": f, "loop_lag_ms": f, "loop_lag_max_ms": f,
      "scrape_ms": f,
      # the harness's independent evidence, read whether or not the scrape succeeded:

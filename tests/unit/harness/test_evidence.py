@@ -380,3 +380,37 @@ def test_rejections_filed_under_admitted_latencies_fail_the_record() -> None:
     assert "admitted latency histogram holds 300 responses but it counted 200" in v.message
     healthy = verdict(check(history()), "valid_run", "stress")
     assert healthy.status == "pass", healthy.message
+
+
+# --- valid_run: the generator's clock against the target's own time -------------------------
+def _timed(rows: list[RequestSecond], slow_share: float) -> list[Sample]:
+    """The target's duration histogram for `rows`' admitted responses (a sample at t has
+    counted the seconds before t), `slow_share` of them over 10 ms, none under 1 ms."""
+    inf = float("inf")
+    out = []
+    for s in healthy_samples():
+        done = sum(r.admitted for r in rows if r.t < s.t)
+        fast = round(done * (1 - slow_share))
+        buckets = ((0.001, 0), (0.01, fast), (0.1, done), (inf, done))
+        out.append(dataclasses.replace(s, duration_buckets={"admitted": buckets}))
+    return out
+
+
+@pytest.mark.parametrize(("client_ms", "status"), [(20.0, "pass"), (0.05, "fail")])
+def test_the_generators_clock_cannot_be_faster_than_the_target(
+    client_ms: float, status: str
+) -> None:
+    """The target spent over 10 ms on 20 admitted responses a second; a generator that times
+    them from the headers' arrival says they took 0.05 ms: its clock starts late."""
+    rows = [dataclasses.replace(r, hist_admitted=hist_of(client_ms, r.admitted)) for r in
+            healthy_rows()]  # fmt: skip
+    v = verdict(check(history(rows=rows, samples=_timed(rows, 0.1))), "valid_run", "run")
+    assert v.status == status, v.message
+    if status == "fail":
+        assert "the generator timed only 0 that slow" in v.message
+
+
+def hist_of(ms: float, n: int) -> str | None:
+    from tests.unit.harness.test_checker import hist
+
+    return hist(ms, n) if n else None

@@ -270,3 +270,14 @@ def test_independent_evidence_is_read_every_tick_even_when_the_scrape_fails() ->
     assert good["broker_records"] == 10 and bad["broker_records"] == 20
     assert bad["ok"] is False
     assert good["evidence_errors"] == ["chaos server refused"] == bad["evidence_errors"]
+
+
+def test_the_targets_time_on_admitted_responses_is_kept_as_buckets() -> None:
+    """spikegate_request_duration_seconds{outcome=admitted}, routes summed: two admitted
+    bids (4 and 6 ms); rejections are not in it; JSON-safe."""
+    admitted = dict(
+        (le, n) for le, n in parse_metrics(_exposition())["duration_buckets"]["admitted"]
+    )
+    assert admitted[0.002] == 0 and admitted[0.005] == 1 and admitted[0.01] == 2
+    assert admitted[None] == 2
+    json.dumps(admitted, allow_nan=False)
