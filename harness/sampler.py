@@ -61,6 +61,7 @@ _REJECTION = "spikegate_rejection_seconds"
 # The target's own time on every admitted response (all routes): the generator's clock must
 # not show admitted responses faster than the target spent on them.
 _DURATION = "spikegate_request_duration_seconds"
+_LOAD_ROUTES = ("/bid", "/impression")  # what the generator sends (not /metrics, /readyz)
 
 
 def _finite(value: float) -> float | None:
@@ -118,10 +119,11 @@ def _parse(text: str) -> tuple[dict[str, Any], dict[int, float] | None]:
                 name == _DURATION + "_bucket"
                 and durations is not None
                 and labels.get("outcome") == "admitted"
+                and labels.get("route") in _LOAD_ROUTES
                 and "le" in labels
             ):
                 le = float(labels["le"])
-                durations[le] = durations.get(le, 0.0) + value  # summed over routes
+                durations[le] = durations.get(le, 0.0) + value  # both routes summed
             elif name == _REJECTION + "_bucket" and rejections is not None and "le" in labels:
                 le = float(labels["le"])  # "+Inf" parses to inf, written as null
                 rejections.setdefault(labels.get("layer", "?"), []).append((le, value))

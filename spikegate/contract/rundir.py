@@ -62,7 +62,7 @@ SampleRow (samples.jsonl), parsed from the target's Prometheus /metrics once a s
                                           # absent = not exported (or an older run directory)
      "duration_buckets": {"admitted": [[le, cumulative count], ...]},
                                           # spikegate_request_duration_seconds{outcome=
-                                          # admitted}, all routes summed: the target's own
+                                          # admitted}, /bid and /impression summed: its own
                                           # time on admitted responses
      "rss_bytes": f, "loop_lag_ms": f, "loop_lag_max_ms": f,
      "scrape_ms": f,

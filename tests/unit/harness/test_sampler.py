@@ -17,10 +17,11 @@ from spikegate.target.metrics import LevelsCollector, Metrics
 def _exposition(*, max_depth: float = 400.0) -> str:
     """Real exposition text from the target's own registry (no server)."""
     metrics = Metrics()
-    metrics.observe("bid", 200, "admitted", 0.004)
-    metrics.observe("bid", 200, "admitted", 0.006)
-    metrics.observe("bid", 429, "rate_limited", 0.0002)
-    metrics.observe("impression", 503, "shed", 0.0001)
+    metrics.observe("/metrics", 200, "admitted", 0.008)  # a scrape: not the generator's
+    metrics.observe("/bid", 200, "admitted", 0.004)
+    metrics.observe("/bid", 200, "admitted", 0.006)
+    metrics.observe("/bid", 429, "rate_limited", 0.0002)
+    metrics.observe("/impression", 503, "shed", 0.0001)
     limit = SimpleNamespace(limit=12, ceiling=16, inflight=7, waiting=2)
     breakers = {
         "dsp-1": SimpleNamespace(state=BreakerState.OPEN),
@@ -58,8 +59,8 @@ def test_parse_metrics_maps_every_level_of_the_target() -> None:
 
 def test_parse_metrics_keeps_cumulative_counters_by_label() -> None:
     row = parse_metrics(_exposition())
-    assert row["requests_total"]["bid:200:admitted"] == 2.0
-    assert row["requests_total"]["bid:429:rate_limited"] == 1.0
+    assert row["requests_total"]["/bid:200:admitted"] == 2.0
+    assert row["requests_total"]["/bid:429:rate_limited"] == 1.0
     assert row["decisions_total"]["edge:rate_limited"] == 1.0
     assert row["decisions_total"]["impressions:shed"] == 1.0
     assert not any(k.endswith("_created") for k in row["requests_total"])
@@ -273,8 +274,8 @@ def test_independent_evidence_is_read_every_tick_even_when_the_scrape_fails() ->
 
 
 def test_the_targets_time_on_admitted_responses_is_kept_as_buckets() -> None:
-    """spikegate_request_duration_seconds{outcome=admitted}, routes summed: two admitted
-    bids (4 and 6 ms); rejections are not in it; JSON-safe."""
+    """spikegate_request_duration_seconds{outcome=admitted}, /bid and /impression summed:
+    two admitted bids (4 and 6 ms); rejections and /metrics scrapes are not in it."""
     admitted = dict(
         (le, n) for le, n in parse_metrics(_exposition())["duration_buckets"]["admitted"]
     )
