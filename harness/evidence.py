@@ -15,6 +15,11 @@ reach, and each verdict that reads a self-reported number compares it with one o
                                                                   -> no_silent_loss
     intended arrivals      the harness's own schedule from the scenario's load section,
                            against the generator's `intended`     -> valid_run
+    the generator's clock  the target's own time on admitted responses, against the
+                           generator's latencies (no response can come back faster
+                           than the target spent on it)             -> valid_run
+    DSP calls while open   the chaos proxy's requests outstanding to a DSP while the
+                           target says its breaker is open          -> layer.breaker
 
 Every comparison has a stated tolerance (below), wide enough for what the two parties
 legitimately see differently (an in-flight batch, a second's skew), narrow enough that a
