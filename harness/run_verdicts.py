@@ -371,23 +371,11 @@ def bounded_resources(c: _Ctx) -> list[Verdict]:
     inflight, at = _gauge_max(c, _inflight_peak)
     ceiling, src = _ceiling(c)
     ev.update(max_inflight=inflight, max_inflight_t=at, ceiling=ceiling, ceiling_source=src)
-    if inflight is not None and ceiling is not None:
-        if inflight <= ceiling:
-            parts.append((PASS, f"inflight <= {ceiling:g}"))
-        else:
-            parts.append(
-                (FAIL, f"auction inflight reached {inflight:g} by t={at:g}s > {ceiling:g}")
-            )
+    parts.extend(_at_most("inflight", "auction inflight", inflight, at, ceiling))
     depth, dat = _gauge_max(c, lambda s: s.queue_depth)
     cap, qsrc = _queue_cap(c)
     ev.update(max_queue_depth=depth, max_queue_depth_t=dat, queue_cap=cap, queue_source=qsrc)
-    if depth is not None and cap is not None:
-        if depth <= cap:
-            parts.append((PASS, f"queue depth <= {cap:g}"))
-        else:
-            parts.append(
-                (FAIL, f"impression queue depth reached {depth:g} at t={dat:g}s > {cap:g}")
-            )
+    parts.extend(_at_most("queue depth", "impression queue depth", depth, dat, cap))
     growth = _rss_growth(c)
     if growth is not None:
         base, peak, peak_t = growth
@@ -408,6 +396,17 @@ def bounded_resources(c: _Ctx) -> list[Verdict]:
         ]
     st, msg = _combine(parts)
     return [_v("bounded_resources", "run", st, msg, **ev)]
+
+
+def _at_most(
+    short: str, name: str, peak: float | None, at: float | None, bound: float | None
+) -> list[tuple[Status, str]]:
+    """A gauge's peak against its bound (nothing to judge when either is unknown)."""
+    if peak is None or bound is None:
+        return []
+    if peak <= bound:
+        return [(PASS, f"{short} <= {bound:g}")]
+    return [(FAIL, f"{name} reached {peak:g} at t={at:g}s > {bound:g}")]
 
 
 def _rss_growth(c: _Ctx) -> tuple[float, float, float] | None:
