@@ -29,7 +29,7 @@ defect of the kind above is far outside it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from spikegate.contract.outcomes import ACCEPTED
@@ -159,21 +159,33 @@ CLOCK_SLACK = 20  # ...and at least this many (a response straddling the run's e
 
 def server_admitted_over(samples: Sequence[Sample]) -> dict[float, int]:
     """Admitted responses the target spent more than `le` seconds on, for each of its
-    bucket edges, over the run (cumulative buckets differenced; a restart counts afresh)."""
-    rows = [s for s in samples if s.ok and s.duration_buckets is not None]
+    bucket edges, over the run."""
+    return counts_over(samples, lambda s: s.duration_buckets, "admitted")
+
+
+def counts_over(
+    samples: Sequence[Sample],
+    pick: Callable[[Sample], Mapping[str, tuple[tuple[float, int], ...]] | None],
+    key: str,
+) -> dict[float, int]:
+    """Observations above each finite bucket edge of a cumulative histogram the target
+    exports, over the run (differenced scrape to scrape; a restart counts afresh); the
+    total under the key `math.inf`. Empty: fewer than two scrapes carry it."""
+    rows = [s for s in samples if s.ok and pick(s) is not None]
     if len(rows) < 2:
         return {}
-    first = dict(rows[0].duration_buckets.get("admitted", ()))  # type: ignore[union-attr]
     acc: dict[float, int] = {}
-    prev = first
+    prev = dict(pick(rows[0]).get(key, ()))  # type: ignore[union-attr]
     for s in rows[1:]:
-        cur = dict(s.duration_buckets.get("admitted", ()))  # type: ignore[union-attr]
+        cur = dict(pick(s).get(key, ()))  # type: ignore[union-attr]
         reset = max(cur.values(), default=0) < max(prev.values(), default=0)
         for le, n in cur.items():
             acc[le] = acc.get(le, 0) + max(0, n if reset else n - prev.get(le, 0))
         prev = cur
     total = acc.get(math.inf, max(acc.values(), default=0))
-    return {le: total - n for le, n in acc.items() if math.isfinite(le)}
+    out = {le: total - n for le, n in acc.items() if math.isfinite(le)}
+    out[math.inf] = total
+    return out
 
 
 def client_admitted_over(rows: Sequence[RequestSecond], edges: Sequence[float]) -> dict[float, int]:
@@ -204,7 +216,7 @@ def clock_gap(h: History) -> ClockGap | None:
     """The bucket edge where the target spent more than it on the most admitted responses
     the generator says came back faster: a generator whose clock starts late (after the
     headers, say) times responses faster than the target could have answered them."""
-    server = server_admitted_over(h.samples)
+    server = {le: n for le, n in server_admitted_over(h.samples).items() if math.isfinite(le)}
     if not server:
         return None
     client = client_admitted_over(h.requests, sorted(server))

@@ -109,6 +109,8 @@ class Sample:
     # The harness's independent evidence (absent in older run directories):
     # the target's own time on admitted responses: {"admitted": ((le, cumulative), ...)}
     duration_buckets: Mapping[str, tuple[tuple[float, int], ...]] | None = None
+    # the bulkhead's own time: {"wait": ..., "hold": ...} as ((le, cumulative), ...)
+    permit_buckets: Mapping[str, tuple[tuple[float, int], ...]] | None = None
     proxy_outstanding_max: Mapping[str, float] = field(default_factory=dict)  # proxy -> peak
     broker_records: float | None = None  # records in the impression topic, read at the broker
     line: int = 0
@@ -467,6 +469,7 @@ def parse_sample_row(row: Mapping[str, Any], where: _Where) -> Sample:
         impressions={str(k): (None if v is None else float(v)) for k, v in impressions.items()},
         rejection_buckets=where.buckets(row, "rejection_buckets"),
         duration_buckets=where.buckets(row, "duration_buckets"),
+        permit_buckets=where.buckets(row, "permit_buckets"),
         proxy_outstanding_max={str(k): float(v) for k, v in outstanding.items() if v is not None},
         broker_records=where.num(row, "broker_records"),
         line=where.line,

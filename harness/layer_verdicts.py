@@ -25,10 +25,12 @@ from spikegate.contract.outcomes import (
 from spikegate.harness.evidence import (
     INFLIGHT_SLACK,
     REDIS_PROXY,
+    counts_over,
     impression_backlog,
     inflight_tolerance,
     proxy_peak,
     queue_tolerance,
+    server_admitted_over,
     worst_backlog,
 )
 from spikegate.harness.figures import ServerRejections, _pct, _r, percentile_ms, server_rejections
@@ -46,6 +48,7 @@ from spikegate.harness.judging import (
 )
 from spikegate.harness.run_verdicts import _hard
 from spikegate.harness.scenario import Phase
+from spikegate.harness.target_facts import TargetFacts
 from spikegate.harness.thresholds import LatencyBound
 from spikegate.harness.verdicts import FAIL, INCONCLUSIVE, PASS, Status, Verdict
 
@@ -375,6 +378,8 @@ def layer_bulkhead(c: _Ctx) -> list[Verdict]:
         parts.append((PASS, f"inflight never above {ceiling:g} (max {inflight:g})"))
     parts.extend(_redis_agrees(c, inflight, ceiling, ev))
     parts.extend(_fails_closed(c, ev))
+    if c.target is not None and not off:
+        parts.extend(_permits_kept(c, c.target, ev))
     wait_ms = c.target.auction_max_wait_ms if c.target is not None and not off else 0.0
     parts.extend(
         _rejection_speed(c, p, BULKHEAD_FULL, "bulkhead_full answered", ev, wait_ms=wait_ms)
@@ -414,6 +419,42 @@ def _redis_agrees(
         )))  # fmt: skip
     else:
         parts.append((PASS, f"Redis outstanding peak {peak.value:g} agrees (proxy)"))
+    return parts
+
+
+PERMIT_LAG_MS = 25.0  # what a busy event loop may add to a wait or a hold on this machine
+PERMIT_SHARE = 0.01  # of waits or holds that may exceed their bound (a stalled loop)
+
+
+def _permits_kept(c: _Ctx, t: TargetFacts, ev: dict[str, Any]) -> list[tuple[Status, str]]:
+    """The bulkhead's promise, from its own permit histograms: an admitted auction waited at
+    most max_wait for its permit (a bulkhead that queues instead of rejecting waits out the
+    deadline), and held it only across its Redis work, bounded by the Redis timeout (a
+    permit held across the DSP fan-out fills the bulkhead with work it does not protect)."""
+    parts: list[tuple[Status, str]] = []
+    for kind, bound_ms, what, why in (
+        ("wait", t.auction_max_wait_ms, "waited over", "max_wait_ms"),
+        ("hold", t.redis_timeout_ms, "held a permit over", "redis_timeout_ms"),
+    ):
+        over = counts_over(c.h.samples, lambda s: s.permit_buckets, kind)
+        total = over.get(math.inf, 0)
+        edges = sorted(
+            le for le in over if math.isfinite(le) and le * 1000 >= bound_ms + PERMIT_LAG_MS
+        )
+        if not total or not edges:
+            continue
+        edge = edges[0]
+        n = over[edge]
+        ev[f"permit_{kind}_over"] = [edge * 1000, n, total]
+        if n > PERMIT_SHARE * total:
+            parts.append((FAIL, (
+                f"{n} of {total} auctions {what} {edge * 1000:g} ms ({why} {bound_ms:g} ms "
+                f"+ {PERMIT_LAG_MS:g} ms of loop lag): "
+                + ("the bulkhead queues instead of rejecting" if kind == "wait"
+                   else "the permit is held across work other than Redis")
+            )))  # fmt: skip
+        else:
+            parts.append((PASS, f"permits {kind} within {edge * 1000:g} ms ({total})"))
     return parts
 
 
@@ -646,6 +687,33 @@ def _open_but_calling(c: _Ctx, dsp: str, ev: dict[str, Any]) -> list[tuple[Statu
     ))]  # fmt: skip
 
 
+DEADLINE_LAG_MS = 25.0  # what a busy loop may add to an auction past its deadline
+DEADLINE_SHARE = 0.001  # of admitted responses that may (at least 3)
+
+
+def _deadline_kept(c: _Ctx, ev: dict[str, Any]) -> list[tuple[Status, str]]:
+    """The fan-out keeps the auction's deadline (tmax): with a DSP slow or down, a bid is
+    answered by tmax with what came back, so the target's own time on admitted responses
+    (spikegate_request_duration_seconds) stays under tmax + loop lag. A fan-out that waits
+    a slow DSP out (a timeout in the wrong unit, say) shows there, whatever it reports."""
+    over = server_admitted_over(c.h.samples)
+    total = over.get(math.inf, 0)
+    max_tmax = c.target.max_tmax_ms if c.target is not None else math.inf
+    tmax = min(float(c.h.scenario.load.tmax_ms), max_tmax)
+    edges = sorted(le for le in over if math.isfinite(le) and le * 1000 >= tmax + DEADLINE_LAG_MS)
+    if not total or not edges:
+        return []
+    n = over[edges[0]]
+    ev["deadline_over"] = [edges[0] * 1000, n, total]
+    if n > max(3.0, DEADLINE_SHARE * total):
+        return [(FAIL, (
+            f"{n} of {total} admitted responses took the target over {edges[0] * 1000:g} ms "
+            f"(tmax {tmax:g} ms + {DEADLINE_LAG_MS:g} ms of loop lag): the DSP fan-out does "
+            "not keep the auction's deadline"
+        ))]  # fmt: skip
+    return [(PASS, f"deadline kept: {n} of {total} admitted over {edges[0] * 1000:g} ms")]
+
+
 def layer_breaker(c: _Ctx) -> list[Verdict]:
     episodes = _dsp_episodes(c)
     if not episodes:
@@ -668,6 +736,7 @@ def layer_breaker(c: _Ctx) -> list[Verdict]:
             if last and ev["closed_at"] is not None:
                 since = max(since, float(ev["closed_at"]) + 1.0)
     evidence: dict[str, Any] = {"dsps": per}
+    parts.extend(_deadline_kept(c, evidence))
     for dsp in sorted(episodes):
         parts.extend(_open_but_calling(c, dsp, evidence))
     parts.extend(_fill_recovered(c, since, evidence))

@@ -61,7 +61,12 @@ _REJECTION = "spikegate_rejection_seconds"
 # The target's own time on every admitted response (all routes): the generator's clock must
 # not show admitted responses faster than the target spent on them.
 _DURATION = "spikegate_request_duration_seconds"
-_LOAD_ROUTES = ("/bid", "/impression")  # what the generator sends (not /metrics, /readyz)
+_LOAD_ROUTES = ("/bid", "/impression")
+# The bulkhead's own time: how long admitted auctions waited for a permit, how long held it.
+_PERMIT = {
+    "spikegate_auction_permit_wait_seconds_bucket": "wait",
+    "spikegate_auction_permit_hold_seconds_bucket": "hold",
+}  # what the generator sends (not /metrics, /readyz)
 
 
 def _finite(value: float) -> float | None:
@@ -88,6 +93,7 @@ def _parse(text: str) -> tuple[dict[str, Any], dict[int, float] | None]:
     impressions: dict[str, float | None] = {}
     rejections: dict[str, list[tuple[float, float]]] | None = None
     durations: dict[float, float] | None = None
+    permits: dict[str, list[tuple[float, float]]] = {}
     for family in text_string_to_metric_families(text):
         if family.name == _DURATION and durations is None:
             durations = {}
@@ -124,6 +130,8 @@ def _parse(text: str) -> tuple[dict[str, Any], dict[int, float] | None]:
             ):
                 le = float(labels["le"])
                 durations[le] = durations.get(le, 0.0) + value  # both routes summed
+            elif name in _PERMIT and "le" in labels:
+                permits.setdefault(_PERMIT[name], []).append((float(labels["le"]), value))
             elif name == _REJECTION + "_bucket" and rejections is not None and "le" in labels:
                 le = float(labels["le"])  # "+Inf" parses to inf, written as null
                 rejections.setdefault(labels.get("layer", "?"), []).append((le, value))
@@ -139,6 +147,11 @@ def _parse(text: str) -> tuple[dict[str, Any], dict[int, float] | None]:
         row["rejection_buckets"] = {
             layer: [[_finite(le), int(count)] for le, count in sorted(buckets)]
             for layer, buckets in sorted(rejections.items())
+        }
+    if permits:
+        row["permit_buckets"] = {
+            kind: [[_finite(le), int(n)] for le, n in sorted(pairs)]
+            for kind, pairs in sorted(permits.items())
         }
     if durations is not None:
         row["duration_buckets"] = {

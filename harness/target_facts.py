@@ -67,6 +67,8 @@ class TargetFacts:
     enabled: Mapping[str, bool] = field(default_factory=dict)  # edge/auction/impressions/breaker
     auction_limit: float = 64.0
     auction_max_wait_ms: float = 5.0
+    redis_timeout_ms: float = 50.0
+    max_tmax_ms: float = 1000.0
     queue_max_depth: float = 10_000.0
     producer_workers: float = 2.0
     producer_batch_size: float = 500.0
@@ -91,6 +93,8 @@ class TargetFacts:
             enabled=enabled,
             auction_limit=_num(auction, "limit", 64.0),
             auction_max_wait_ms=_num(auction, "max_wait_ms", 5.0),
+            redis_timeout_ms=_num(auction, "redis_timeout_ms", 50.0),
+            max_tmax_ms=_num(auction, "max_tmax_ms", 1000.0),
             queue_max_depth=_num(imp, "max_depth", 10_000.0),
             producer_workers=_num(imp, "workers", 2.0),
             producer_batch_size=_num(imp, "batch_size", 500.0),

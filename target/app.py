@@ -109,6 +109,7 @@ def _lifespan(
                 impression_stats=logger.stats,
                 loop_lag=lag.snapshot,
                 inflight_peak=auction.inflight_peak,
+                permits=lambda: auction.permits,
             )
         )
         await dsps.start()

@@ -21,6 +21,7 @@ Nothing here waits past the deadline: every await is bounded by it.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -129,6 +130,35 @@ class InflightPeak(NamedTuple):
     start. Monotonic, so any number of readers can difference their own two reads."""
 
 
+# Edges (ns) of the permit wait/hold histograms: fine where the designed bounds lie (the
+# bulkhead's max_wait of a few ms, the Redis timeout of tens), coarse beyond.
+PERMIT_EDGES_NS = tuple(
+    round(ms * 1_000_000) for ms in (0.5, 1, 2.5, 5, 10, 25, 50, 75, 100, 150, 250, 500, 1000)
+)
+
+
+class PermitTimes:
+    """How long auctions waited for a bulkhead permit and how long they held one, as
+    cumulative-ready bucket counts (ns edges, the last bucket = above every edge). The
+    bulkhead's promise is in these: no wait beyond max_wait, no hold beyond the Redis work."""
+
+    __slots__ = ("hold", "wait")
+
+    def __init__(self) -> None:
+        self.wait = [0] * (len(PERMIT_EDGES_NS) + 1)
+        self.hold = [0] * (len(PERMIT_EDGES_NS) + 1)
+
+    @staticmethod
+    def _add(counts: list[int], ns: int) -> None:
+        counts[bisect.bisect_left(PERMIT_EDGES_NS, ns)] += 1
+
+    def waited(self, ns: int) -> None:
+        self._add(self.wait, ns)
+
+    def held(self, ns: int) -> None:
+        self._add(self.hold, ns)
+
+
 class PeakLevel:
     """The in-flight high-water mark, kept until it is read: no clock, no window.
 
@@ -187,6 +217,7 @@ class Auction:
         # With the limit switched off (ablation) the metrics still see Redis work in flight,
         # against the configured, unenforced limit: that is what the limit would have bounded.
         self.unlimited = UnlimitedView(cfg.limit) if limit is None else None
+        self.permits = PermitTimes()
         self.peak = PeakLevel()
         self._clock = clock
         self._reserve = redis.register_script(_RESERVE_LUA)
@@ -239,9 +270,11 @@ class Auction:
             finally:
                 view.inflight -= 1
         else:
+            asked = self._clock()
             permit = await self.limit.acquire(deadline_ns=deadline_ns)
             if not permit.admitted:
                 return _bulkhead(permit)
+            self.permits.waited(self._clock() - asked)
             self.peak.note(self.limit.inflight)
             started = self._clock()
             verdict = -1
@@ -249,6 +282,7 @@ class Auction:
                 verdict = await self._redis_work(req, publisher_id, deadline_ns)
             finally:
                 self.limit.release(latency_ns=self._clock() - started, dropped=verdict < 0)
+                self.permits.held(self._clock() - started)
         if verdict < 0:
             return self._redis_failure if verdict == -1 else _deadline()
         if verdict != _GO:

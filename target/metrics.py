@@ -39,7 +39,12 @@ from typing import Protocol
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from spikegate.contract import outcomes
@@ -81,7 +86,10 @@ _LATENCY_BUCKETS = (
     0.05,
     0.1,
     0.15,
-    0.25,
+    0.2,  # fine around the auction deadlines (tmax 150-250 ms): the checker holds the
+    0.25,  # target to its deadline from these
+    0.3,
+    0.4,
     0.5,
     1.0,
     2.5,
@@ -131,6 +139,34 @@ class BreakerView(Protocol):
 _METRIC_NAME = re.compile(r"[^a-zA-Z0-9_]")
 
 
+class PermitView(Protocol):
+    """Bucket counts (ns edges PERMIT_EDGES_NS, one more bucket above the last edge)."""
+
+    @property
+    def wait(self) -> Sequence[int]: ...
+    @property
+    def hold(self) -> Sequence[int]: ...
+
+
+def _permit_families(view: PermitView) -> Iterator[Metric]:
+    from spikegate.target.auction import PERMIT_EDGES_NS  # the edges live with the counts
+
+    docs = {
+        "wait": "time an admitted auction waited for its bulkhead permit",
+        "hold": "time an auction held its bulkhead permit (its Redis work)",
+    }
+    for kind, counts in (("wait", view.wait), ("hold", view.hold)):
+        cumulative, total = [], 0
+        for edge_ns, n in zip((*PERMIT_EDGES_NS, None), counts, strict=True):
+            total += n
+            le = "+Inf" if edge_ns is None else repr(edge_ns / 1e9)
+            cumulative.append((le, float(total)))
+        yield HistogramMetricFamily(
+            f"spikegate_auction_permit_{kind}_seconds", docs[kind], buckets=cumulative,
+            sum_value=0.0,
+        )  # fmt: skip
+
+
 class LevelsCollector(Collector):
     """Reads live levels from the runtime's objects at scrape time."""
 
@@ -142,8 +178,10 @@ class LevelsCollector(Collector):
         impression_stats: Callable[[], Mapping[str, float] | None],
         loop_lag: Callable[[], tuple[float, float]],
         inflight_peak: Callable[[], PeakView] | None = None,
+        permits: Callable[[], PermitView] | None = None,
     ) -> None:
         self._limit = limit
+        self._permits = permits
         self._inflight_peak = inflight_peak
         self._breakers = breakers
         self._impression_stats = impression_stats
@@ -182,6 +220,8 @@ class LevelsCollector(Collector):
                     if count:
                         reached.add_metric([str(level)], float(count))
                 yield reached
+            if self._permits is not None:
+                yield from _permit_families(self._permits())
         state = GaugeMetricFamily(
             "spikegate_breaker_state", "1 for the current state", labels=["dsp", "state"]
         )

@@ -64,6 +64,9 @@ SampleRow (samples.jsonl), parsed from the target's Prometheus /metrics once a s
                                           # spikegate_request_duration_seconds{outcome=
                                           # admitted}, /bid and /impression summed: its own
                                           # time on admitted responses
+     "permit_buckets": {"wait": [[le, n], ...], "hold": [[le, n], ...]},
+                                          # the bulkhead's own time: admitted auctions' wait
+                                          # for a permit and how long they held it
      "rss_bytes": f, "loop_lag_ms": f, "loop_lag_max_ms": f,
      "scrape_ms": f,
      # the harness's independent evidence, read whether or not the scrape succeeded:

@@ -414,3 +414,61 @@ def hist_of(ms: float, n: int) -> str | None:
     from tests.unit.harness.test_checker import hist
 
     return hist(ms, n) if n else None
+
+
+# --- layer.bulkhead: the bulkhead's own wait and hold times ---------------------------------
+def _permits(wait_ms: float, hold_ms: float, per_s: int = 100) -> list[Sample]:
+    """Permit histograms: `per_s` auctions a second, each waiting `wait_ms`, holding
+    `hold_ms` (a sample at t has counted the seconds before t)."""
+    edges = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0)
+    out = []
+    for s in healthy_samples():
+        n = per_s * int(s.t)
+
+        def cum(ms: float, n: int = n) -> tuple[tuple[float, int], ...]:
+            return (*((le, n if ms <= le * 1000 else 0) for le in edges), (float("inf"), n))
+
+        out.append(dataclasses.replace(s, permit_buckets={"wait": cum(wait_ms),
+                                                          "hold": cum(hold_ms)}))  # fmt: skip
+    return out
+
+
+PERMITS: list[tuple[str, float, float, str, str]] = [
+    ("waits within max_wait, holds within the Redis timeout", 0.3, 20.0, "pass",
+     "permits hold within 75 ms"),
+    ("waits out the deadline instead of rejecting", 120.0, 20.0, "fail",
+     "waited over 50 ms (max_wait_ms 5 ms + 25 ms of loop lag): the bulkhead queues"),
+    ("holds the permit across the DSP fan-out", 0.3, 140.0, "fail",
+     "held a permit over 75 ms (redis_timeout_ms 50 ms + 25 ms of loop lag)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "wait_ms", "hold_ms", "status", "words"), PERMITS,
+                         ids=[p[0] for p in PERMITS])  # fmt: skip
+def test_the_bulkhead_keeps_its_permit_promise(
+    case: str, wait_ms: float, hold_ms: float, status: str, words: str
+) -> None:
+    v = verdict(check(history(samples=_permits(wait_ms, hold_ms))), "layer.bulkhead", "stress")
+    assert v.status == status, v.message
+    assert words in v.message
+
+
+# --- layer.breaker: the fan-out keeps the auction's deadline --------------------------------
+@pytest.mark.parametrize(("late", "status", "words"), [
+    (0, "pass", "deadline kept"),
+    (150, "fail", "150 of 7400 admitted responses took the target over 200 ms (tmax 150 ms"),
+])  # fmt: skip
+def test_the_fan_out_keeps_the_auctions_deadline(late: int, status: str, words: str) -> None:
+    """A fan-out that waits a slow DSP out (a timeout in the wrong unit) answers bids after
+    tmax: the target's own time on admitted responses shows it, whatever it reports."""
+    rows = healthy_rows()
+    inf = float("inf")
+    samples = []
+    for s in healthy_samples():
+        done = sum(r.admitted for r in rows if r.t < s.t)
+        slow = min(late, done)
+        buckets = ((0.15, done - slow), (0.2, done - slow), (0.5, done), (inf, done))
+        samples.append(dataclasses.replace(s, duration_buckets={"admitted": buckets}))
+    v = verdict(check(history(rows=rows, samples=samples)), "layer.breaker", "stress")
+    assert v.status == status, v.message
+    assert words in v.message

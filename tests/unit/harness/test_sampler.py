@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from spikegate.harness.sampler import Sampler, parse_metrics
+from spikegate.target.auction import PermitTimes
 from spikegate.target.backpressure.breaker import BreakerState
 from spikegate.target.metrics import LevelsCollector, Metrics
 
@@ -28,6 +29,10 @@ def _exposition(*, max_depth: float = 400.0) -> str:
         "dsp-2": SimpleNamespace(state=BreakerState.CLOSED),
     }
     stats = {"queue_depth": 5.0, "queue_max_depth": max_depth, "last_sojourn_s": 0.012}
+    permits = PermitTimes()
+    permits.waited(300_000)  # 0.3 ms
+    permits.held(20_000_000)  # 20 ms
+    permits.held(120_000_000)  # 120 ms
     metrics.registry.register(
         LevelsCollector(
             limit=lambda: limit,  # type: ignore[arg-type,return-value]
@@ -35,6 +40,7 @@ def _exposition(*, max_depth: float = 400.0) -> str:
             impression_stats=lambda: stats,
             loop_lag=lambda: (0.001, 0.003),
             inflight_peak=lambda: SimpleNamespace(peak=9, reached=(0, 4, 0, 2)),
+            permits=lambda: permits,
         )
     )
     return metrics.render().decode()
@@ -282,3 +288,12 @@ def test_the_targets_time_on_admitted_responses_is_kept_as_buckets() -> None:
     assert admitted[0.002] == 0 and admitted[0.005] == 1 and admitted[0.01] == 2
     assert admitted[None] == 2
     json.dumps(admitted, allow_nan=False)
+
+
+def test_the_bulkhead_permit_histograms_are_kept_as_buckets() -> None:
+    """spikegate_auction_permit_{wait,hold}_seconds: cumulative, JSON-safe."""
+    permits = parse_metrics(_exposition())["permit_buckets"]
+    wait, hold = dict(map(tuple, permits["wait"])), dict(map(tuple, permits["hold"]))
+    assert wait[0.0005] == 1 and wait[None] == 1
+    assert hold[0.01] == 0 and hold[0.025] == 1 and hold[0.1] == 1 and hold[0.15] == 2
+    json.dumps(permits, allow_nan=False)
