@@ -537,6 +537,32 @@ def _backlog_agrees(c: _Ctx, cap: float, ev: dict[str, Any]) -> list[tuple[Statu
     return [(PASS, f"backlog peak {top.items:g} agrees (broker offsets)")]
 
 
+CODEL_FACTOR = 3.0  # how many CoDel windows of arrivals a queue may hold at its peak
+CODEL_SLACK = 10.0
+
+
+def _codel_keeps_it_short(c: _Ctx, held: float, ev: dict[str, Any]) -> list[tuple[Status, str]]:
+    """With CoDel on, a queue stands at most target + interval before the shedder acts, so
+    at its peak it holds about that long of arrivals, far below the hard cap; a shedder
+    whose test is inverted lets it fill to the cap (acknowledged impressions waiting
+    seconds for Kafka). `held` is the larger of the reported depth and the backlog."""
+    t = c.target
+    if t is None or not t.codel:
+        return []
+    arrivals = max(
+        (sum(r.endpoints.get("impression", {}).values()) for r in c.h.requests), default=0
+    )
+    bound = CODEL_FACTOR * arrivals * t.codel_window_ms / 1000.0 + CODEL_SLACK
+    ev.update(codel_bound=round(bound, 1), impressions_peak_per_s=arrivals)
+    if held > bound:
+        return [(FAIL, (
+            f"with CoDel on the queue held {held:g} impressions at its peak, more than "
+            f"{CODEL_FACTOR:g} x {arrivals}/s x {t.codel_window_ms:g} ms (target + interval) "
+            f"+ {CODEL_SLACK:g} = {bound:.0f}: the shedder let a queue stand"
+        ))]  # fmt: skip
+    return [(PASS, f"CoDel kept the queue short (peak {held:g} <= {bound:.0f})")]
+
+
 def layer_shedder(c: _Ctx) -> list[Verdict]:
     p = c.stress
     if p is None:
@@ -560,6 +586,7 @@ def layer_shedder(c: _Ctx) -> list[Verdict]:
     else:
         parts.append((PASS, f"queue depth never above {cap:g} (max {depth:g})"))
     parts.extend(_backlog_agrees(c, cap, ev))
+    parts.extend(_codel_keeps_it_short(c, max(depth, ev.get("backlog_max") or 0.0), ev))
     parts.extend(_rejection_speed(c, p, SHED, "sheds answered", ev))
     st, msg = _combine(parts)
     return [_v("layer.shedder", "stress", st, msg, **ev)]

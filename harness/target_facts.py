@@ -71,6 +71,8 @@ class TargetFacts:
     max_tmax_ms: float = 1000.0
     queue_max_depth: float = 10_000.0
     producer_workers: float = 2.0
+    codel: bool = True
+    codel_window_ms: float = 105.0  # CoDel's target + interval: how long a queue may stand
     producer_batch_size: float = 500.0
     breaker_max_wait_open_s: float = 5.0
     breaker_half_open_probes: float = 3.0
@@ -97,6 +99,8 @@ class TargetFacts:
             max_tmax_ms=_num(auction, "max_tmax_ms", 1000.0),
             queue_max_depth=_num(imp, "max_depth", 10_000.0),
             producer_workers=_num(imp, "workers", 2.0),
+            codel=bool(imp.get("codel", True)) and bool(imp.get("enabled", True)),
+            codel_window_ms=_num(imp, "target_ms", 5.0) + _num(imp, "interval_ms", 100.0),
             producer_batch_size=_num(imp, "batch_size", 500.0),
             breaker_max_wait_open_s=_num(breaker, "max_wait_open_s", 5.0),
             breaker_half_open_probes=_num(breaker, "half_open_probes", 3.0),

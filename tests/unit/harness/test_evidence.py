@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -87,12 +88,20 @@ def _stalled(t: float) -> float:
     return _delivered_by(min(t, 24.0))
 
 
-def _imp_history(samples: list[Sample], rows: list[RequestSecond] | None = None) -> History:
+# Depth-only shedding (no CoDel): a queue may stand up to its cap of 400.
+DEPTH_ONLY = scenario(
+    target={"config": {"auction": {"limit": 12},
+                       "impressions": {"max_depth": 400, "codel": False}}}
+)  # fmt: skip
+
+
+def _imp_history(
+    samples: list[Sample], rows: list[RequestSecond] | None = None, sc: Any = None
+) -> History:
     rows = rows if rows is not None else _impressions_rows()
     n = sum(r.outcomes.get("accepted", 0) for r in rows)
-    return history(
-        rows=rows, samples=samples, impressions=ImpressionAccounting(acked=n, found=n, missing=0)
-    )
+    imp = ImpressionAccounting(acked=n, found=n, missing=0)
+    return history(sc, rows=rows, samples=samples, impressions=imp)
 
 
 CASES: list[tuple[str, Callable[[], History], str, str, str]] = [
@@ -118,8 +127,8 @@ CASES: list[tuple[str, Callable[[], History], str, str, str]] = [
      lambda: _imp_history(_broker(lambda t: _delivered_by(t, lag=8.0))),
      "layer.shedder", "fail", "disagrees with the broker"),
     ("queue depth reported in full: agrees",
-     lambda: _imp_history(_broker(lambda t: _delivered_by(t, lag=8.0), depth=300.0)),
-     "layer.shedder", "pass", "agrees"),
+     lambda: _imp_history(_broker(lambda t: _delivered_by(t, lag=8.0), depth=300.0),
+                          sc=DEPTH_ONLY), "layer.shedder", "pass", "agrees"),
 ]  # fmt: skip
 
 
@@ -470,5 +479,24 @@ def test_the_fan_out_keeps_the_auctions_deadline(late: int, status: str, words: 
         buckets = ((0.15, done - slow), (0.2, done - slow), (0.5, done), (inf, done))
         samples.append(dataclasses.replace(s, duration_buckets={"admitted": buckets}))
     v = verdict(check(history(rows=rows, samples=samples)), "layer.breaker", "stress")
+    assert v.status == status, v.message
+    assert words in v.message
+
+
+# --- layer.shedder: with CoDel on, a queue never stands --------------------------------------
+@pytest.mark.parametrize(("depth", "status", "words"), [
+    (12.0, "pass", "CoDel kept the queue short"),
+    (390.0, "fail", "the shedder let a queue stand"),
+])  # fmt: skip
+def test_codel_keeps_the_queue_far_below_its_cap(depth: float, status: str, words: str) -> None:
+    """100 impressions a second and CoDel's 105 ms window: a queue of 12 is CoDel at work;
+    one of 390 (under the cap of 400) is a shedder whose test is inverted."""
+    rows = [dataclasses.replace(r, endpoints={"impression": {"accepted": 100}})
+            for r in healthy_rows()]  # fmt: skip
+    samples = [dataclasses.replace(s, queue_depth=depth if s.t == 28 else 5.0)
+               for s in healthy_samples()]  # fmt: skip
+    imp = ImpressionAccounting(acked=6000, found=6000, missing=0)
+    v = verdict(check(history(rows=rows, samples=samples, impressions=imp)), "layer.shedder",
+                "stress")  # fmt: skip
     assert v.status == status, v.message
     assert words in v.message
