@@ -424,6 +424,7 @@ def _redis_agrees(
 
 PERMIT_LAG_MS = 25.0  # what a busy event loop may add to a wait or a hold on this machine
 PERMIT_SHARE = 0.01  # of waits or holds that may exceed their bound (a stalled loop)
+PERMIT_STRICT_SHARE = 0.001  # of waits with no designed wait (at least 3)
 
 
 def _permits_kept(c: _Ctx, t: TargetFacts, ev: dict[str, Any]) -> list[tuple[Status, str]]:
@@ -432,24 +433,27 @@ def _permits_kept(c: _Ctx, t: TargetFacts, ev: dict[str, Any]) -> list[tuple[Sta
     deadline), and held it only across its Redis work, bounded by the Redis timeout (a
     permit held across the DSP fan-out fills the bulkhead with work it does not protect)."""
     parts: list[tuple[Status, str]] = []
-    for kind, bound_ms, what, why in (
-        ("wait", t.auction_max_wait_ms, "waited over", "max_wait_ms"),
-        ("hold", t.redis_timeout_ms, "held a permit over", "redis_timeout_ms"),
-    ):
+    # A bulkhead with no designed wait never suspends an admitted auction (no timer, no
+    # loop lag): any wait at all is queueing.
+    no_wait = t.auction_max_wait_ms == 0
+    for kind, bound_ms, lag_ms, share, what, why in (
+        ("wait", t.auction_max_wait_ms, 0.0 if no_wait else PERMIT_LAG_MS,
+         PERMIT_STRICT_SHARE if no_wait else PERMIT_SHARE, "waited over", "max_wait_ms"),
+        ("hold", t.redis_timeout_ms, PERMIT_LAG_MS, PERMIT_SHARE, "held a permit over",
+         "redis_timeout_ms"),
+    ):  # fmt: skip
         over = counts_over(c.h.samples, lambda s: s.permit_buckets, kind)
         total = over.get(math.inf, 0)
-        edges = sorted(
-            le for le in over if math.isfinite(le) and le * 1000 >= bound_ms + PERMIT_LAG_MS
-        )
+        edges = sorted(le for le in over if math.isfinite(le) and le * 1000 >= bound_ms + lag_ms)
         if not total or not edges:
             continue
         edge = edges[0]
         n = over[edge]
         ev[f"permit_{kind}_over"] = [edge * 1000, n, total]
-        if n > PERMIT_SHARE * total:
+        if n > max(3.0, share * total) if share < PERMIT_SHARE else n > share * total:
             parts.append((FAIL, (
                 f"{n} of {total} auctions {what} {edge * 1000:g} ms ({why} {bound_ms:g} ms "
-                f"+ {PERMIT_LAG_MS:g} ms of loop lag): "
+                f"+ {lag_ms:g} ms of loop lag): "
                 + ("the bulkhead queues instead of rejecting" if kind == "wait"
                    else "the permit is held across work other than Redis")
             )))  # fmt: skip

@@ -500,3 +500,16 @@ def test_codel_keeps_the_queue_far_below_its_cap(depth: float, status: str, word
                 "stress")  # fmt: skip
     assert v.status == status, v.message
     assert words in v.message
+
+
+def test_with_no_designed_wait_any_wait_is_queueing() -> None:
+    """max_wait_ms = 0: an admitted auction never suspends for its permit, so a 3 ms wait
+    (the bulkhead waiting out the deadline instead of rejecting) fails; 0.3 ms does not."""
+    no_wait = scenario(
+        target={"config": {"auction": {"limit": 12, "max_wait_ms": 0},
+                           "impressions": {"max_depth": 400}}}
+    )  # fmt: skip
+    bad = verdict(check(history(no_wait, samples=_permits(3.0, 20.0))), "layer.bulkhead")
+    assert bad.status == "fail" and "waited over 0.5 ms (max_wait_ms 0 ms + 0 ms" in bad.message
+    good = verdict(check(history(no_wait, samples=_permits(0.3, 20.0))), "layer.bulkhead")
+    assert good.status == "pass", good.message
