@@ -425,6 +425,8 @@ def _redis_agrees(
 PERMIT_LAG_MS = 25.0  # what a busy event loop may add to a wait or a hold on this machine
 PERMIT_SHARE = 0.01  # of waits or holds that may exceed their bound (a stalled loop)
 PERMIT_STRICT_SHARE = 0.001  # of waits with no designed wait (at least 3)
+# of holds past the Redis timeout + lag (at least 3): healthy runs hold none that long
+PERMIT_HOLD_SHARE = 0.002
 
 
 def _permits_kept(c: _Ctx, t: TargetFacts, ev: dict[str, Any]) -> list[tuple[Status, str]]:
@@ -439,7 +441,7 @@ def _permits_kept(c: _Ctx, t: TargetFacts, ev: dict[str, Any]) -> list[tuple[Sta
     for kind, bound_ms, lag_ms, share, what, why in (
         ("wait", t.auction_max_wait_ms, 0.0 if no_wait else PERMIT_LAG_MS,
          PERMIT_STRICT_SHARE if no_wait else PERMIT_SHARE, "waited over", "max_wait_ms"),
-        ("hold", t.redis_timeout_ms, PERMIT_LAG_MS, PERMIT_SHARE, "held a permit over",
+        ("hold", t.redis_timeout_ms, PERMIT_LAG_MS, PERMIT_HOLD_SHARE, "held a permit over",
          "redis_timeout_ms"),
     ):  # fmt: skip
         over = counts_over(c.h.samples, lambda s: s.permit_buckets, kind)
