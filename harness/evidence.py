@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from spikegate.contract.outcomes import ACCEPTED
+from spikegate.harness.figures import _decode, bucket_deltas
 from spikegate.harness.history import History, RequestSecond, Sample
 
 __all__ = [
@@ -174,14 +175,7 @@ def counts_over(
     rows = [s for s in samples if s.ok and pick(s) is not None]
     if len(rows) < 2:
         return {}
-    acc: dict[float, int] = {}
-    prev = dict(pick(rows[0]).get(key, ()))  # type: ignore[union-attr]
-    for s in rows[1:]:
-        cur = dict(pick(s).get(key, ()))  # type: ignore[union-attr]
-        reset = max(cur.values(), default=0) < max(prev.values(), default=0)
-        for le, n in cur.items():
-            acc[le] = acc.get(le, 0) + max(0, n if reset else n - prev.get(le, 0))
-        prev = cur
+    acc = bucket_deltas(rows, pick, key)
     total = acc.get(math.inf, max(acc.values(), default=0))
     out = {le: total - n for le, n in acc.items() if math.isfinite(le)}
     out[math.inf] = total
@@ -190,7 +184,6 @@ def counts_over(
 
 def client_admitted_over(rows: Sequence[RequestSecond], edges: Sequence[float]) -> dict[float, int]:
     """Admitted responses the generator timed at more than each edge (seconds)."""
-    from spikegate.harness.figures import _decode
 
     counts = dict.fromkeys(edges, 0)
     for r in rows:

@@ -11,7 +11,7 @@ in ms); `server_rejections` differences the target's cumulative rejection-cost b
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +97,32 @@ class ServerRejections:
     last_t: float
 
 
+Buckets = Mapping[str, tuple[tuple[float, int], ...]]
+
+
+def bucket_deltas(
+    rows: Sequence[Sample],
+    pick: Callable[[Sample], Buckets | None],
+    key: str,
+    exclude: Sequence[tuple[float, float]] = (),
+) -> dict[float, int]:
+    """Observations per cumulative bucket edge of a histogram the target exports, summed
+    over the scrape-to-scrape increments of `rows` (all of which carry it): last minus first
+    unless the target restarted (a falling total counts from zero). An increment covers
+    (previous scrape, this scrape]; one that overlaps a window of `exclude` is left out."""
+    acc: dict[float, int] = {}
+    prev = dict((pick(rows[0]) or {}).get(key, ()))
+    prev_t = rows[0].t
+    for s in rows[1:]:
+        cur = dict((pick(s) or {}).get(key, ()))
+        reset = max(cur.values(), default=0) < max(prev.values(), default=0)
+        if not any(prev_t < b and s.t > a for a, b in exclude):
+            for le, n in cur.items():
+                acc[le] = acc.get(le, 0) + max(0, n if reset else n - prev.get(le, 0))
+        prev, prev_t = cur, s.t
+    return acc
+
+
 def server_rejections(
     samples: Sequence[Sample],
     layer: str,
@@ -106,23 +132,11 @@ def server_rejections(
     """pNN of `spikegate_rejection_seconds{layer}` over `samples`, or None when fewer than
     two of them carry the histogram (an external target, an older run directory).
 
-    The cumulative buckets are differenced between consecutive scrapes and summed, which
-    is last minus first unless the target restarted (a falling total: counted from zero).
-    A scrape's increment covers (previous scrape, this scrape]; one that overlaps a window
-    of `exclude` is left out."""
+    The cumulative buckets are differenced with `bucket_deltas`, leaving out `exclude`."""
     rows = [s for s in samples if s.ok and s.rejection_buckets is not None]
     if len(rows) < 2:
         return None
-    acc: dict[float, int] = {}
-    prev = dict(rows[0].rejection_buckets.get(layer, ()))  # type: ignore[union-attr]
-    prev_t = rows[0].t
-    for s in rows[1:]:
-        cur = dict(s.rejection_buckets.get(layer, ()))  # type: ignore[union-attr]
-        reset = max(cur.values(), default=0) < max(prev.values(), default=0)
-        if not any(prev_t < b and s.t > a for a, b in exclude):
-            for le, n in cur.items():
-                acc[le] = acc.get(le, 0) + max(0, n if reset else n - prev.get(le, 0))
-        prev, prev_t = cur, s.t
+    acc = bucket_deltas(rows, lambda s: s.rejection_buckets, layer, exclude)
     edges = sorted(acc)
     count = max(acc.values(), default=0)
     finite = [le for le in edges if math.isfinite(le)]
