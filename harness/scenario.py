@@ -32,8 +32,9 @@ from pydantic import (
 )
 
 from spikegate.chaos.faults import FaultSpec
-from spikegate.contract.env import LOAD_ENV, PUBLISHERS_ENV, SEED_ENV
+from spikegate.contract.env import LOAD_ENV, OUTCOMES_ENV, PUBLISHERS_ENV, SEED_ENV
 from spikegate.contract.load import LoadSection, Problem, StrictModel, problems_error
+from spikegate.contract.outcomes import OutcomeRules
 from spikegate.harness.errors import ScenarioError, describe
 from spikegate.harness.thresholds import Thresholds
 
@@ -100,15 +101,58 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_DEP_NAME = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+def placeholders(text: str) -> list[str]:
+    """The `{...}` names in `text` ({port}, {proxy.db}); `{{` and `}}` are literal braces."""
+    return _PLACEHOLDER.findall(text.replace("{{", "").replace("}}", ""))
+
+
+def fill_placeholders(text: str, values: Mapping[str, str]) -> str:
+    """`text` with each {name} replaced from `values` ({{ and }} stand for { and })."""
+
+    def sub(m: re.Match[str]) -> str:
+        return values[m.group(1)]
+
+    parts = text.split("{{")
+    out = []
+    for part in parts:
+        pieces = part.split("}}")
+        out.append("}".join(_PLACEHOLDER.sub(sub, piece) for piece in pieces))
+    return "{".join(out)
+
+
 class TargetSection(StrictModel):
-    """What is loaded: the reference ad server (started by the harness) or your own service."""
+    """What is loaded: the reference ad server (started by the harness), your own service
+    started by the harness (`command`), or a service already running (`external`, a URL)."""
 
     model_config = ConfigDict(json_schema_extra=_describe_target_config)
 
-    kind: Literal["reference", "external"] = "reference"
+    kind: Literal["reference", "external", "command"] = "reference"
     url: str | None = Field(default=None, description="base URL of an external target")
     allow_remote: bool = Field(
         default=False, description="allow a non-loopback external target (off: refused)"
+    )
+    command: list[str] | None = Field(
+        default=None,
+        description="kind = 'command': the service's argv; {port} is the port it must listen "
+        "on (127.0.0.1), {proxy.NAME} the host:port of dependency NAME's proxy",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="kind = 'command': extra environment (placeholders too)"
+    )
+    cwd: str | None = Field(
+        default=None, description="kind = 'command': working directory (relative to the scenario)"
+    )
+    ready: str | None = Field(
+        default=None,
+        description="an HTTP path polled until it answers 2xx (within stack.start_timeout_s); "
+        "default: the port accepts connections",
+    )
+    metrics: str | None = Field(
+        default=None, description="the service's Prometheus path (e.g. /metrics), if it has one"
     )
     publisher_rate_per_s: float = Field(
         default=200.0, ge=0, description="edge token bucket rate per publisher"
@@ -124,12 +168,39 @@ class TargetSection(StrictModel):
     def _url(cls, value: str | None) -> str | None:
         return _check_url(value, ("http", "https"), "http(s)://host[:port]")
 
+    @field_validator("ready", "metrics")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or any(c.isspace() for c in value)):
+            raise ValueError(f"expected an HTTP path starting with '/', got {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> TargetSection:
+        problems: list[Problem] = []
         if self.kind == "external" and not self.url:
-            raise problems_error(
-                "TargetSection", [(("url",), "target.url is required when kind = 'external'")]
-            )
+            problems.append((("url",), "target.url is required when kind = 'external'"))
+        if self.kind == "command":
+            if not self.command or not self.command[0].strip():
+                msg = (
+                    "target.command is required when kind = 'command': the argv that starts "
+                    'your service, e.g. ["python", "app.py", "--port", "{port}"]'
+                )
+                problems.append((("command",), msg))
+            if self.url is not None:
+                msg = "target.url is for kind = 'external'; a command target is on {port}"
+                problems.append((("url",), msg))
+        else:
+            for key in ("command", "cwd", "ready"):
+                if getattr(self, key) not in (None, [], {}):
+                    problems.append(((key,), f"target.{key} is only for kind = 'command'"))
+            if self.env:
+                problems.append((("env",), "target.env is only for kind = 'command'"))
+        if self.kind != "reference" and self.config:
+            msg = "target.config configures the reference target; your service has its own"
+            problems.append((("config",), msg))
+        if problems:
+            raise problems_error("TargetSection", problems)
         return self
 
     def is_loopback(self) -> bool:
@@ -140,6 +211,93 @@ class TargetSection(StrictModel):
             return ipaddress.ip_address(host).is_loopback
         except ValueError:
             return False
+
+
+class DependencySection(StrictModel):
+    """One dependency of your service, reached through a chaos proxy the faults can name."""
+
+    name: str = Field(pattern=_DEP_NAME, description="the proxy's name: faults say proxy = NAME")
+    upstream: str | None = Field(
+        default=None, description="host:port of your own dependency (Redis, Postgres, an API)"
+    )
+    start: Literal["redis", "kafka"] | None = Field(
+        default=None, description="the harness starts redis-server or the Kafka-protocol broker"
+    )
+    listen: str | None = Field(
+        default=None,
+        description="a fixed 127.0.0.1:PORT for the proxy (needed when the harness does not "
+        "start the service: kind = 'external'); default: a free port",
+    )
+
+    @field_validator("upstream", "listen")
+    @classmethod
+    def _addr(cls, value: str | None) -> str | None:
+        if value is not None and ("," in value or _check_bootstrap(value) is None):
+            raise ValueError(f"expected host:port, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> DependencySection:
+        if (self.upstream is None) == (self.start is None):
+            msg = (
+                f'dependency {self.name!r}: give exactly one of upstream = "host:port" (yours) '
+                'or start = "redis" | "kafka" (started by the harness)'
+            )
+            raise problems_error("DependencySection", [(("upstream",), msg)])
+        if self.listen is not None:
+            host = self.listen.rpartition(":")[0]
+            if host not in ("127.0.0.1", "localhost"):
+                msg = f"the proxy listens on loopback only: 127.0.0.1:PORT, got {self.listen!r}"
+                raise problems_error("DependencySection", [(("listen",), msg)])
+        return self
+
+
+class OutcomesSection(StrictModel):
+    """How responses of your service are counted (the reference target names its decisions
+    in X-Spikegate-Decision; a service without it is classified by status)."""
+
+    admitted: list[int | str] = Field(
+        default_factory=lambda: ["2xx"], description='statuses counted as admitted ("2xx", 200)'
+    )
+    rejected: list[int | str] = Field(
+        default_factory=lambda: [429, 503],
+        description="statuses that are designed rejections (Retry-After is checked)",
+    )
+    decision_header: str | None = Field(
+        default=None,
+        description="a response header naming the decision; when set, a rejection status "
+        "without it is a failure",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> OutcomesSection:
+        try:
+            self.rules()
+        except ValueError as exc:
+            key = "rejected" if str(exc).startswith("outcomes.rejected") else "admitted"
+            raise problems_error("OutcomesSection", [((key,), str(exc))]) from None
+        return self
+
+    def rules(self) -> OutcomeRules:
+        return OutcomeRules(
+            admitted=tuple(self.admitted),
+            rejected=tuple(self.rejected),
+            decision_header=self.decision_header,
+        )
+
+
+class MetricsSection(StrictModel):
+    """Your service's own Prometheus metrics mapped to what the layer signatures judge
+    (target.metrics must be set). Unmapped: those signatures are skipped, never passed."""
+
+    inflight: str | None = Field(default=None, description="gauge: requests in flight")
+    queue_depth: str | None = Field(default=None, description="gauge: queued work items")
+    breaker_state: str | None = Field(
+        default=None, description="gauge: 0 closed, 1 open, 0.5 half-open (per label set)"
+    )
+
+    def mapped(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v}
 
 
 class StackSection(StrictModel):
@@ -207,23 +365,84 @@ class Scenario(StrictModel):
     seed: int = Field(default=1, ge=0, le=2**63 - 1)
     target: TargetSection = TargetSection()
     stack: StackSection = StackSection()
+    dependencies: list[DependencySection] = Field(
+        default_factory=list, description="your service's dependencies, each behind a proxy"
+    )
     load: LoadSection = LoadSection()
+    outcomes: OutcomesSection = OutcomesSection()
+    metrics: MetricsSection = MetricsSection()
     faults: list[FaultEntry] = Field(default_factory=list)
     phases: PhasesSection = PhasesSection()
     checks: Thresholds = Field(default=Thresholds(), description="thresholds read by the checker")
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:
-        problems = [*self._fault_problems(), *self._phase_problems()]
+        problems = [
+            *self._dependency_problems(),
+            *self._fault_problems(),
+            *self._phase_problems(),
+        ]
         if not problems and self.target.kind == "reference":
             problems = self._target_config_problems()
         if problems:
             raise problems_error("Scenario", problems)
         return self
 
+    def _dependency_problems(self) -> list[Problem]:
+        out: list[Problem] = []
+        kind = self.target.kind
+        if kind == "reference" and self.dependencies:
+            msg = (
+                "the reference target declares its own dependencies (redis, kafka, dsp-N): "
+                "[[dependencies]] are for target.kind = 'command' or 'external'"
+            )
+            out.append((("dependencies",), msg))
+            return out
+        seen: set[str] = set()
+        for i, dep in enumerate(self.dependencies):
+            if dep.name in seen:
+                msg = f"{dep.name!r} is declared twice: each dependency needs its own name"
+                out.append((("dependencies", i, "name"), msg))
+            seen.add(dep.name)
+            if kind == "external" and dep.listen is None:
+                msg = (
+                    f"dependency {dep.name!r}: with target.kind = 'external' the harness does "
+                    "not start your service, so it cannot hand it the proxy's address: set "
+                    'listen = "127.0.0.1:PORT" and point your service there'
+                )
+                out.append((("dependencies", i, "listen"), msg))
+        names = {d.name for d in self.dependencies}
+        fields: list[tuple[tuple[str | int, ...], str]] = [
+            (("target", "command", i), arg) for i, arg in enumerate(self.target.command or [])
+        ]
+        fields += [(("target", "env", k), v) for k, v in self.target.env.items()]
+        for loc, text in fields:
+            for name in placeholders(text):
+                dep = name.removeprefix("proxy.")
+                if name == "port" or (name.startswith("proxy.") and dep in names):
+                    continue
+                known = ", ".join(["{port}", *(f"{{proxy.{n}}}" for n in sorted(names))])
+                msg = f"unknown placeholder {{{name}}} in {text!r}: known are {known}"
+                out.append((loc, msg))
+        if self.metrics.mapped() and self.target.metrics is None and kind != "reference":
+            msg = '[metrics] maps your service\'s metrics: set target.metrics (e.g. "/metrics")'
+            out.append((("target", "metrics"), msg))
+        if kind == "reference" and self.metrics.mapped():
+            msg = "[metrics] maps a user's service's metrics; the reference target has its own"
+            out.append((("metrics",), msg))
+        if kind == "reference" and self.load.locustfile is not None:
+            msg = (
+                "load.locustfile drives your own service; the reference target has its own "
+                "traffic (set target.kind = 'command' or 'external')"
+            )
+            out.append((("load", "locustfile"), msg))
+        return out
+
     def _fault_problems(self) -> list[Problem]:
         out: list[Problem] = []
-        proxies = ("redis", "kafka", *self.dsp_names())
+        proxies: tuple[str, ...] | None = tuple(self.proxy_names())
+        if self.target.kind == "external" and self.stack.toxiproxy_url and not self.dependencies:
+            proxies = None  # proxies the user made on their own toxiproxy: not ours to list
         load = self.load
         for i, f in enumerate(self.faults):
             end = f.at_s + f.for_s
@@ -239,18 +458,29 @@ class Scenario(StrictModel):
                     f"{load.warmup_s:g} s), which is never judged: start it later"
                 )
                 out.append((("faults", i, "at_s"), msg))
-            if f.proxy is not None and f.proxy not in proxies:
-                msg = f"{f.proxy!r} is not one of {', '.join(proxies)}"
+            if f.proxy is not None and proxies is not None and f.proxy not in proxies:
+                if proxies:
+                    msg = f"{f.proxy!r} is not one of {', '.join(proxies)}"
+                else:
+                    msg = (
+                        f"{f.proxy!r}: no dependency is declared; add [[dependencies]] "
+                        f'name = "{f.proxy}" (upstream = "host:port" or start = "redis")'
+                    )
                 out.append((("faults", i, "proxy"), msg))
                 continue
             try:
                 f.to_spec()
             except (ValueError, TypeError) as exc:
                 out.append((("faults", i, *_fault_field(f, str(exc))), str(exc)))
-        if self.faults and self.target.kind == "external" and self.stack.toxiproxy_url is None:
+        if (
+            self.faults
+            and self.target.kind != "reference"
+            and not self.dependencies
+            and not (self.target.kind == "external" and self.stack.toxiproxy_url)
+        ):
             msg = (
-                "faults need proxies in front of the dependencies: with target.kind = "
-                "'external', set stack.toxiproxy_url or remove the faults"
+                "faults need proxies in front of your service's dependencies: declare them "
+                'as [[dependencies]] (name, upstream = "host:port" or start = "redis"|"kafka")'
             )
             out.append((("faults",), msg))
         return out
@@ -314,6 +544,15 @@ class Scenario(StrictModel):
 
     def dsp_names(self) -> list[str]:
         return [f"dsp-{i}" for i in range(1, self.stack.dsp_count + 1)]
+
+    def proxy_names(self) -> list[str]:
+        """The proxies faults can name: the reference target's, or the declared dependencies."""
+        if self.target.kind == "reference":
+            return ["redis", "kafka", *self.dsp_names()]
+        return [d.name for d in self.dependencies]
+
+    def outcome_rules(self) -> OutcomeRules:
+        return self.outcomes.rules()
 
     def stress_window(self) -> tuple[float, float] | None:
         """From the first disturbance (spike or fault) to the end of the last one."""
@@ -384,6 +623,7 @@ class Scenario(StrictModel):
             LOAD_ENV: json.dumps(self.load.model_dump(mode="json"), sort_keys=True),
             PUBLISHERS_ENV: json.dumps(self.publishers(), sort_keys=True),
             SEED_ENV: str(self.seed),
+            OUTCOMES_ENV: self.outcome_rules().to_json(),
         }
 
     def to_toml(self) -> str:
@@ -435,7 +675,26 @@ def load_scenario(ref: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     sets = {_apply_override(data, item): item for item in overrides}
     named = "name" in data
     data.setdefault("name", path.stem)
-    return parse_scenario(data, source=str(path), text=text, sets=sets, named=named)
+    scenario = parse_scenario(data, source=str(path), text=text, sets=sets, named=named)
+    return anchored(scenario, path.resolve().parent)
+
+
+def anchored(scenario: Scenario, base: Path) -> Scenario:
+    """`scenario` with its relative file paths (load.locustfile, target.cwd) made absolute
+    against `base`, the scenario file's folder: the run does not depend on where it starts."""
+
+    def absolute(value: str | None) -> str | None:
+        if value is None or Path(value).is_absolute():
+            return value
+        return str((base / value).resolve())
+
+    load, target = scenario.load, scenario.target
+    updates: dict[str, Any] = {}
+    if load.locustfile is not None and absolute(load.locustfile) != load.locustfile:
+        updates["load"] = load.model_copy(update={"locustfile": absolute(load.locustfile)})
+    if target.kind == "command" and absolute(target.cwd or ".") != target.cwd:
+        updates["target"] = target.model_copy(update={"cwd": absolute(target.cwd or ".")})
+    return scenario.model_copy(update=updates) if updates else scenario
 
 
 def parse_scenario(

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "LOAD_ENV",
     "LOCUSTFILES_ENV",
+    "OUTCOMES_ENV",
     "OWNER_ENV",
     "PUBLISHERS_ENV",
     "RUNTIME_DIR_ENV",
@@ -28,6 +29,7 @@ SEED_ENV = "SPIKEGATE_SEED"  # the scenario's seed (an integer)
 T0_ENV = "SPIKEGATE_T0"  # the run's t0, epoch seconds: every row's `t` counts from it
 RUN_DIR_ENV = "SPIKEGATE_RUN_DIR"  # where the recorder writes requests.jsonl and acked/
 LOCUSTFILES_ENV = "SPIKEGATE_LOCUSTFILES"  # another folder with the same locustfile names
+OUTCOMES_ENV = "SPIKEGATE_OUTCOMES"  # [outcomes] as JSON (contract.outcomes.OutcomeRules)
 
 # harness -> reference target
 TARGET_CONFIG_ENV = "SPIKEGATE_TARGET_CONFIG"  # a TOML file with the target's whole config

@@ -103,6 +103,14 @@ class LoadSection(StrictModel):
     mode: Mode = Field(
         default="open", description="open: send on schedule whatever the answers (default)"
     )
+    locustfile: str | None = Field(
+        default=None,
+        description="your own Locust file (relative to the scenario file): each intended "
+        "arrival runs one task of its user class",
+    )
+    user: str | None = Field(
+        default=None, description="the User class in load.locustfile (default: the only one)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> LoadSection:
@@ -171,6 +179,13 @@ class LoadSection(StrictModel):
                     f"({self.base_rps}) for shape {shape!r}",
                 )
             )
+        if self.user is not None and self.locustfile is None:
+            msg = "load.user names a class in load.locustfile: set load.locustfile too"
+            out.append((("user",), msg))
+        if self.user is not None and not self.user.isidentifier():
+            out.append((("user",), f"{self.user!r} is not a Python class name"))
+        if self.locustfile is not None and not self.locustfile.strip():
+            out.append((("locustfile",), "load.locustfile is empty: give a path to a .py file"))
         if shape == "step" and not self.steps:
             msg = "load.steps must list at least one {at_s, rps} for shape 'step'"
             out.append((("steps",), msg))

@@ -10,6 +10,11 @@ Standard library only: the target's backpressure primitives import the decision 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
 __all__ = [
     "ACCEPTED",
     "ADMITTED",
@@ -39,6 +44,7 @@ __all__ = [
     "SHED",
     "TIMEOUT",
     "UNAUTHORIZED",
+    "OutcomeRules",
     "classify",
 ]
 
@@ -128,3 +134,93 @@ def classify(status: int, decision: str | None, *, timed_out: bool = False) -> s
     if status >= 500:
         return ERROR_5XX
     return CLIENT_ERROR  # 4xx, and 1xx/3xx a client cannot use
+
+
+# --- a user's service: its own rules ----------------------------------------------------------
+_CLASSES = {"1xx": 1, "2xx": 2, "3xx": 3, "4xx": 4, "5xx": 5}
+
+
+def _status_set(items: Sequence[int | str], where: str) -> frozenset[int]:
+    """[200, "2xx", 204] -> the status codes they name (a class names its hundred codes)."""
+    out: set[int] = set()
+    for item in items:
+        if isinstance(item, str) and item.lower() in _CLASSES:
+            base = _CLASSES[item.lower()] * 100
+            out.update(range(base, base + 100))
+        elif isinstance(item, int) and not isinstance(item, bool) and 100 <= item <= 599:
+            out.add(item)
+        else:
+            raise ValueError(
+                f'{where}: {item!r} is not a status code (100..599) nor a class like "2xx"'
+            )
+    return frozenset(out)
+
+
+@dataclass(frozen=True)
+class OutcomeRules:
+    """How a service that sets no X-Spikegate-Decision is classified (scenario [outcomes]).
+
+    admitted statuses -> ok; designed rejections -> rate_limited (429) or overloaded (any
+    other, `shed` when the decision header says so); when `decision_header` is set, a
+    rejection status without that header is not designed (error_5xx / client_error);
+    everything else as classify() does for the reference target."""
+
+    admitted: Sequence[int | str] = ("2xx",)
+    rejected: Sequence[int | str] = (429, 503)
+    decision_header: str | None = None
+    _admitted: frozenset[int] = field(init=False, repr=False, compare=False)
+    _rejected: frozenset[int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        admitted = _status_set(self.admitted, "outcomes.admitted")
+        rejected = _status_set(self.rejected, "outcomes.rejected")
+        both = sorted(admitted & rejected)
+        if both:
+            raise ValueError(
+                f"outcomes: status {both[0]} is both admitted and rejected: list it in one"
+            )
+        object.__setattr__(self, "_admitted", admitted)
+        object.__setattr__(self, "_rejected", rejected)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> OutcomeRules:
+        return cls(
+            admitted=tuple(data.get("admitted", ("2xx",))),
+            rejected=tuple(data.get("rejected", (429, 503))),
+            decision_header=data.get("decision_header"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> OutcomeRules:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("the outcome rules must be a JSON object")
+        return cls.from_mapping(data)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "admitted": list(self.admitted),
+                "rejected": list(self.rejected),
+                "decision_header": self.decision_header,
+            },
+            sort_keys=True,
+        )
+
+    def is_rejection(self, status: int) -> bool:
+        return status in self._rejected
+
+    def classify(self, status: int, decision: str | None, *, timed_out: bool = False) -> str:
+        """The one OUTCOME of a response under these rules (`decision`: the header's value,
+        None when absent or when no decision header is configured)."""
+        if status <= 0:
+            return TIMEOUT if timed_out else CONN_ERROR
+        if status in self._admitted:
+            return OK
+        if status in self._rejected and (self.decision_header is None or decision):
+            if status == 429:
+                return RATE_LIMITED
+            return SHED if decision == SHED else OVERLOADED
+        if status >= 500:
+            return ERROR_5XX
+        return CLIENT_ERROR
