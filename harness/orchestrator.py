@@ -27,16 +27,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 from rich.console import Console
@@ -75,9 +77,21 @@ from spikegate.harness.loadgen import LocustProcess
 from spikegate.harness.proxy_evidence import ProxyOutstanding
 from spikegate.harness.reaper import Reaped, describe, reap_orphans
 from spikegate.harness.sampler import Evidence, Sampler
-from spikegate.harness.scenario import Scenario
-from spikegate.harness.services import ManagedProcess, ServiceError
-from spikegate.harness.stack import Stack, StackSettings, leftover_children, port_listening
+from spikegate.harness.scenario import Scenario, fill_placeholders
+from spikegate.harness.services import (
+    CommandTarget,
+    ManagedProcess,
+    ServiceError,
+    TargetServer,
+    wait_reachable,
+)
+from spikegate.harness.stack import (
+    Dependency,
+    Stack,
+    StackSettings,
+    leftover_children,
+    port_listening,
+)
 from spikegate.harness.target_facts import resolve_target_config
 
 __all__ = ["RunResult", "new_run_dir", "run_scenario"]
@@ -347,11 +361,6 @@ class _Run:
 
     def _bring_up(self) -> None:
         sc = self.scenario
-        if sc.target.kind == "external":
-            self.target_url = (sc.target.url or "").rstrip("/")
-            if sc.stack.toxiproxy_url:
-                self.chaos = ChaosClient(sc.stack.toxiproxy_url)
-            return
         settings = StackSettings(
             dsp_count=sc.stack.dsp_count,
             seed=sc.seed,
@@ -360,6 +369,9 @@ class _Run:
             toxiproxy_url=sc.stack.toxiproxy_url,
             start_timeout_s=sc.stack.start_timeout_s,
         )
+        if sc.target.kind != "reference":
+            self._bring_up_service(settings)
+            return
         self.stack = Stack(self.run_dir, settings, guard=self.signals.deferred)
         spool = str((self.run_dir / "spool").resolve())
 
@@ -371,16 +383,63 @@ class _Run:
         try:
             self.stack.up(config)
         finally:
-            self.meta["components"] = self.stack.components()
-            self.meta["startup_s"] = round(self.stack.startup_s, 3)
-            self.meta["startup_timings_s"] = dict(self.stack.timings)
-        assert self.stack.target is not None
+            self._record_stack()
+        assert isinstance(self.stack.target, TargetServer)
         self.target_url = self.stack.target.url
         self.chaos = self.stack.chaos
         # The limits this run really had, for the checker to judge against as data.
         resolved = resolve_target_config(sc, self.stack.target_config)
         if resolved is not None:
             _write_json(self.run_dir / TARGET_CONFIG_FILE, resolved)
+
+    def _bring_up_service(self, settings: StackSettings) -> None:
+        """Your own service: its dependencies behind proxies on the chaos server, then the
+        service itself (kind = "command"), or a check that something answers at its URL."""
+        sc = self.scenario
+        deps = [
+            Dependency(d.name, upstream=d.upstream, start=d.start, listen=d.listen)
+            for d in sc.dependencies
+        ]
+        if sc.target.kind == "external":
+            self.target_url = (sc.target.url or "").rstrip("/")
+            _check_url_answers(self.target_url, sc.stack.start_timeout_s)
+            if not deps:
+                if sc.stack.toxiproxy_url:
+                    self.chaos = ChaosClient(sc.stack.toxiproxy_url)
+                return
+        self.stack = Stack(self.run_dir, settings, guard=self.signals.deferred)
+        target = sc.target
+
+        def make(listen: Mapping[str, str]) -> ManagedProcess | None:
+            if target.kind != "command":
+                return None
+            values = {f"proxy.{name}": address for name, address in listen.items()}
+
+            def argv(port: int) -> list[str]:
+                filled = {**values, "port": str(port)}
+                return [fill_placeholders(a, filled) for a in target.command or []]
+
+            def env(port: int) -> dict[str, str]:
+                filled = {**values, "port": str(port)}
+                return {k: fill_placeholders(v, filled) for k, v in target.env.items()}
+
+            return CommandTarget(
+                self.run_dir / LOGS_DIR, argv=argv, env=env, cwd=target.cwd, ready=target.ready
+            )
+
+        try:
+            self.stack.up_service(deps, make)
+        finally:
+            self._record_stack()
+        if isinstance(self.stack.target, CommandTarget):
+            self.target_url = self.stack.target.url
+        self.chaos = self.stack.chaos
+
+    def _record_stack(self) -> None:
+        assert self.stack is not None
+        self.meta["components"] = self.stack.components()
+        self.meta["startup_s"] = round(self.stack.startup_s, 3)
+        self.meta["startup_timings_s"] = dict(self.stack.timings)
 
     def _load(self) -> None:
         sc = self.scenario
@@ -404,7 +463,7 @@ class _Run:
         self.locust.start()
         self.meta["components"]["locust"] = {"pid": self.locust.pid, "log": "logs/locust.log"}
         self.sampler = Sampler(
-            f"{self.target_url}/metrics",
+            self._metrics_url(),
             on_row=self.samples.write,
             on_warning=lambda m: self.events.emit("warning", message=m),
             evidence=self._evidence(),
@@ -417,6 +476,13 @@ class _Run:
             self._start_control(self.schedule)
         self._watch()
 
+    def _metrics_url(self) -> str | None:
+        """The target's Prometheus endpoint: ours, or your service's `target.metrics`."""
+        if self.scenario.target.kind == "reference":
+            return f"{self.target_url}/metrics"
+        path = self.scenario.target.metrics
+        return None if path is None else f"{self.target_url}{path}"
+
     def _evidence(self) -> list[Evidence]:
         """The harness's own sources, read beside every scrape: the chaos proxy's requests
         outstanding per dependency, and the broker's records read at its own listener."""
@@ -424,7 +490,7 @@ class _Run:
         if self.chaos is not None:
             sources.append(ProxyOutstanding(self.chaos.url))
         kafka = self.stack.kafka if self.stack is not None else None
-        if kafka is not None and kafka.bootstrap:
+        if kafka is not None and kafka.bootstrap and self.scenario.target.kind == "reference":
             sources.append(BrokerRecords(kafka.bootstrap, self._topic()))
         return sources
 
@@ -630,8 +696,12 @@ class _Run:
             reason = "the run did not complete" if sig.signum is None else "interrupted"
             _write_json(path, unavailable(acked, f"not read back: {reason}"))
             return
+        if self.scenario.target.kind != "reference":
+            reason = "your service's writes are not read back (no acknowledged-write log)"
+            _write_json(path, unavailable(acked, reason))
+            return
         if bootstrap is None:
-            _write_json(path, unavailable(acked, "no Kafka to read back (external target)"))
+            _write_json(path, unavailable(acked, "no Kafka to read back (external Kafka)"))
             return
         drained = wait_drained(
             f"{self.target_url}/metrics",
@@ -747,6 +817,47 @@ def _taken_by_others(ports: Sequence[int]) -> dict[int, str]:
     return others
 
 
+def _check_url_answers(url: str, start_timeout_s: float) -> None:
+    """An external target must accept connections before any load is sent (exit 4)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    bound = min(5.0, start_timeout_s)
+    error = wait_reachable(f"{parts.hostname}:{port}", bound)
+    if error is not None:
+        raise EnvironmentProblem(
+            f"target.url {url}: nothing accepts connections there (tried for {bound:g} s: {error})",
+            hint="start your service first, or fix target.url; no load was sent",
+        )
+
+
+def preflight(scenario: Scenario) -> None:
+    """What can be refused before anything starts (exit 2): the command's working
+    directory and program, and the user's locustfile (imported in a subprocess: it must
+    define a User class)."""
+    target = scenario.target
+    if target.kind == "command":
+        cwd = Path(target.cwd or ".")
+        if not cwd.is_dir():
+            raise UsageError(
+                f"target.cwd {cwd} is not a directory",
+                hint="target.cwd is relative to the scenario file's folder",
+            )
+        program = (target.command or [""])[0]
+        found = (
+            (cwd / program).is_file() if os.sep in program else shutil.which(program) is not None
+        )
+        if not found:
+            raise UsageError(
+                f"target.command[0] {program!r} is not found"
+                + (f" in {cwd}" if os.sep in program else " on PATH"),
+                hint="give the program's path (relative to target.cwd) or install it",
+            )
+    if scenario.load.locustfile is not None:
+        from spikegate.harness.loadgen import probe_locustfile
+
+        probe_locustfile(scenario.load.locustfile, scenario.load.user)
+
+
 def check_target_allowed(scenario: Scenario) -> None:
     """Refuse a non-loopback external target unless the scenario allows it."""
     if scenario.target.kind != "external" or scenario.target.allow_remote:
@@ -774,6 +885,7 @@ def run_scenario(
     died mid-run. An interrupted run returns status "interrupted", exit 130/143.
     """
     check_target_allowed(scenario)
+    preflight(scenario)
     console = console or Console()
     reaped = reap_orphans()  # what an earlier, killed harness left running
     if reaped:

@@ -52,7 +52,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, ClassVar
@@ -65,6 +65,7 @@ from spikegate.harness.errors import EnvironmentProblem
 from spikegate.harness.kafka_util import create_topic, kafka_metadata_ok, read_topic_ids
 
 __all__ = [
+    "CommandTarget",
     "DspBidders",
     "ExternalService",
     "KafkaBroker",
@@ -86,6 +87,7 @@ __all__ = [
     "redis_service",
     "running",
     "stop_all",
+    "wait_reachable",
 ]
 
 LOG_TAIL_LINES = 20
@@ -216,6 +218,10 @@ class ManagedProcess:
     def env(self) -> dict[str, str] | None:
         return None
 
+    def workdir(self) -> str | None:
+        """The child's working directory (default: ours)."""
+        return None
+
     def choose_ports(self) -> None:
         """Pick fresh ports before a start attempt (no-op for children without ports)."""
 
@@ -266,13 +272,15 @@ class ManagedProcess:
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 env=lifeline.child_env(self.env()),
+                cwd=self.workdir(),
                 start_new_session=True,  # own session and process group
                 close_fds=True,
             )
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
             self._close_log()
+            what = "not found" if isinstance(exc, FileNotFoundError) else (exc.strerror or "")
             raise EnvironmentProblem(
-                f"cannot start {self.name}: {cmd[0]} not found", hint=self.install_hint
+                f"cannot start {self.title or self.name}: {cmd[0]}: {what}", hint=self.install_hint
             ) from exc
         except BaseException:
             self._close_log()
@@ -687,6 +695,78 @@ class TargetServer(ManagedProcess):
 
     def is_ready(self) -> bool:
         return _http_ok(self.port)
+
+
+class CommandTarget(ManagedProcess):
+    """The user's own service, started from the scenario's `target.command` (placeholders
+    already filled in by `argv(port)`); ready when `ready` answers 2xx, or, without a ready
+    path, when its port accepts connections. Its output goes to logs/target.log."""
+
+    name = "target"
+    title = "your service"
+    stop_timeout_s = 10.0
+
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        argv: Callable[[int], list[str]],
+        env: Callable[[int], dict[str, str]],
+        cwd: str | None = None,
+        ready: str | None = None,
+    ) -> None:
+        super().__init__(log_dir)
+        self._argv = argv
+        self._env = env
+        self.cwd = cwd
+        self.ready = ready
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def choose_ports(self) -> None:
+        self.port = free_port()
+
+    def command(self) -> list[str]:
+        return self._argv(self.port)
+
+    def env(self) -> dict[str, str]:
+        out = dict(os.environ)
+        out.setdefault("PYTHONUNBUFFERED", "1")
+        out.update(self._env(self.port))
+        return out
+
+    def workdir(self) -> str | None:
+        return self.cwd
+
+    def is_ready(self) -> bool:
+        if self.ready is None:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1.0)
+        try:
+            conn.request("GET", self.ready)
+            return 200 <= conn.getresponse().status < 300
+        finally:
+            conn.close()
+
+
+def wait_reachable(host_port: str, timeout_s: float) -> str | None:
+    """None once something accepts a TCP connection at `host_port` (within `timeout_s`),
+    else the last error, for the message."""
+    host, _, port = host_port.rpartition(":")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return None
+        except OSError as exc:
+            error = exc.strerror or str(exc)
+        if time.monotonic() >= deadline:
+            return error
+        time.sleep(0.2)
 
 
 class ExternalService:

@@ -17,10 +17,11 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import psutil
@@ -41,17 +42,19 @@ from spikegate.harness.services import (
     TargetServer,
     free_port,
     python_env,
-    redis_service,
+    wait_reachable,
 )
 
 __all__ = [
     "ChaosServerProcess",
+    "Dependency",
     "Stack",
     "StackSettings",
     "leftover_children",
     "listening_ports",
     "port_listening",
     "python_env",
+    "reference_dependencies",
 ]
 
 
@@ -131,6 +134,39 @@ def _host_port(url: str, default_port: int) -> str:
     return f"{parts.hostname}:{parts.port or default_port}"
 
 
+@dataclass(frozen=True)
+class Dependency:
+    """One dependency behind a proxy named `name`: started by the harness (`start`: redis,
+    kafka, or dsp for the reference target's simulated bidders) or the user's (`upstream`
+    host:port); `listen` fixes the proxy's address (default: a free loopback port)."""
+
+    name: str
+    upstream: str | None = None
+    start: Literal["redis", "kafka", "dsp"] | None = None
+    listen: str | None = None
+
+
+def reference_dependencies(settings: StackSettings) -> list[Dependency]:
+    """The reference target's Redis, Kafka and DSP bidders, declared like a user's."""
+    s = settings
+    redis = (
+        Dependency("redis", upstream=_host_port(s.redis_url, 6379))
+        if s.redis_url
+        else Dependency("redis", start="redis")
+    )
+    kafka = (
+        Dependency("kafka", upstream=_host_port(s.kafka_bootstrap, 9092))
+        if s.kafka_bootstrap
+        else Dependency("kafka", start="kafka")
+    )
+    dsps = [Dependency(f"dsp-{i}", start="dsp") for i in range(1, s.dsp_count + 1)]
+    return [redis, kafka, *dsps]
+
+
+def _dep(deps: Sequence[Dependency], name: str) -> Dependency:
+    return next(d for d in deps if d.name == name)
+
+
 class StackSettings:
     """What the stack needs from a scenario (kept apart so tests can build one by hand)."""
 
@@ -183,7 +219,7 @@ class Stack:
         self.chaos: ChaosClient | None = None
         self.kafka: KafkaBroker | ExternalService | None = None
         self.dsps: DspBidders | None = None
-        self.target: TargetServer | None = None
+        self.target: ManagedProcess | None = None
         self.proxies: dict[str, ProxyInfo] = {}
         self.kafka_direct = ""  # the broker's own address (read-back bypasses nothing: same data)
         self.target_config: dict[str, Any] = {}
@@ -192,6 +228,7 @@ class Stack:
         self._ports: set[int] = set()
         self._t_start = time.monotonic()
         self.timings: dict[str, float] = {}  # component -> seconds from start to ready
+        self._labels: dict[int, str] = {}  # a started dependency's name, when not its kind
 
     # -- bring-up ------------------------------------------------------------------------
 
@@ -213,59 +250,118 @@ class Stack:
             if proxy is not None and self.chaos is not None:
                 port = getattr(proc, "port", 0)
                 self.proxies[proxy] = self.chaos.update_proxy(proxy, upstream=f"127.0.0.1:{port}")
-        self.timings[proc.name] = round(time.monotonic() - self._t_start, 3)
+        self.timings[self._labels.get(id(proc), proc.name)] = round(
+            time.monotonic() - self._t_start, 3
+        )
 
     def up(self, target_config: Any) -> None:
-        """Bring the stack up; `target_config(redis_url, kafka_bootstrap, dsp_urls)` -> dict.
+        """Bring the reference stack up; `target_config(redis_url, kafka_bootstrap, dsp_urls)`
+        -> dict. The reference target is one case of `up_service`: its Redis, Kafka and DSP
+        bidders are declared as dependencies like a user's."""
+        log_dir = self.log_dir
 
-        Independent children start together (the Python ones take a second to import);
-        ports are picked before the proxies are made, so the proxies can exist before
-        their upstreams listen, and the target only ever learns the proxies' addresses.
-        """
+        def target(listen: Mapping[str, str]) -> ManagedProcess:
+            dsp_urls = {n: f"http://{a}" for n, a in listen.items() if n.startswith("dsp-")}
+            config = target_config(f"redis://{listen['redis']}/0", listen["kafka"], dsp_urls)
+            self.target_config = dict(config)
+            config_path = self.run_dir / "target.toml"
+            config_path.write_text(tomli_w.dumps(_toml_ready(self.target_config)), "utf-8")
+            return TargetServer(log_dir, config_path=config_path)
+
+        self.up_service(reference_dependencies(self.settings), target)
+
+    def up_service(
+        self,
+        deps: Sequence[Dependency],
+        target: Callable[[Mapping[str, str]], ManagedProcess | None],
+    ) -> None:
+        """Start the chaos server, every dependency (started ones, or checked reachable),
+        a proxy in front of each, then `target(proxy listen address by dependency name)`
+        (None: a service the user runs). Independent children start together; ports are
+        picked before the proxies are made, so the proxies can exist before their upstreams
+        listen, and the target only ever learns the proxies' addresses."""
         s = self.settings
         self._t_start = time.monotonic()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if not s.toxiproxy_url:
             self.chaos_proc = ChaosServerProcess(self.log_dir, seed=s.seed)
             self._spawn(self.chaos_proc)
-        self.dsps = DspBidders(self.log_dir, count=s.dsp_count, seed=s.seed)
-        self._spawn(self.dsps)
-        self.redis = redis_service(self.log_dir, url=s.redis_url)
-        if isinstance(self.redis, RedisServer):
-            self._spawn(self.redis)
+        dsp_deps = [d for d in deps if d.start == "dsp"]
+        if dsp_deps:
+            self.dsps = DspBidders(self.log_dir, count=len(dsp_deps), seed=s.seed)
+            self._spawn(self.dsps)
+        redis: dict[str, RedisServer] = {}
+        for dep in deps:
+            if dep.start == "redis":
+                redis[dep.name] = proc = RedisServer(self.log_dir)
+                proc.log_path = self.log_dir / f"{dep.name}.log"
+                self._label(proc, dep.name)
+                self._spawn(proc)
         self._connect_chaos()
-        assert self.chaos is not None
-        self._proxy("redis", _host_port(self.redis.url, 6379))
-        if s.kafka_bootstrap:
-            self.kafka = ExternalService(bootstrap=s.kafka_bootstrap)
-            self._proxy("kafka", _host_port(s.kafka_bootstrap, 9092))
-        else:
-            port = free_port()  # fixed: the proxy points here, a retry must keep it
-            listen = self._proxy("kafka", f"127.0.0.1:{port}").listen
-            broker = KafkaBroker(self.log_dir, port=port, advertised=listen)
-            self.kafka = broker
-            self._started.append(broker)
-            with self._guard():
-                broker.start()
-        for name, port in zip(self.dsps.names, self.dsps.ports, strict=True):
-            self._proxy(name, f"127.0.0.1:{port}")
-        dsp_urls = {name: f"http://{self.proxies[name].listen}" for name in self.dsps.names}
-        redis_proxy = f"redis://{self.proxies['redis'].listen}/0"
-        kafka_proxy = self.proxies["kafka"].listen
-        self.target_config = dict(target_config(redis_proxy, kafka_proxy, dsp_urls))
-        config_path = self.run_dir / "target.toml"
-        config_path.write_text(tomli_w.dumps(_toml_ready(self.target_config)), encoding="utf-8")
-        self.target = TargetServer(self.log_dir, config_path=config_path)
-        self._spawn(self.target)
-        if isinstance(self.redis, RedisServer):
-            self._await(self.redis, "redis")
-        if isinstance(self.kafka, KafkaBroker):
-            self._await(self.kafka)
-        self._await_dsps()
-        self._await(self.target)
+        brokers: list[tuple[str, KafkaBroker]] = []
+        for dep in deps:
+            if dep.start == "redis":
+                self._proxy(dep.name, f"127.0.0.1:{redis[dep.name].port}", dep.listen)
+            elif dep.start == "kafka":
+                port = free_port()  # fixed: the proxy points here, a retry must keep it
+                listen = self._proxy(dep.name, f"127.0.0.1:{port}", dep.listen).listen
+                broker = KafkaBroker(self.log_dir, port=port, advertised=listen)
+                broker.log_path = self.log_dir / f"{dep.name}.log"
+                self._label(broker, dep.name)
+                brokers.append((dep.name, broker))
+                self._started.append(broker)
+                with self._guard():
+                    broker.start()
+            elif dep.start == "dsp":
+                continue
+            else:
+                assert dep.upstream is not None
+                self._check_upstream(dep)
+                self._proxy(dep.name, dep.upstream, dep.listen)
+        if self.dsps is not None:
+            for dep, port in zip(dsp_deps, self.dsps.ports, strict=True):
+                self._proxy(dep.name, f"127.0.0.1:{port}", dep.listen)
+        if "redis" in redis:
+            self.redis = redis["redis"]
+        elif any(d.name == "redis" for d in deps):
+            self.redis = ExternalService(url=f"redis://{_dep(deps, 'redis').upstream}/0")
+        for name, broker in brokers:
+            if name == "kafka":
+                self.kafka = broker
+        if self.kafka is None and any(d.name == "kafka" and d.upstream for d in deps):
+            self.kafka = ExternalService(bootstrap=_dep(deps, "kafka").upstream)
+        listen = {name: info.listen for name, info in self.proxies.items()}
+        made = target(listen)
+        if made is not None:
+            self.target = made
+            self._spawn(made)
+        for name, proc in redis.items():
+            self._await(proc, name)
+        for _, broker in brokers:
+            self._await(broker)
+        if self.dsps is not None:
+            self._await_dsps()
+        if made is not None:
+            self._await(made)
         self._check_clean()
         self._ports.update(self._own_ports())
         self.startup_s = time.monotonic() - self._t_start
+
+    def _label(self, proc: ManagedProcess, name: str) -> None:
+        self._labels[id(proc)] = name
+
+    def _check_upstream(self, dep: Dependency) -> None:
+        """An upstream the user runs must accept connections before anything is loaded."""
+        assert dep.upstream is not None
+        bound = min(5.0, self.settings.start_timeout_s)
+        error = wait_reachable(dep.upstream, bound)
+        if error is not None:
+            raise EnvironmentProblem(
+                f"dependency {dep.name!r}: nothing accepts connections at {dep.upstream} "
+                f"(tried for {bound:g} s: {error})",
+                hint=f"start it, fix [[dependencies]] name = {dep.name!r} upstream, or let "
+                'the harness start one (start = "redis" | "kafka")',
+            )
 
     def _check_clean(self) -> None:
         assert self.chaos is not None
@@ -294,11 +390,11 @@ class Stack:
         self._await(self.chaos_proc)
         self.chaos = ChaosClient(self.chaos_proc.url)
 
-    def _proxy(self, name: str, upstream: str) -> ProxyInfo:
+    def _proxy(self, name: str, upstream: str, listen: str | None = None) -> ProxyInfo:
         assert self.chaos is not None
         try:
             with self._guard():
-                info = self.chaos.create_proxy(name, upstream, "127.0.0.1:0")
+                info = self.chaos.create_proxy(name, upstream, listen or "127.0.0.1:0")
         except ChaosError as exc:
             raise EnvironmentProblem(
                 f"cannot create the chaos proxy {name!r} -> {upstream}: {exc}",
@@ -355,7 +451,7 @@ class Stack:
                 url = getattr(proc, "url", None)
                 if isinstance(url, str):
                     entry["url"] = url
-            out[proc.name] = entry
+            out[self._labels.get(id(proc), proc.name)] = entry
         for name, info in self.proxies.items():
             out[f"proxy:{name}"] = {"listen": info.listen, "upstream": info.upstream}
         if self.chaos is not None and self.chaos_proc is None:
