@@ -19,6 +19,12 @@ Beside the target's own numbers each row carries the harness's independent evide
 requests per dependency, the broker's log-end offsets) is read once per tick whether or not
 the target's scrape succeeded; a source that fails adds its message to `evidence_errors`
 and takes nothing else from the row.
+
+A user's service is read through its scenario's [metrics] `mapping` (harness/mapped_metrics.py:
+its own metric names for in-flight requests, queue depth and breaker states); a mapped metric
+missing from its exposition is warned about once and its field left out. A service without a
+metrics path (`metrics_url` None) still gets one row per tick, carrying the evidence:
+`{"t": k, "ok": false, "scraped": false, "error": "no metrics path", ...evidence}`.
 """
 
 from __future__ import annotations
@@ -28,15 +34,25 @@ import http.client
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["SCRAPE_TIMEOUT_S", "Evidence", "Sampler", "parse_metrics", "scrape"]
+from spikegate.harness.mapped_metrics import check_mapping, parse_mapped
+
+__all__ = [
+    "NO_METRICS_PATH",
+    "SCRAPE_TIMEOUT_S",
+    "Evidence",
+    "Sampler",
+    "parse_metrics",
+    "scrape",
+]
 
 SCRAPE_TIMEOUT_S = 0.8
+NO_METRICS_PATH = "no metrics path"  # the error of every row of a service without /metrics
 _PREFIX = "spikegate_"
 _LEVELS = {
     "spikegate_auction_inflight": "auction_inflight",
@@ -203,12 +219,13 @@ class Sampler:
     """Scrape `metrics_url` at t0 + k seconds in a thread; hand each row to `on_row`.
 
     `on_warning(message)` is called once if the service has no /metrics (404) or does not
-    speak Prometheus, so the history records why every row is ok: false.
+    speak Prometheus, so the history records why every row is ok: false; and once for each
+    mapped metric that is absent or unreadable. `metrics_url` None: no scrape, evidence only.
     """
 
     def __init__(
         self,
-        metrics_url: str,
+        metrics_url: str | None,
         *,
         on_row: Callable[[dict[str, Any]], None],
         on_warning: Callable[[str], None] = lambda _m: None,
@@ -216,10 +233,12 @@ class Sampler:
         clock: Callable[[], float] = time.monotonic,
         interval_s: float = 1.0,
         evidence: Sequence[Evidence] = (),
+        mapping: Mapping[str, str] | None = None,
     ) -> None:
         if not 0 < interval_s <= 60:
             raise ValueError(f"interval_s must be in (0, 60] seconds (got {interval_s!r})")
         self.metrics_url = metrics_url
+        self.mapping = check_mapping(mapping or {})
         self._on_row = on_row
         self._evidence = tuple(evidence)
         self._on_warning = on_warning
@@ -228,7 +247,7 @@ class Sampler:
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._warned = False
+        self._warned: set[str] = set()
         self.latest: dict[str, Any] | None = None
         # (auction_inflight, reached counts) of the last good scrape, to difference against.
         self._inflight_before: tuple[float, dict[int, float]] | None = None
@@ -237,18 +256,39 @@ class Sampler:
 
     def sample(self, t: float) -> dict[str, Any]:
         """One scrape, as the SampleRow for second `t` (never raises for a failed scrape)."""
+        row = self._no_scrape(t) if self.metrics_url is None else self._scrape(t, self.metrics_url)
+        for source in self._evidence:
+            try:
+                row.update(source())
+            except Exception as exc:
+                row.setdefault("evidence_errors", []).append(str(exc) or type(exc).__name__)
+        self.rows += 1
+        if row["ok"]:
+            self.latest = row
+        return row
+
+    @staticmethod
+    def _no_scrape(t: float) -> dict[str, Any]:
+        return {"t": t, "ok": False, "scraped": False, "error": NO_METRICS_PATH}
+
+    def _scrape(self, t: float, url: str) -> dict[str, Any]:
         started = self._clock()
         row: dict[str, Any]
         try:
-            status, body = self._fetch(self.metrics_url)
+            status, body = self._fetch(url)
             if status != 200:
                 if status == 404:
-                    self._warn_once(f"{self.metrics_url} answered 404: the service has no /metrics")
+                    self._warn_once("http", f"{url} answered 404: the service has no /metrics")
                 raise OSError(f"HTTP {status}")
             try:
                 fields, reached = _parse(body)
+                if self.mapping:
+                    mapped, problems = parse_mapped(body, self.mapping)
+                    fields.update(mapped)
+                    for key, problem in problems.items():
+                        self._warn_once(key, f"{url}: {problem}")
             except ValueError as exc:
-                self._warn_once(f"{self.metrics_url} is not a Prometheus exposition: {exc}")
+                self._warn_once("http", f"{url} is not a Prometheus exposition: {exc}")
                 raise OSError("not a Prometheus exposition") from exc
             if reached is not None:
                 peak = _own_peak(fields, reached, self._inflight_before)
@@ -262,19 +302,11 @@ class Sampler:
             self.failures += 1
             row = {"t": t, "ok": False, "error": str(exc) or type(exc).__name__}
         row["scrape_ms"] = round((self._clock() - started) * 1000.0, 3)
-        for source in self._evidence:
-            try:
-                row.update(source())
-            except Exception as exc:
-                row.setdefault("evidence_errors", []).append(str(exc) or type(exc).__name__)
-        self.rows += 1
-        if row["ok"]:
-            self.latest = row
         return row
 
-    def _warn_once(self, message: str) -> None:
-        if not self._warned:
-            self._warned = True
+    def _warn_once(self, about: str, message: str) -> None:
+        if about not in self._warned:
+            self._warned.add(about)
             self._on_warning(message)
 
     def run(self, start_monotonic: float) -> None:

@@ -1,5 +1,6 @@
-"""Prometheus text exposition of the proxies' byte counters (upstream's metric names) and
-of their outstanding requests (ours, see outstanding.py; a real toxiproxy-server has none)."""
+"""Prometheus text exposition of the proxies' byte counters (upstream's metric names), of
+their outstanding requests (see outstanding.py) and of their client connections (accepted,
+open now); the last two are ours: a real toxiproxy-server has neither."""
 
 from __future__ import annotations
 
@@ -10,9 +11,14 @@ from .proxy import Proxy
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OUTSTANDING = "spikegate_proxy_outstanding"
 OUTSTANDING_REACHED = "spikegate_proxy_outstanding_reached_total"
+# Two names, not `x_total` beside a gauge `x`: a parser would take both for one family.
+CONNECTIONS_ACCEPTED = "spikegate_proxy_connections_accepted_total"
+CONNECTIONS_OPEN = "spikegate_proxy_connections_open"
+RECEIVED_BYTES = "toxiproxy_proxy_received_bytes_total"
+SENT_BYTES = "toxiproxy_proxy_sent_bytes_total"
 _METRICS = (
-    ("toxiproxy_proxy_received_bytes_total", "received", "Bytes read from the source socket."),
-    ("toxiproxy_proxy_sent_bytes_total", "sent", "Bytes written to the destination socket."),
+    (RECEIVED_BYTES, "received", "Bytes read from the source socket."),
+    (SENT_BYTES, "sent", "Bytes written to the destination socket."),
 )
 
 
@@ -50,4 +56,14 @@ def render(proxies: Iterable[Proxy]) -> bytes:
         name = _label(proxy.name)
         for level, count in proxy.outstanding.levels():
             lines.append(f'{OUTSTANDING_REACHED}{{level="{level}",proxy="{name}"}} {count}')
+    lines.append(
+        f"# HELP {CONNECTIONS_ACCEPTED} Client connections the proxy accepted since it was created."
+    )
+    lines.append(f"# TYPE {CONNECTIONS_ACCEPTED} counter")
+    for proxy in proxies:
+        lines.append(f'{CONNECTIONS_ACCEPTED}{{proxy="{_label(proxy.name)}"}} {proxy.accepted}')
+    lines.append(f"# HELP {CONNECTIONS_OPEN} Client connections of the proxy open now.")
+    lines.append(f"# TYPE {CONNECTIONS_OPEN} gauge")
+    for proxy in proxies:
+        lines.append(f'{CONNECTIONS_OPEN}{{proxy="{_label(proxy.name)}"}} {len(proxy.connections)}')
     return ("\n".join(lines) + "\n").encode()

@@ -83,6 +83,7 @@ class Proxy:
         self.outstanding = Outstanding()
         self.chains: dict[str, list[ToxicWrapper]] = {stream: [] for stream in STREAMS}
         self.connections: set[Connection] = set()
+        self.accepted = 0  # client connections accepted since the proxy was created
         self._server: asyncio.AbstractServer | None = None
 
     # --- Owner protocol for connections -------------------------------------------------------
@@ -90,6 +91,7 @@ class Proxy:
         return tuple(self.chains[stream])
 
     def adopt(self, conn: Connection) -> None:
+        self.accepted += 1
         self.connections.add(conn)
 
     def forget(self, conn: Connection) -> None:

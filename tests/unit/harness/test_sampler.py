@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import math
+import threading
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from spikegate.harness.sampler import Sampler, parse_metrics
+from spikegate.harness.sampler import NO_METRICS_PATH, Sampler, parse_metrics
 from spikegate.target.auction import PermitTimes
 from spikegate.target.backpressure.breaker import BreakerState
 from spikegate.target.metrics import LevelsCollector, Metrics
@@ -297,3 +300,122 @@ def test_the_bulkhead_permit_histograms_are_kept_as_buckets() -> None:
     assert wait[0.0005] == 1 and wait[None] == 1
     assert hold[0.01] == 0 and hold[0.025] == 1 and hold[0.1] == 1 and hold[0.15] == 2
     json.dumps(permits, allow_nan=False)
+
+
+# --- a user's service: its own metric names through [metrics] ---------------------------------
+class _Service(http.server.ThreadingHTTPServer):
+    """A user's service on 127.0.0.1:0 whose /metrics is whatever `text` is now."""
+
+    text = ""
+    scrapes = 0
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _Service
+
+    def do_GET(self) -> None:
+        if self.path != "/metrics":
+            self.send_error(404)
+            return
+        self.server.scrapes += 1
+        body = self.server.text.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def service() -> Iterator[_Service]:
+    server = _Service(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+USER_METRICS = """# TYPE app_inflight gauge
+app_inflight{handler="checkout"} 5
+app_inflight{handler="search"} 2
+# TYPE app_backlog gauge
+app_backlog 30
+# TYPE app_breaker gauge
+app_breaker{upstream="db"} 1
+app_breaker{upstream="payments"} 0.5
+"""
+MAPPING = {"inflight": "app_inflight", "queue_depth": "app_backlog", "breaker_state": "app_breaker"}
+
+
+@pytest.mark.timeout(20)
+def test_a_users_service_is_read_through_its_mapping(service: _Service) -> None:
+    service.text = USER_METRICS
+    warnings: list[str] = []
+    url = f"http://127.0.0.1:{service.server_address[1]}/metrics"
+    sampler = Sampler(url, on_row=lambda _r: None, on_warning=warnings.append, mapping=MAPPING)
+    row = sampler.sample(0.0)
+    assert row["ok"] is True and service.scrapes == 1
+    assert row["auction_inflight"] == 7.0 and row["queue_depth"] == 30.0
+    assert row["breakers"] == {"db": "open", "payments": "half_open"}
+    assert warnings == []
+    json.dumps(row, allow_nan=False)
+
+
+@pytest.mark.timeout(20)
+def test_a_mapped_metric_missing_is_warned_once_and_read_once_it_appears(
+    service: _Service,
+) -> None:
+    service.text = "# TYPE app_inflight gauge\napp_inflight 1\n"
+    warnings: list[str] = []
+    url = f"http://127.0.0.1:{service.server_address[1]}/metrics"
+    sampler = Sampler(url, on_row=lambda _r: None, on_warning=warnings.append, mapping=MAPPING)
+    rows = [sampler.sample(0.0), sampler.sample(1.0)]
+    assert all(r["ok"] and r["auction_inflight"] == 1.0 for r in rows)
+    assert not any("queue_depth" in r or "breakers" in r for r in rows)
+    assert len(warnings) == 2  # app_backlog and app_breaker, once each over two scrapes
+    assert any("'app_backlog'" in w for w in warnings) and any(
+        "'app_breaker'" in w for w in warnings
+    )
+    service.text = USER_METRICS
+    assert sampler.sample(2.0)["queue_depth"] == 30.0 and len(warnings) == 2
+
+
+def test_without_a_mapping_a_users_metric_names_are_not_read() -> None:
+    sampler = _sampler(lambda _u: (200, USER_METRICS), [], [])
+    row = sampler.sample(0.0)
+    assert row["ok"] is True and set(row) == {"t", "ok", "scrape_ms"}
+
+
+def test_a_mapping_key_we_do_not_read_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match="unknown key 'queue'"):
+        Sampler("http://127.0.0.1:1/metrics", on_row=lambda _r: None, mapping={"queue": "q"})
+
+
+def test_a_service_without_a_metrics_path_still_gets_a_row_per_tick_with_the_evidence() -> None:
+    """No scrape at all: ok false, scraped false, the evidence read every tick."""
+    fetched: list[str] = []
+    clock = _FakeClock()
+    rows: list[dict[str, Any]] = []
+    sampler = Sampler(
+        None,
+        on_row=lambda r: (rows.append(r), len(rows) >= 3 and sampler.stop()),
+        fetch=lambda u: (fetched.append(u), (200, ""))[1],
+        clock=clock,
+        evidence=[lambda: {"proxy_bytes": {"db": {"received": 1, "sent": 2}}}],
+    )
+    clock.now = 110.0
+    sampler.run(start_monotonic=100.0)
+    assert fetched == []
+    assert rows == [
+        {"t": float(t), "ok": False, "scraped": False, "error": NO_METRICS_PATH,
+         "proxy_bytes": {"db": {"received": 1, "sent": 2}}}
+        for t in range(3)
+    ]  # fmt: skip
+    assert sampler.failures == 0 and sampler.latest is None
