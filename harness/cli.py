@@ -303,6 +303,24 @@ def schema_command(
     typer.echo(f"wrote {out}")
 
 
+@app.command("init", cls=_Command)
+def init_command(
+    directory: Annotated[
+        Path,
+        typer.Argument(metavar="DIR", help="where to write them (default: here)"),
+    ] = Path("."),
+    url: Annotated[
+        str,
+        typer.Option("--url", metavar="URL", help="your running service's base URL"),
+    ] = "http://127.0.0.1:8000",
+    force: Annotated[bool, typer.Option("--force", help="overwrite existing files")] = False,
+) -> None:
+    """Write a commented starter spikegate.toml and locustfile.py for your own service."""
+    from spikegate.harness.init import write_starter
+
+    write_starter(directory, url=url, force=force, console=Console())
+
+
 fault_app = typer.Typer(
     name="fault",
     cls=_Group,
