@@ -88,10 +88,12 @@ class RequestSecond:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One scrape of the target's /metrics (ok False: the scrape failed, levels are None)."""
+    """One scrape of the target's /metrics (ok False: the scrape failed, levels are None;
+    scraped False: the service has no metrics path, the row carries only the evidence)."""
 
     t: float
     ok: bool
+    scraped: bool = True
     auction_inflight: float | None = None
     auction_inflight_max: float | None = None  # in-flight peak since the previous sample
     auction_limit: float | None = None
@@ -112,6 +114,11 @@ class Sample:
     # the bulkhead's own time: {"wait": ..., "hold": ...} as ((le, cumulative), ...)
     permit_buckets: Mapping[str, tuple[tuple[float, int], ...]] | None = None
     proxy_outstanding_max: Mapping[str, float] = field(default_factory=dict)  # proxy -> peak
+    # proxy -> {"received": bytes from the service, "sent": bytes back to it} since the
+    # previous row, at the proxy's service-facing socket
+    proxy_bytes: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    # proxy -> {"accepted": connections since the previous row, "open": open now}
+    proxy_connections: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     broker_records: float | None = None  # records in the impression topic, read at the broker
     line: int = 0
 
@@ -228,8 +235,14 @@ class History:
         return last
 
     @property
+    def reference(self) -> bool:
+        """The reference ad server: its internals (config, layers, metrics) are known."""
+        return self.scenario.target.kind == "reference"
+
+    @property
     def external(self) -> bool:
-        return self.scenario.target.kind == "external"
+        """A user's own service (kind "command" or "external"): a black box."""
+        return not self.reference
 
 
 # --- derived structure ----------------------------------------------------------------------
@@ -436,9 +449,10 @@ def parse_request_row(row: Mapping[str, Any], where: _Where) -> RequestSecond:
 def parse_sample_row(row: Mapping[str, Any], where: _Where) -> Sample:
     t = where.num(row, "t", required=True)
     assert t is not None
-    ok = row.get("ok", True)
-    if not isinstance(ok, bool):
-        raise where.fail(f"field 'ok' must be true or false, got {ok!r}")
+    ok, scraped = row.get("ok", True), row.get("scraped", True)
+    for key, flag in (("ok", ok), ("scraped", scraped)):
+        if not isinstance(flag, bool):
+            raise where.fail(f"field {key!r} must be true or false, got {flag!r}")
     breakers = row.get("breakers") or {}
     if not isinstance(breakers, dict) or not all(isinstance(s, str) for s in breakers.values()):
         raise where.fail(f"field 'breakers' must map DSP names to states, got {breakers!r}")
@@ -455,6 +469,7 @@ def parse_sample_row(row: Mapping[str, Any], where: _Where) -> Sample:
     return Sample(
         t=t,
         ok=ok,
+        scraped=scraped,
         auction_inflight=where.num(row, "auction_inflight"),
         auction_inflight_max=where.num(row, "auction_inflight_max"),
         auction_limit=where.num(row, "auction_limit"),
@@ -472,6 +487,8 @@ def parse_sample_row(row: Mapping[str, Any], where: _Where) -> Sample:
         permit_buckets=where.buckets(row, "permit_buckets"),
         proxy_outstanding_max={str(k): float(v) for k, v in outstanding.items() if v is not None},
         broker_records=where.num(row, "broker_records"),
+        proxy_bytes=where.nested(row, "proxy_bytes"),
+        proxy_connections=where.nested(row, "proxy_connections"),
         line=where.line,
     )
 

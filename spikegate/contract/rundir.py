@@ -46,12 +46,22 @@ rate_limited, overloaded and shed; "admitted" latencies are those of ok, no_bid 
 
 SampleRow (samples.jsonl), parsed from the target's Prometheus /metrics once a second:
     {"t": 12.0, "ok": true,               # false (and the rest absent) when the scrape failed
+     "scraped": false,                    # only on rows of a service without a metrics path
+                                          # (target.metrics unset): nothing was scraped, "ok"
+                                          # is false, "error" is "no metrics path", and the
+                                          # row carries the harness's evidence alone
      "auction_inflight": f, "auction_limit": f, "auction_limit_ceiling": f, "auction_waiting": f,
      "auction_inflight_max": f,           # in-flight peak since the sampler's previous good
                                           # scrape (from spikegate_auction_inflight_reached_total;
                                           # the target's gauge when it has no counter)
      "queue_depth": f, "queue_max_depth": f, "queue_sojourn_ms": f,
      "breakers": {dsp: "closed"|"open"|"half_open"|"forced_open"|"disabled"},
+     # A user's service fills these three through its [metrics] mapping (and nothing else of
+     # the above): inflight -> "auction_inflight", queue_depth -> "queue_depth" (each summed
+     # over the metric's label sets), breaker_state -> "breakers" keyed by the label values
+     # joined by "," in label-name order (the metric's name when it has none), read as a gauge
+     # 0 closed, 1 open, 0.5 half-open, or from a `state` label whose sample is non-zero. A
+     # mapped metric absent from the exposition leaves its field out (warned once: an event).
      "decisions_total": {"layer:reason": cumulative count},
      "requests_total": {"route:status:decision": cumulative count},
      "impressions": {stat: value},        # ImpressionLogger.stats() as exported
@@ -72,6 +82,16 @@ SampleRow (samples.jsonl), parsed from the target's Prometheus /metrics once a s
      # the harness's independent evidence, read whether or not the scrape succeeded:
      "proxy_outstanding_max": {proxy: n},  # the chaos proxy's peak of connections with a
                                           # request outstanding since the previous row
+     "proxy_bytes": {proxy: {"received": n, "sent": n}},
+                                          # bytes since the previous row at the proxy's
+                                          # service-facing socket: received from the service
+                                          # (its requests), sent back to it (answers that
+                                          # reached it); the first row counts from the proxy's
+                                          # creation, a re-created proxy from zero
+     "proxy_connections": {proxy: {"accepted": n, "open": n}},
+                                          # client connections accepted since the previous
+                                          # row, and open now (the embedded chaos server only;
+                                          # a real toxiproxy-server gives proxy_bytes alone)
      "broker_records": n,                 # records in the impression topic (log-end offsets,
                                           # read at the broker's own listener, not the proxy)
      "evidence_errors": [message, ...]}   # a source that could not be read this second

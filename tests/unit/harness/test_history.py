@@ -17,6 +17,7 @@ from spikegate.harness.checkcmd import check_run, compare_runs, judge
 from spikegate.harness.errors import UsageError
 from spikegate.harness.history import (
     Event,
+    History,
     derive_fault_windows,
     derive_phases,
     events_from_rows,
@@ -199,6 +200,43 @@ def test_failed_scrapes_load_with_empty_levels(tmp_path: Path) -> None:
     assert not h.samples[0].ok and h.samples[0].queue_depth is None
 
 
+def test_proxy_bytes_and_connections_load_and_older_rows_without_them_too(
+    tmp_path: Path,
+) -> None:
+    rows = [sample_row(t) for t in range(20)]
+    rows[5]["proxy_bytes"] = {"db": {"received": 512, "sent": 128}}
+    rows[5]["proxy_connections"] = {"db": {"accepted": 2, "open": 7}}
+    h = load_history(write_run(tmp_path / "run", samples=rows))
+    assert h.samples[5].proxy_bytes == {"db": {"received": 512, "sent": 128}}
+    assert h.samples[5].proxy_connections == {"db": {"accepted": 2, "open": 7}}
+    assert h.samples[4].proxy_bytes == {} and h.samples[4].proxy_connections == {}
+
+
+def test_rows_of_a_service_without_a_metrics_path_load_as_not_scraped(tmp_path: Path) -> None:
+    rows = [{"t": float(t), "ok": False, "scraped": False, "error": "no metrics path",
+             "proxy_bytes": {"db": {"received": t, "sent": 0}}} for t in range(20)]  # fmt: skip
+    h = load_history(write_run(tmp_path / "run", samples=rows))
+    assert not h.samples[3].ok and not h.samples[3].scraped
+    assert h.samples[3].proxy_bytes == {"db": {"received": 3, "sent": 0}}
+    assert load_history(write_run(tmp_path / "old")).samples[0].scraped  # absent: scraped
+
+
+@pytest.mark.parametrize(
+    ("target", "reference"),
+    [
+        ({}, True),
+        ({"kind": "external", "url": "http://127.0.0.1:8000"}, False),
+        ({"kind": "command", "command": ["my-service", "--port", "{port}"]}, False),
+    ],
+)
+def test_reference_is_the_reference_target_and_external_every_other(
+    target: dict[str, Any], reference: bool
+) -> None:
+    sc = parse_scenario({**SMOKE, "faults": [], "target": target}, source="test")
+    h = History.build(sc)
+    assert h.reference is reference and h.external is not reference
+
+
 def test_rejection_buckets_load_sorted_with_inf_and_are_none_when_absent(tmp_path: Path) -> None:
     """Older run directories have no rejection_buckets: None, not an error."""
     rows = [sample_row(t) for t in range(20)]
@@ -264,6 +302,16 @@ BROKEN: list[tuple[str, Callable[[Path], None], list[str]]] = [
     ("rejection buckets not an object",
      lambda d: _corrupt_line(d, "samples.jsonl", 3, '{"t": 2.0, "rejection_buckets": [1]}'),
      ["samples.jsonl:3", "rejection_buckets", "null for +Inf"]),
+    ("proxy bytes not per proxy",
+     lambda d: _corrupt_line(d, "samples.jsonl", 3, '{"t": 2.0, "proxy_bytes": {"db": 5}}'),
+     ["samples.jsonl:3", "proxy_bytes"]),
+    ("proxy connections with a negative count",
+     lambda d: _corrupt_line(d, "samples.jsonl", 3,
+                             '{"t": 2.0, "proxy_connections": {"db": {"open": -1}}}'),
+     ["samples.jsonl:3", "'open'", ">= 0"]),
+    ("scraped not a boolean",
+     lambda d: _corrupt_line(d, "samples.jsonl", 3, '{"t": 2.0, "scraped": "no"}'),
+     ["samples.jsonl:3", "'scraped'"]),
     ("an event without kind",
      lambda d: _corrupt_line(d, "events.jsonl", 1, '{"t": 0.0}'), ["events.jsonl:1", "kind"]),
     ("meta.json not JSON", lambda d: (d / "meta.json").write_text("{oops"), ["meta.json"]),
