@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from spikegate.harness.cli import main
-from spikegate.harness.init import DEFAULT_URL, starter_files
+from spikegate.harness.init import DEFAULT_URL, SCENARIO_FILE, starter_files
 from spikegate.harness.scenario import load_scenario
 
 
@@ -150,3 +150,24 @@ def test_the_starter_locustfile_has_one_http_user_with_a_get_on_root() -> None:
         if isinstance(n, ast.Call) and ast.unparse(n.func).endswith("client.get")
     ]
     assert [ast.literal_eval(c.args[0]) for c in calls] == ["/"]
+
+
+def test_the_own_service_workflow_gates_on_the_file_init_writes() -> None:
+    """.github/workflows/spikegate-own-service.yml runs `spikegate run` on spikegate.toml,
+    publishes the reports of that run directory even when it failed, and ends with the
+    gate's exit code."""
+    yaml = pytest.importorskip("yaml")
+    path = Path(__file__).resolve().parents[3] / ".github/workflows/spikegate-own-service.yml"
+    doc = yaml.safe_load(path.read_text())
+    job = doc["jobs"]["gate"]
+    assert job["env"]["SCENARIO"] == "spikegate.toml" == SCENARIO_FILE
+    steps = job["steps"]
+    gate = next(s for s in steps if s.get("id") == "gate")
+    assert 'spikegate run "$SCENARIO" --no-live --out "$RUN_DIR"' in gate["run"]
+    assert "set +e" in gate["run"] and "exit_code=$code" in gate["run"]
+    after = steps[steps.index(gate) + 1 :]
+    assert all("always()" in s.get("if", "") for s in after)
+    junit = next(s for s in after if "junit" in s.get("uses", ""))
+    assert junit["with"]["report_paths"] == "${{ env.RUN_DIR }}/junit.xml"
+    assert any("summary.md" in s.get("run", "") for s in after)
+    assert after[-1]["run"].strip() == "exit ${{ steps.gate.outputs.exit_code || 4 }}"
