@@ -74,7 +74,7 @@ from spikegate.harness.live import (
 )
 from spikegate.harness.liverun import LiveRun, unpublish
 from spikegate.harness.loadgen import LocustProcess
-from spikegate.harness.proxy_evidence import ProxyOutstanding
+from spikegate.harness.proxy_evidence import ProxyCounters
 from spikegate.harness.reaper import Reaped, describe, reap_orphans
 from spikegate.harness.sampler import Evidence, Sampler
 from spikegate.harness.scenario import Scenario, fill_placeholders
@@ -467,6 +467,7 @@ class _Run:
             on_row=self.samples.write,
             on_warning=lambda m: self.events.emit("warning", message=m),
             evidence=self._evidence(),
+            mapping=self.scenario.metrics.mapped(),
         )
         self.sampler.start(self.t0_mono)
         if self.chaos is not None:
@@ -485,10 +486,11 @@ class _Run:
 
     def _evidence(self) -> list[Evidence]:
         """The harness's own sources, read beside every scrape: the chaos proxy's requests
-        outstanding per dependency, and the broker's records read at its own listener."""
+        outstanding, bytes and connections per dependency, and (reference target) the
+        broker's records read at its own listener."""
         sources = self._sources
         if self.chaos is not None:
-            sources.append(ProxyOutstanding(self.chaos.url))
+            sources.append(ProxyCounters(self.chaos.url))
         kafka = self.stack.kafka if self.stack is not None else None
         if kafka is not None and kafka.bootstrap and self.scenario.target.kind == "reference":
             sources.append(BrokerRecords(kafka.bootstrap, self._topic()))

@@ -257,10 +257,11 @@ class OutcomesSection(StrictModel):
     in X-Spikegate-Decision; a service without it is classified by status)."""
 
     admitted: list[int | str] = Field(
-        default_factory=lambda: ["2xx"], description='statuses counted as admitted ("2xx", 200)'
+        default_factory=lambda: list[int | str](["2xx"]),
+        description='statuses counted as admitted ("2xx", 200)',
     )
     rejected: list[int | str] = Field(
-        default_factory=lambda: [429, 503],
+        default_factory=lambda: list[int | str]([429, 503]),
         description="statuses that are designed rejections (Retry-After is checked)",
     )
     decision_header: str | None = Field(
@@ -418,8 +419,7 @@ class Scenario(StrictModel):
         fields += [(("target", "env", k), v) for k, v in self.target.env.items()]
         for loc, text in fields:
             for name in placeholders(text):
-                dep = name.removeprefix("proxy.")
-                if name == "port" or (name.startswith("proxy.") and dep in names):
+                if name == "port" or (name.startswith("proxy.") and name[6:] in names):
                     continue
                 known = ", ".join(["{port}", *(f"{{proxy.{n}}}" for n in sorted(names))])
                 msg = f"unknown placeholder {{{name}}} in {text!r}: known are {known}"

@@ -330,8 +330,8 @@ class Stack:
                 self.kafka = broker
         if self.kafka is None and any(d.name == "kafka" and d.upstream for d in deps):
             self.kafka = ExternalService(bootstrap=_dep(deps, "kafka").upstream)
-        listen = {name: info.listen for name, info in self.proxies.items()}
-        made = target(listen)
+        addresses = {name: info.listen for name, info in self.proxies.items()}
+        made = target(addresses)
         if made is not None:
             self.target = made
             self._spawn(made)
