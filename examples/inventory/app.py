@@ -1,7 +1,7 @@
 """A small inventory service: aiohttp in front of Redis. It knows nothing about Spikegate.
 
     GET  /items/{id}   the item, read from Redis (a cache the service seeds at start-up)
-    POST /orders       {"item_id": N, "qty": N}: one Redis transaction (stock, order record)
+    POST /orders       {"item_id": N, "qty": N}: one Redis transaction (stock, order stream)
     GET  /healthz      200 once the data is seeded (never touches Redis)
     GET  /metrics      Prometheus text: in-flight gauge, requests, rejections, durations
 
@@ -220,13 +220,14 @@ class Inventory:
         order_id = await self._call(self._place(item_id, qty))
         return web.json_response({"order_id": order_id, "item_id": item_id}, status=201)
 
-    async def _place(self, item_id: int, qty: int) -> int:
+    async def _place(self, item_id: int, qty: int) -> str:
+        """Take the stock and append the order in one transaction (one round trip); the
+        order's id is its id in the `orders` stream."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr("orders:seq")
             pipe.decrby(f"stock:{item_id}", qty)
-            seq, _stock = await pipe.execute()
-        await self.redis.hset(f"order:{seq}", mapping={"item_id": item_id, "qty": qty})
-        return int(seq)
+            pipe.xadd("orders", {"item_id": item_id, "qty": qty}, maxlen=100_000)
+            _stock, order_id = await pipe.execute()
+        return str(order_id)
 
     async def healthz(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
