@@ -30,7 +30,7 @@ from spikegate.harness.verdicts import CheckResult
 
 __all__ = ["check_run", "compare_runs", "judge", "summarize"]
 
-_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
+_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "skipped": "dim"}
 _PHASES = ("baseline", "stress", "recovery", "post")
 
 
@@ -91,7 +91,9 @@ def _delta(a: Any, b: Any) -> Any:
 
 def compare_runs(a: Path, b: Path, console: Console, json_out: Path | None = None) -> int:
     """Deltas from run A to run B. Returns 1 when B regresses (a verdict that passed in A
-    fails in B, or B fails where A had no such verdict), else 0."""
+    fails in B, or B fails where A had no such verdict or skipped it), else 0. A verdict
+    that passed in A and is skipped in B is listed as a change, not a regression: B lost the
+    evidence for it (a [metrics] mapping removed), which its reason names."""
     sa, sb = (summarize(*judge(p)) for p in (a, b))
     metrics = ("offered_rps", "sent_rps", "goodput_rps", "admitted_p99_ms", "rejected_p99_ms",
                "rejected_share", "failure_share")  # fmt: skip

@@ -12,12 +12,19 @@
               +--> layer.edge / layer.bulkhead / layer.shedder / layer.breaker (stress)
                                       --> CheckResult(verdicts, thresholds)
 
+A user's own service (target kind "command" or "external", not "reference") is a black box:
+the same run verdicts, judged from the outside (run_verdicts.py says where they differ), with
+bounded_resources and the layer signatures judged only where the scenario maps the service's
+own metrics ([metrics]) and states their bounds ([checks]), otherwise skipped with the reason
+(blackbox_verdicts.py). A skipped verdict never passes and never decides the run.
+
 The judge has rooms of its own:
     figures.py          figures shared by the checker, the reports and `compare`
     judging.py          the context every verdict reads (history, thresholds, target facts)
     evidence.py         the harness's independent evidence (proxies, broker, schedule)
     run_verdicts.py     verdicts for any HTTP service
     layer_verdicts.py   the reference target's four patterns
+    blackbox_verdicts.py  a user's service: resources and layers from its mapped metrics
     target_facts.py     the reference target's limits, read as data from the run directory
 """
 
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from spikegate.harness import blackbox_verdicts as blackbox
 from spikegate.harness.figures import (
     ServerRejections,
     percentile_ms,
@@ -53,6 +61,8 @@ from spikegate.harness.thresholds import Thresholds, thresholds_from_checks
 from spikegate.harness.verdicts import CheckResult, Verdict
 
 __all__ = [
+    "BLACKBOX_LAYERS",
+    "BLACKBOX_VERDICTS",
     "LAYERS",
     "VERDICTS",
     "ServerRejections",
@@ -77,17 +87,27 @@ LAYERS: tuple[Callable[[_Ctx], list[Verdict]], ...] = (
     layer_shedder,
     layer_breaker,
 )
+BLACKBOX_VERDICTS: tuple[Callable[[_Ctx], list[Verdict]], ...] = tuple(
+    blackbox.bounded_resources if fn is bounded_resources else fn for fn in VERDICTS
+)
+BLACKBOX_LAYERS: tuple[Callable[[_Ctx], list[Verdict]], ...] = (
+    blackbox.layer_edge,
+    blackbox.layer_bulkhead,
+    blackbox.layer_shedder,
+    blackbox.layer_breaker,
+)
 
 
 def check(history: History, thresholds: Thresholds | None = None) -> CheckResult:
     """Judge `history` (pure: same history and thresholds, same verdicts)."""
     th = thresholds or thresholds_from_checks(history.scenario.checks)
-    cfg = None if history.external else history.target_config
+    reference = history.reference
+    cfg = history.target_config if reference else None
     ctx = _Ctx(history, th, None if cfg is None else TargetFacts.from_config(cfg))
     verdicts: list[Verdict] = []
-    for fn in VERDICTS:
+    for fn in VERDICTS if reference else BLACKBOX_VERDICTS:
         verdicts.extend(fn(ctx))
-    if th.layers and not history.external:
-        for fn in LAYERS:
+    if th.layers:
+        for fn in LAYERS if reference else BLACKBOX_LAYERS:
             verdicts.extend(fn(ctx))
     return CheckResult(tuple(verdicts), th.to_json())

@@ -13,7 +13,7 @@ from spikegate.harness.history import History, RequestSecond, Sample
 from spikegate.harness.scenario import Phase
 from spikegate.harness.target_facts import TargetFacts
 from spikegate.harness.thresholds import Thresholds
-from spikegate.harness.verdicts import FAIL, INCONCLUSIVE, PASS, Status, Verdict
+from spikegate.harness.verdicts import FAIL, INCONCLUSIVE, PASS, SKIPPED, Status, Verdict
 
 JUDGED_PHASES = ("baseline", "stress", "recovery", "post")
 _PROTECTIVE_BREAKER = frozenset({"open", "half_open", "forced_open"})
@@ -39,6 +39,12 @@ class _Ctx:
         return self._cache[key]
 
     @property
+    def reference(self) -> bool:
+        """The reference target, whose internals the layer verdicts know; False for a user's
+        own service (kind "command" or "external"), judged as a black box."""
+        return self.h.reference
+
+    @property
     def stress(self) -> Phase | None:
         return self.h.phase("stress")
 
@@ -57,12 +63,18 @@ def _v(name: str, phase: str, st: Status, message: str, /, **evidence: Any) -> V
 
 
 def _combine(parts: Sequence[tuple[Status, str]]) -> tuple[Status, str]:
-    """fail if any part failed; else inconclusive if any was; messages of the worst kind."""
+    """fail if any part failed; else inconclusive if any was; messages of the worst kind.
+    Skipped parts (nothing to judge them on) never decide: the rest passes with them named
+    after it, and only parts that are all skipped make a skipped verdict."""
     for status in (FAIL, INCONCLUSIVE):
         msgs = [m for s, m in parts if s == status]
         if msgs:
             return status, "; ".join(msgs)
-    return PASS, "; ".join(m for _, m in parts)
+    judged = [m for s, m in parts if s != SKIPPED]
+    skipped = [m for s, m in parts if s == SKIPPED]
+    if skipped and not judged:
+        return SKIPPED, "; ".join(skipped)
+    return PASS, "; ".join([*judged, *skipped])
 
 
 # --- resource figures read by run and layer verdicts ----------------------------------------

@@ -9,6 +9,8 @@
 
 Reports never decide anything: the verdicts come from the checker, the figures are read from
 the run directory. A partial run directory still gets its reports (its gaps are listed).
+A skipped verdict (no evidence for it on this service) is shown as skipped with its reason
+everywhere, after the judged ones, and never counted as passed.
 """
 
 from __future__ import annotations
@@ -31,7 +33,15 @@ from spikegate.harness import __version__
 from spikegate.harness.figures import phase_figures
 from spikegate.harness.history import History
 from spikegate.harness.reports_data import RunData, load_run_data
-from spikegate.harness.verdicts import FAIL, INCONCLUSIVE, PASS, CheckResult, Verdict
+from spikegate.harness.verdicts import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    SKIPPED,
+    STATUSES,
+    CheckResult,
+    Verdict,
+)
 
 __all__ = [
     "FIGURES_NOTE",
@@ -51,7 +61,8 @@ FIGURES_NOTE = (
     "fault start. So a stress p99 here can be above the one graceful_degradation judged."
 )
 REPORT_FORMAT = 1
-STATUS_STYLE = {PASS: "green", FAIL: "bold red", INCONCLUSIVE: "yellow"}
+STATUS_STYLE = {PASS: "green", FAIL: "bold red", INCONCLUSIVE: "yellow", SKIPPED: "dim"}
+STATUS_ORDER = {FAIL: 0, INCONCLUSIVE: 1, PASS: 2, SKIPPED: 3}  # how verdict lists are sorted
 
 
 def write_reports(run_dir: Path, history: History | None, result: CheckResult) -> dict[str, Path]:
@@ -90,9 +101,7 @@ def _write(path: Path, text: str) -> Path:
 def build_report(data: RunData, result: CheckResult) -> dict[str, Any]:
     """Everything the other reports show, as one JSON-safe dict (the content of report.json)."""
     verdicts = [jsonable(v.to_json()) for v in result.verdicts]
-    counts = {
-        s: sum(1 for v in result.verdicts if v.status == s) for s in (PASS, FAIL, INCONCLUSIVE)
-    }
+    counts = {s: sum(1 for v in result.verdicts if v.status == s) for s in STATUSES}
     phases = [
         {
             "name": p.name,
@@ -212,14 +221,15 @@ def _evidence_text(verdict: Mapping[str, Any]) -> str:
 def render_junit(report: Mapping[str, Any]) -> str:
     """JUnit XML: one testsuite per run, one testcase per verdict per phase
     (classname spikegate.<scenario>.<phase>, name = the verdict), failure / skipped elements
-    carrying the message and the evidence."""
+    carrying the message and the evidence. Both inconclusive and skipped verdicts are
+    <skipped> (a CI neither passes nor fails them); the message says which."""
     verdicts: list[Mapping[str, Any]] = list(report["verdicts"])
     scenario = str(report["scenario"])
     counts = {
         "tests": str(len(verdicts)),
         "failures": str(sum(v["status"] == FAIL for v in verdicts)),
         "errors": "0",
-        "skipped": str(sum(v["status"] == INCONCLUSIVE for v in verdicts)),
+        "skipped": str(sum(v["status"] in (INCONCLUSIVE, SKIPPED) for v in verdicts)),
         "time": f"{float(report.get('duration_s') or 0.0):.3f}",
     }
     root = ET.Element("testsuites", {"name": "spikegate", **counts})
@@ -248,6 +258,9 @@ def render_junit(report: Mapping[str, Any]) -> str:
             failure.text = _evidence_text(v)
         elif v["status"] == INCONCLUSIVE:
             skipped = ET.SubElement(case, "skipped", {"message": f"inconclusive: {message}"})
+            skipped.text = _evidence_text(v)
+        elif v["status"] == SKIPPED:
+            skipped = ET.SubElement(case, "skipped", {"message": f"skipped: {message}"})
             skipped.text = _evidence_text(v)
         else:
             ET.SubElement(case, "system-out").text = _evidence_text(v)
@@ -287,9 +300,16 @@ def status_line(report: Mapping[str, Any]) -> str:
     c = report["counts"]
     total = sum(c.values())
     return (
-        f"{report['status'].upper()}: {c[FAIL]} failed, {c[INCONCLUSIVE]} inconclusive, "
-        f"{c[PASS]} passed of {total} verdicts (exit {report['exit_code']})"
+        f"{report['status'].upper()}: {_tally(c)} of {total} verdicts (exit {report['exit_code']})"
     )
+
+
+def _tally(c: Mapping[str, int]) -> str:
+    """`2 failed, 1 inconclusive, 3 passed`, and `, 4 skipped` when any were."""
+    text = (
+        f"{c.get(FAIL, 0)} failed, {c.get(INCONCLUSIVE, 0)} inconclusive, {c.get(PASS, 0)} passed"
+    )
+    return text + (f", {c[SKIPPED]} skipped" if c.get(SKIPPED) else "")
 
 
 def render_summary(report: Mapping[str, Any]) -> str:
@@ -302,10 +322,9 @@ def render_summary(report: Mapping[str, Any]) -> str:
         "| Verdict | Phase | Status | Message |",
         "|---|---|---|---|",
     ]
-    order = {FAIL: 0, INCONCLUSIVE: 1, PASS: 2}
-    for v in sorted(report["verdicts"], key=lambda v: order.get(v["status"], 3)):
+    for v in sorted(report["verdicts"], key=lambda v: STATUS_ORDER.get(v["status"], 4)):
         status = v["status"].upper()
-        status = f"**{status}**" if v["status"] != PASS else status
+        status = f"**{status}**" if v["status"] in (FAIL, INCONCLUSIVE) else status
         lines.append(f"| {_md(v['name'])} | {_md(v['phase'])} | {status} | {_md(v['message'])} |")
     lines += [
         "",
@@ -358,13 +377,8 @@ def print_verdicts(console: Console, result: CheckResult) -> None:
         style = STATUS_STYLE.get(v.status, "")
         table.add_row(Text(v.name), Text(v.phase), Text(v.status, style=style), Text(v.message))
     console.print(table)
-    counts = {
-        s: sum(1 for v in result.verdicts if v.status == s) for s in (PASS, FAIL, INCONCLUSIVE)
-    }
     style = STATUS_STYLE[result.status]
     console.print(
-        f"[{style}]{result.status.upper()}[/]: {counts[FAIL]} failed, "
-        f"{counts[INCONCLUSIVE]} inconclusive, {counts[PASS]} passed "
-        f"(exit {result.exit_code})",
+        f"[{style}]{result.status.upper()}[/]: {_tally(result.counts())} (exit {result.exit_code})",
         highlight=False,
     )

@@ -7,6 +7,21 @@ the harness's independent evidence.
 One small function per verdict, each returning its verdicts with evidence (windows, counts,
 thresholds, timestamps) and a message a person can act on. Too little data gives
 inconclusive, never pass.
+
+A user's own service (target kind "command" or "external") is judged by the same functions
+from the outside (the generator's record; designed rejections are the statuses its
+[outcomes] names), with three differences, each on the service's side only:
+    valid_run             the latency clock check needs the service's own duration
+                          histogram: without one it is left out (named in the evidence)
+    graceful_degradation  rejection speed is also judged client-side against
+                          `client_reject` on every designed rejection of stress: no layer
+                          signature times them (there is no server-side histogram)
+    no_silent_loss        the outcome accounting (every sent request has exactly one
+                          outcome) is judged; the Kafka read-back is skipped, the service
+                          keeping no acknowledged-write log the harness can read back. The
+                          verdict passes or fails on the accounting, and is skipped only
+                          when no request was recorded at all (nothing to account).
+bounded_resources and the layer signatures of such a service are in blackbox_verdicts.py.
 """
 
 from __future__ import annotations
@@ -20,7 +35,7 @@ from spikegate.contract.outcomes import (
     DESIGNED_REJECTIONS,
     FAILURES,
 )
-from spikegate.harness.evidence import clock_gap
+from spikegate.harness.evidence import clock_gap, server_admitted_over
 from spikegate.harness.figures import Totals, _decode, _pct, _r, _second_p99, percentile_ms
 from spikegate.harness.history import FaultWindow, RequestSecond
 from spikegate.harness.intended import comparable, expected_arrivals, schedule_tolerance
@@ -38,7 +53,16 @@ from spikegate.harness.judging import (
 )
 from spikegate.harness.scenario import Phase
 from spikegate.harness.thresholds import LatencyBound
-from spikegate.harness.verdicts import FAIL, INCONCLUSIVE, PASS, Status, Verdict
+from spikegate.harness.verdicts import FAIL, INCONCLUSIVE, PASS, SKIPPED, Status, Verdict
+
+CLOCK_SKIPPED = (
+    "skipped where the service exports no duration histogram of its own: the generator's "
+    "latency clock has nothing to be held against"
+)
+KAFKA_SKIPPED = (
+    "the Kafka read-back is skipped: your service keeps no acknowledged-write log the "
+    "harness can read back (no broker of ours holds its writes)"
+)
 
 
 # --- verdicts -------------------------------------------------------------------------------
@@ -62,7 +86,10 @@ def valid_run(c: _Ctx) -> list[Verdict]:
             "clock misses part of every request"
         )))  # fmt: skip
     st, msg = _combine(run_parts or [(PASS, "the run completed with load recorded")])
-    out.append(_v("valid_run", "run", st, msg, status=status, crashes=len(crashes)))
+    clock: dict[str, Any] = {}
+    if not c.reference and not server_admitted_over(c.h.samples):
+        clock["clock_check"] = CLOCK_SKIPPED
+    out.append(_v("valid_run", "run", st, msg, status=status, crashes=len(crashes), **clock))
     for p in c.h.phases:
         if p.name not in JUDGED_PHASES:
             continue
@@ -273,9 +300,13 @@ def no_unexpected_errors(c: _Ctx) -> list[Verdict]:
         msg = f"{tot.failures} unexpected failures ({_pct(share)}) within budget"
         return [_v("no_unexpected_errors", "stress", PASS, msg, **ev)]
     top = ", ".join(f"{k}={n}" for k, n in sorted(classes.items(), key=lambda kv: -kv[1]))
+    should = "fast 429/503 with a decision header"
+    if not c.reference:
+        rejected = ", ".join(str(x) for x in c.h.scenario.outcomes.rejected)
+        should = f"fast designed rejections (statuses {rejected}, [outcomes] rejected)"
     msg = (
         f"{_pct(share)} of stress requests failed outside designed rejections ({top}); "
-        f"budget {c.th.unexpected_errors}: these should be fast 429/503 with a decision header"
+        f"budget {c.th.unexpected_errors}: these should be {should}"
     )
     return [_v("no_unexpected_errors", "stress", FAIL, msg, **ev)]
 
@@ -335,6 +366,9 @@ def graceful_degradation(c: _Ctx) -> list[Verdict]:
     rej, rej_n, _ = percentile_ms(settled, "rejected", rb.percentile)
     if rej is not None and rej_n > 0 and not rb.ok(rej):
         parts.append((FAIL, f"rejections p{rb.percentile:g} {rej:.1f} ms are not fast ({rb})"))
+    client: dict[str, Any] = {}
+    if not c.reference:  # no layer signature times a black box's rejections: judged here
+        parts.extend(client_reject_part(c, settled, "designed rejections answered", client))
     st, msg = _combine(parts)
     return [
         _v(
@@ -356,14 +390,36 @@ def graceful_degradation(c: _Ctx) -> list[Verdict]:
             rejected=rej_n,
             reject_bound=str(rb),
             latency_excludes=[[a, b] for a, b in settle],
+            **client,
         )
     ]
+
+
+def client_reject_part(
+    c: _Ctx, rows: Sequence[RequestSecond], what: str, ev: dict[str, Any]
+) -> list[tuple[Status, str]]:
+    """The client-side latency of the designed rejections in `rows` against `client_reject`:
+    a rejection is the cheap answer to work refused, so one that takes as long as the work
+    (a 503 after a queue wait or a timeout) protects nothing. Empty without rejections.
+    Fills `ev` with the figure, the count and the bound."""
+    cb = c.th.client_reject
+    value, n, _ = percentile_ms(rows, "rejected", cb.percentile)
+    ev.update(client_rejected=n, client_reject_latency_ms=_r(value), client_reject=str(cb))
+    if value is None or n == 0:
+        return []
+    tag = f"p{cb.percentile:g} {value:.1f} ms client-side"
+    if cb.ok(value):
+        return [(PASS, f"{what} in {tag}")]
+    return [(FAIL, (
+        f"{what} in {tag}, above {cb} ({n} rejections): a designed rejection must be "
+        "answered at once, not after the work it refuses"
+    ))]  # fmt: skip
 
 
 def bounded_resources(c: _Ctx) -> list[Verdict]:
     ok_samples = [s for s in c.h.samples if s.ok]
     if not ok_samples:
-        if c.h.external:
+        if not c.reference:
             return []
         return [_v("bounded_resources", "run", INCONCLUSIVE, "no successful /metrics sample")]
     parts: list[tuple[Status, str]] = []
@@ -376,20 +432,9 @@ def bounded_resources(c: _Ctx) -> list[Verdict]:
     cap, qsrc = _queue_cap(c)
     ev.update(max_queue_depth=depth, max_queue_depth_t=dat, queue_cap=cap, queue_source=qsrc)
     parts.extend(_at_most("queue depth", "impression queue depth", depth, dat, cap))
-    growth = _rss_growth(c)
-    if growth is not None:
-        base, peak, peak_t = growth
-        g = peak - base
-        ev.update(rss_baseline_bytes=base, rss_peak_bytes=peak, rss_peak_t=peak_t, rss_growth=g)
-        ev["rss_budget"] = str(c.th.rss_growth)
-        if c.th.rss_growth.ok(g):
-            parts.append((PASS, f"RSS grew {g / 1e6:.1f} MB"))
-        else:
-            parts.append(
-                (FAIL, f"RSS grew {g / 1e6:.1f} MB by t={peak_t:g}s, budget {c.th.rss_growth}")
-            )
+    parts.extend(rss_parts(c, ev))
     if not parts:
-        if c.h.external:
+        if not c.reference:
             return []
         return [
             _v("bounded_resources", "run", INCONCLUSIVE, "no resource gauge was exported", **ev)
@@ -407,6 +452,21 @@ def _at_most(
     if peak <= bound:
         return [(PASS, f"{short} <= {bound:g}")]
     return [(FAIL, f"{name} reached {peak:g} at t={at:g}s > {bound:g}")]
+
+
+def rss_parts(c: _Ctx, ev: dict[str, Any]) -> list[tuple[Status, str]]:
+    """The target's RSS growth over its baseline level against `rss_growth`; empty when no
+    RSS was sampled. Fills `ev`."""
+    growth = _rss_growth(c)
+    if growth is None:
+        return []
+    base, peak, peak_t = growth
+    g = peak - base
+    ev.update(rss_baseline_bytes=base, rss_peak_bytes=peak, rss_peak_t=peak_t, rss_growth=g)
+    ev["rss_budget"] = str(c.th.rss_growth)
+    if c.th.rss_growth.ok(g):
+        return [(PASS, f"RSS grew {g / 1e6:.1f} MB")]
+    return [(FAIL, f"RSS grew {g / 1e6:.1f} MB by t={peak_t:g}s, budget {c.th.rss_growth}")]
 
 
 def _rss_growth(c: _Ctx) -> tuple[float, float, float] | None:
@@ -675,6 +735,8 @@ def no_silent_loss(c: _Ctx) -> list[Verdict]:
                 f"({lost:+d} requests without exactly one outcome), first at t={bad[0].t:g}s",
             )
         )
+    elif not c.h.requests and not c.reference:
+        parts.append((SKIPPED, "no request was recorded: there is nothing to account"))
     else:
         parts.append((PASS, "every sent request has one outcome"))
     accepted = sum(r.outcomes.get("accepted", 0) for r in c.h.requests)
@@ -683,6 +745,9 @@ def no_silent_loss(c: _Ctx) -> list[Verdict]:
     if imp is None:
         if accepted:
             parts.append((INCONCLUSIVE, "impressions.json is missing: loss not accounted"))
+        elif not c.reference:
+            parts.append((SKIPPED, KAFKA_SKIPPED))
+            ev["kafka_read_back"] = KAFKA_SKIPPED
     else:
         ev.update(
             acked=imp.acked,

@@ -30,8 +30,9 @@ def resolve_target_config(
 ) -> dict[str, Any] | None:
     """The reference target's effective configuration (JSON-ready, defaults applied), from
     `data` (the merged config the target was started with) or from the scenario alone.
-    None for an external service, or a configuration the target's model refuses."""
-    if scenario.target.kind == "external":
+    None for a user's own service (kind "command" or "external": it has a configuration of
+    its own, not this one), or a configuration the target's model refuses."""
+    if scenario.target.kind != "reference":
         return None
     if data is None:
         data = scenario.target_config(

@@ -17,9 +17,9 @@ Every key, its default and its meaning (the README copies this table):
 | `latency_factor`    | `3.0`           | stress admitted p99 <= max(SLO bound, factor x baseline) |
 | `fast_reject`       | half the SLO    | stress rejected pNN, all kinds (graceful_degradation)    |
 | `server_reject`     | `"p99 < 5ms"`   | server-side cost of 429s, bulkhead_full, sheds (8)       |
-| `client_reject`     | `"p90 < 10ms"`  | client-side latency of the same, per layer (8)           |
-| `inflight_max`      | the target's    | auction inflight ceiling (3)                             |
-| `queue_max`         | the target's    | impression queue depth cap (4)                           |
+| `client_reject`     | `"p90 < 10ms"`  | client-side latency of the same, per layer (8) (11)      |
+| `inflight_max`      | the target's    | auction inflight ceiling (3) (11)                        |
+| `queue_max`         | the target's    | impression queue depth cap (4) (11)                      |
 | `rss_growth`        | `"< 200MB"`     | target RSS growth over its baseline level                |
 | `detect`            | `"within 5s"`   | first second of need -> first protective decision (5)    |
 | `settle`            | `"within 1s"`   | latencies right after each onset not judged (7)          |
@@ -31,7 +31,7 @@ Every key, its default and its meaning (the README copies this table):
 | `min_requests`      | `50`            | samples a latency percentile needs, else inconclusive    |
 | `isolation`         | `"rate < 5%"`   | non-admitted share of each non-hot publisher in a spike  |
 | `lost_impressions`  | `0`             | acked impressions allowed to be missing from Kafka       |
-| `layers`            | `true`          | judge layer signatures (always skipped for external)     |
+| `layers`            | `true`          | judge layer signatures (your service: see (11))          |
 
 (1) failures: 5xx without a decision header, other 4xx, timeouts, connection errors;
     designed rejections (rate_limited, overloaded, shed) never count.
@@ -81,6 +81,14 @@ Every key, its default and its meaning (the README copies this table):
     requests spread over it) fed the publisher's sends: all it sent while under its rate,
     about its rate while over it. A bucket shared by all publishers, or refilling too
     slowly, fails. Healthy runs fall short by <= 7 requests against a slack of 55..190.
+(11) your own service (target kind "command" or "external") is judged from outside: the
+    client-side latency of every designed rejection in stress against `client_reject`
+    (graceful_degradation); its in-flight and queue depth only where [metrics] maps them
+    (inflight, queue_depth) and `inflight_max` / `queue_max` bound them (bounded_resources,
+    layer.bulkhead, layer.shedder), its breakers only where [metrics] breaker_state maps
+    them and a fault hits a dependency (layer.breaker); layer.edge has no mapping. What
+    cannot be judged is reported skipped with its reason: never passed, never deciding the
+    run. No default bound: the service's limits are its own.
 
 Accepted forms: a latency bound `pNN[.N] (<|<=) N(us|ms|s)` (also `p(99)`), a rate
 `rate (<|<=) N%`, a floor `(>=|>) N%`, a duration `within N(ms|s|m)`, a size

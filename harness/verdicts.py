@@ -4,9 +4,17 @@
                                                                                |
                                 console table, report.json, junit.xml, summary.md, report.html
 
-A `Verdict` is one check for one phase (or for the whole run, phase "run"): pass, fail or
-inconclusive, a one-line message a person can act on, and the evidence that decided it (the
-windows, counts, thresholds and timestamps), JSON-serialisable so report.json carries it.
+A `Verdict` is one check for one phase (or for the whole run, phase "run"): pass, fail,
+inconclusive or skipped, a one-line message a person can act on, and the evidence that
+decided it (the windows, counts, thresholds and timestamps), JSON-serialisable so
+report.json carries it.
+
+    pass          judged, and it held
+    fail          judged, and it broke (exit 1)
+    inconclusive  the harness could not measure what it needed (exit 3, never a pass)
+    skipped       there is no evidence for it on this service (a user's service that does
+                  not export what the verdict reads); its message is the reason and how to
+                  supply the evidence. It never decides the run and is never shown passed.
 """
 
 from __future__ import annotations
@@ -15,11 +23,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Status = Literal["pass", "fail", "inconclusive"]
+Status = Literal["pass", "fail", "inconclusive", "skipped"]
 
 PASS: Status = "pass"
 FAIL: Status = "fail"
 INCONCLUSIVE: Status = "inconclusive"
+SKIPPED: Status = "skipped"
+STATUSES: tuple[Status, ...] = (PASS, FAIL, INCONCLUSIVE, SKIPPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +57,12 @@ class CheckResult:
 
     @property
     def status(self) -> Status:
-        """fail if any verdict failed; else inconclusive if any was; else pass."""
+        """fail if any verdict failed; else inconclusive if any was, or if nothing was judged
+        (no verdicts, or every one skipped); else pass. Skipped verdicts do not count."""
         statuses = {v.status for v in self.verdicts}
         if FAIL in statuses:
             return FAIL
-        if INCONCLUSIVE in statuses or not self.verdicts:
+        if INCONCLUSIVE in statuses or not statuses - {SKIPPED}:
             return INCONCLUSIVE
         return PASS
 
@@ -61,6 +72,10 @@ class CheckResult:
 
     def failed(self) -> list[Verdict]:
         return [v for v in self.verdicts if v.status == FAIL]
+
+    def counts(self) -> dict[str, int]:
+        """How many verdicts have each status (every status listed, zeros included)."""
+        return {s: sum(1 for v in self.verdicts if v.status == s) for s in STATUSES}
 
     def to_json(self) -> dict[str, Any]:
         return {

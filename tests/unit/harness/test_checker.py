@@ -729,11 +729,19 @@ def test_empty_history_is_inconclusive_not_pass() -> None:
 
 
 # --- scope: which verdicts exist ------------------------------------------------------------
-def test_external_target_gets_no_layer_verdicts() -> None:
-    sc = scenario(target={"kind": "external", "url": "http://127.0.0.1:9"}, faults=[])
-    result = check(history(sc=sc, samples=[Sample(float(t), ok=False) for t in range(60)]))
-    assert not [v for v in result.verdicts if v.name.startswith("layer.")]
-    assert not [v for v in result.verdicts if v.name == "bounded_resources"]
+def test_external_target_gets_its_layers_and_resources_skipped_never_passed() -> None:
+    """A user's service (more in test_blackbox_verdicts.py): without [metrics] nothing of
+    its internals is judged, so those verdicts are skipped with a reason, not passed."""
+    data = {**STORM, "target": {"kind": "external", "url": "http://127.0.0.1:9"}, "faults": []}
+    result = check(
+        history(sc=scenario(data), samples=[Sample(float(t), ok=False) for t in range(60)])
+    )
+    layers = {v.name: v.status for v in result.verdicts if v.name.startswith("layer.")}
+    assert layers == dict.fromkeys(
+        ("layer.edge", "layer.bulkhead", "layer.shedder", "layer.breaker"), "skipped"
+    )
+    assert verdict(result, "bounded_resources").status == "skipped"
+    assert result.exit_code == 0
 
 
 def test_layers_not_exercised_are_skipped() -> None:

@@ -500,3 +500,65 @@ def test_load_report_names_the_file_when_it_is_not_a_report(tmp_path: Path) -> N
     bad.write_text('{"verdicts": [{"name": "x"}]}')
     with pytest.raises(ValueError, match=r"report\.json: not a Spikegate report\.json"):
         load_report(bad)
+
+
+# --- skipped verdicts (a user's service: no evidence for them) --------------------------------
+def make_skipping_result() -> CheckResult:
+    return CheckResult(
+        verdicts=[
+            Verdict("layer.edge", "stress", "skipped", "no black-box mapping for the edge",
+                    {"skipped": "no black-box mapping for the edge"}),
+            *make_result().verdicts,
+        ],
+        thresholds={},
+    )  # fmt: skip
+
+
+def test_a_skipped_verdict_is_rendered_skipped_everywhere_never_passed(run_dir: Path) -> None:
+    result = make_skipping_result()
+    paths = write_reports(run_dir, None, result)
+    data, again = load_report(paths["report.json"])
+    assert data["counts"] == {"pass": 3, "fail": 2, "inconclusive": 1, "skipped": 1}
+    assert data["verdicts"][0]["status"] == "skipped" and again.verdicts[0].status == "skipped"
+
+    suite = ET.parse(paths["junit.xml"]).getroot().find("testsuite")
+    assert suite is not None and suite.get("skipped") == "2"  # the inconclusive one and it
+    edge = next(c for c in suite.findall("testcase") if c.get("name") == "layer.edge")
+    skipped = edge.find("skipped")
+    assert skipped is not None and edge.find("failure") is None
+    assert skipped.get("message") == "skipped: no black-box mapping for the edge"
+
+    summary = paths["summary.md"].read_text()
+    assert "FAIL: 2 failed, 1 inconclusive, 3 passed, 1 skipped of 7 verdicts (exit 1)" in summary
+    table = summary.split("### Key figures", 1)[0]
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert "| layer.edge | stress | SKIPPED |" in lines[-1]  # listed after every judged one
+
+    html = paths["report.html"].read_text()
+    row = html.split("<code>layer.edge</code>", 1)[1].split("</tr>", 1)[0]
+    assert '<td class="skipped">SKIPPED</td>' in row and "PASS" not in row
+    assert html.index("<code>layer.edge</code>") > html.index("<code>valid_run</code>")
+
+
+def test_print_verdicts_counts_skipped_apart() -> None:
+    out = io.StringIO()
+    print_verdicts(Console(file=out, width=200, color_system=None), make_skipping_result())
+    text = out.getvalue()
+    assert "FAIL: 2 failed, 1 inconclusive, 3 passed, 1 skipped (exit 1)" in text
+    assert "skipped" in text.split("layer.edge", 1)[1].splitlines()[0]
+
+
+def test_bytes_per_dependency_are_charted_only_when_the_proxies_counted_them(
+    run_dir: Path,
+) -> None:
+    from spikegate.harness.reports_html import proxy_bytes_chart
+
+    assert proxy_bytes_chart(load_run_data(run_dir)) is None
+    rows = [json.loads(line) for line in (run_dir / SAMPLES_FILE).read_text().splitlines()]
+    for r in rows:
+        r["proxy_bytes"] = {"redis": {"received": 100, "sent": 900}, "bad": "x"}
+    (run_dir / SAMPLES_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    chart = proxy_bytes_chart(load_run_data(run_dir))
+    assert chart is not None and chart.has_data
+    assert "redis received" in chart.svg and "redis sent" in chart.svg
+    assert 'id="proxy-bytes-stress"' in chart.svg  # the windows are shaded as on every chart
