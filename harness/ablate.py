@@ -35,7 +35,7 @@ from rich.table import Table
 from spikegate.harness.checkcmd import check_run
 from spikegate.harness.errors import SpikegateError
 from spikegate.harness.scenario import Scenario, load_scenario
-from spikegate.harness.verdicts import FAIL, INCONCLUSIVE, PASS, CheckResult
+from spikegate.harness.verdicts import FAIL, INCONCLUSIVE, PASS, SKIPPED, CheckResult
 
 __all__ = ["PATTERNS", "PROTECTS", "Runner", "ablate", "ablated", "expectation_met"]
 
@@ -51,8 +51,8 @@ PROTECTS: Mapping[str, tuple[str, ...]] = {
 Runner = Callable[[Scenario, Path, Console], Path]
 """Run a scenario into a run directory and return it (default: the orchestrator)."""
 
-_STYLE = {PASS: "green", FAIL: "bold red", INCONCLUSIVE: "yellow"}
-_RANK: dict[str, int] = {PASS: 0, INCONCLUSIVE: 1, FAIL: 2}
+_STYLE = {PASS: "green", FAIL: "bold red", INCONCLUSIVE: "yellow", SKIPPED: "dim"}
+_RANK: dict[str, int] = {SKIPPED: -1, PASS: 0, INCONCLUSIVE: 1, FAIL: 2}
 
 
 def ablated(scenario: Scenario, pattern: str) -> Scenario:
