@@ -10,6 +10,10 @@
              3 s carries its complete seconds; spikegate_final carries the rest once its last
              request finished (or on spikegate_flush from a quitting master)
 
+With load.locustfile set, user.py is the entry file instead of adserver.py: the same
+Runtime, its requests recorded from Locust's `request` event by name (SecondStats.
+record_request), outcomes by SPIKEGATE_OUTCOMES (contract.outcomes.OutcomeRules).
+
 The schedule ends at t0 + duration_s. The shape keeps the run going until every process
 has recorded the outcome of its last request (bounded by the lateness cap plus the client
 timeout), so the run ends a little after duration_s with no request left without an outcome.
@@ -25,7 +29,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +43,16 @@ from locust.contrib.fasthttp import insecure_ssl_context_factory
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from spikegate.contract.env import LOAD_ENV, PUBLISHERS_ENV, RUN_DIR_ENV, SEED_ENV, T0_ENV
+from spikegate.contract.env import (
+    LOAD_ENV,
+    OUTCOMES_ENV,
+    PUBLISHERS_ENV,
+    RUN_DIR_ENV,
+    SEED_ENV,
+    T0_ENV,
+)
 from spikegate.contract.load import LoadSection
+from spikegate.contract.outcomes import OutcomeRules
 from spikegate.contract.rundir import ACKED_DIR, REQUESTS_FILE, JsonlWriter
 from spikegate.locustfiles.recorder import Merger, Recorder, SecondStats
 from spikegate.locustfiles.shapes import DEMO_LOAD, ArrivalSchedule, Shape, load_params, make_shape
@@ -73,6 +85,7 @@ class Config:
     seed: int = 0
     t0: float | None = None
     run_dir: Path | None = None
+    outcomes: OutcomeRules = field(default_factory=OutcomeRules)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], shape: str | None = None) -> Config:
@@ -107,7 +120,22 @@ class Config:
         seed = _env_number(env, SEED_ENV, int) if env.get(SEED_ENV) else 0
         t0 = _env_number(env, T0_ENV, float) if env.get(T0_ENV) else None
         run_dir = Path(env[RUN_DIR_ENV]) if env.get(RUN_DIR_ENV) else None
-        return cls(params=params, publishers=publishers, seed=int(seed), t0=t0, run_dir=run_dir)
+        outcomes = OutcomeRules()
+        if env.get(OUTCOMES_ENV):
+            try:
+                outcomes = OutcomeRules.from_json(env[OUTCOMES_ENV])
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{OUTCOMES_ENV} is not valid JSON ({exc.msg})") from exc
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{OUTCOMES_ENV}: {exc}") from exc
+        return cls(
+            params=params,
+            publishers=publishers,
+            seed=int(seed),
+            t0=t0,
+            run_dir=run_dir,
+            outcomes=outcomes,
+        )
 
 
 def _env_number(env: Mapping[str, str], name: str, kind: type[int] | type[float]) -> float:
@@ -146,6 +174,11 @@ class Runtime:
     outbox: list[dict[str, Any]] = field(default_factory=list)
     merger: Merger = field(default_factory=Merger)
     expected_workers: int = 1
+    # exceptions raised by the user's own code (load.locustfile) that Locust also counted in
+    # runner.exceptions: data, not a crash of the generator
+    user_errors: int = 0
+    # run by finish() once the arrivals ended, before the last seconds are handed out
+    finish_hooks: list[Callable[[], None]] = field(default_factory=list)
     _rows: JsonlWriter | None = None
     _acked_path: Path | None = None
     _flusher: gevent.Greenlet | None = None
@@ -171,10 +204,12 @@ class Runtime:
         return self.settle_s + (2.0 if self.role == "master" else 1.0)
 
     def users(self) -> int:
-        """The fixed user count: one per process (open model), max_inflight (closed)."""
+        """The fixed user count: one per process (open model, and any user locustfile: its
+        driver runs the user class's instances itself), max_inflight (closed)."""
         runner = self.environment.runner
         procs = max(1, runner.worker_count) if isinstance(runner, MasterRunner) else 1
-        return procs * (self.params.max_inflight if self.params.mode == "closed" else 1)
+        closed = self.params.mode == "closed" and self.params.locustfile is None
+        return procs * (self.params.max_inflight if closed else 1)
 
     def all_done(self) -> bool:
         if self.role == "master":
@@ -311,6 +346,11 @@ class Runtime:
         wait = self.settle_s if wait_s is None else wait_s
         if len(self.group) and not self.group.join(timeout=wait):
             self.group.kill(block=True, timeout=1.0)  # each records its request as a timeout
+        for hook in self.finish_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("spikegate recorder: a finish hook failed")
         flusher, self._flusher = self._flusher, None
         if flusher is not None and flusher is not gevent.getcurrent():
             flusher.kill(block=False)
@@ -348,7 +388,9 @@ class Runtime:
         """Master: fold a worker's seconds in and write every second all workers completed."""
         if not isinstance(payload, dict):
             return
-        self.merger.add(worker, payload.get("seconds", ()), payload.get("watermark"))
+        seconds = payload.get("seconds", ())
+        self.merger.add(worker, seconds, payload.get("watermark"))
+        self.user_errors += sum(int((s.get("tasks") or (0, 0, 0))[2]) for s in seconds)
         self._write(self.merger.ready(self.expected_workers))
 
     def close_master(self) -> None:
@@ -483,9 +525,10 @@ def _on_quitting(environment: Environment, **_kw: Any) -> None:
     else:
         rt.finish()
     runner = environment.runner
-    crashed = bool(runner is not None and runner.exceptions)
-    # Request failures are data, not a failed run; a crash in our own code is.
-    environment.process_exit_code = 2 if crashed else 0
+    raised = sum(int(e["count"]) for e in runner.exceptions.values()) if runner else 0
+    # Request failures, and the user's own tasks raising (counted in the rows), are data,
+    # not a failed run; a crash in our own code is.
+    environment.process_exit_code = 2 if raised > rt.user_errors else 0
 
 
 # EventHook.add_listener is untyped in locust 2.47.

@@ -10,6 +10,13 @@
 The hot path (`record`) only bumps counters: latencies are kept as {quantized us: count}
 (9 significant bits, <= 0.2% error) and become HdrHistograms once a second, when a second
 is sealed. Row fields are those of spikegate/contract/rundir.py (RequestRow).
+
+Two producers fill a second:
+    the reference target's user (adserver.py):  record() per request, by endpoint/publisher
+    the user's own locustfile (user.py):         record_request() per request Locust reports,
+                                                 by request name (at most NAMES_CAP names a
+                                                 process, the rest under OTHER_NAME), plus
+                                                 the arrivals (tasks) of the open model
 """
 
 from __future__ import annotations
@@ -22,10 +29,15 @@ from hdrh.histogram import HdrHistogram
 
 from spikegate.contract.outcomes import (
     ADMITTED_OUTCOMES,
+    CONN_ERROR,
     DESIGNED_REJECTIONS,
+    ERROR_5XX,
     NO_DECISION,
+    OK,
     OUTCOMES,
     RATE_LIMITED,
+    TIMEOUT,
+    OutcomeRules,
     classify,
 )
 
@@ -33,10 +45,14 @@ __all__ = [
     "BID",
     "ENDPOINTS",
     "IMPRESSION",
+    "NAMES_CAP",
+    "OTHER_NAME",
     "Merger",
     "Recorder",
     "SecondStats",
     "classify",
+    "classify_response",
+    "is_timeout",
     "quantize_us",
     "valid_retry_after",
 ]
@@ -53,6 +69,8 @@ HIST_LOWEST_US = 1
 HIST_HIGHEST_US = 600_000_000  # 10 min: above any client timeout
 HIST_DIGITS = 3
 _KEEP_BITS = 9
+NAMES_CAP = 100  # distinct request names a row keeps; the rest are summed under OTHER_NAME
+OTHER_NAME = "(other)"
 
 
 def quantize_us(value: int) -> int:
@@ -83,11 +101,88 @@ def _pct_ms(hist: HdrHistogram | None, pct: float) -> float | None:
     return round(float(hist.get_value_at_percentile(pct)) / 1000.0, 3)
 
 
+def _pct_counts_ms(counts: Mapping[int, int], pct: float) -> float | None:
+    """The `pct` percentile of {quantized us: count} in ms (the smallest recorded value with
+    at least pct% of the counts at or below it), None when empty."""
+    total = sum(counts.values())
+    if total <= 0:
+        return None
+    rank = max(1, math.ceil(total * pct / 100.0))
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if seen >= rank:
+            return round(value / 1000.0, 3)
+    return round(max(counts) / 1000.0, 3)  # pragma: no cover - rank <= total
+
+
 def valid_retry_after(value: object) -> bool:
     """Retry-After as a designed rejection must carry it: integer seconds, at least 1."""
     if isinstance(value, list):  # a repeated header: the last one counts
         value = value[-1] if value else None
     return isinstance(value, str) and value.strip().isdigit() and int(value) >= 1
+
+
+def classify_response(
+    rules: OutcomeRules, response: Any, exception: BaseException | None
+) -> tuple[str, str | None, str | None]:
+    """(outcome, decision value, Retry-After) of one request Locust reported (user traffic).
+
+    `response` is whatever the user's client put in the request event: requests' or
+    geventhttpclient's response (status_code 0 when none came), or None / a non-HTTP object
+    from a custom client (then only `exception` tells success from failure). The decision
+    is the value of rules.decision_header (None without one). A status keeps its class
+    whatever the user's code marked it, except an admitted one marked failed (catch_response
+    failure()): error_5xx, the service answered and its answer was wrong."""
+    status = getattr(response, "status_code", None) if response is not None else None
+    headers = getattr(response, "headers", None) if response is not None else None
+    decision = _header(headers, rules.decision_header)
+    if status is None:  # not an HTTP response: a custom client firing the event itself
+        if exception is None:
+            return OK, decision, None
+        return (TIMEOUT if is_timeout(exception) else CONN_ERROR), decision, None
+    try:
+        code = int(status or 0)
+    except (TypeError, ValueError):
+        code = 0
+    if code <= 0:
+        error = exception if exception is not None else getattr(response, "error", None)
+        return (TIMEOUT if is_timeout(error) else CONN_ERROR), decision, None
+    outcome = rules.classify(code, decision)
+    if outcome == OK and exception is not None:
+        outcome = ERROR_5XX
+    retry_after = _header(headers, "Retry-After") if outcome in DESIGNED_REJECTIONS else None
+    return outcome, decision, retry_after
+
+
+def _header(headers: Any, name: str | None) -> str | None:
+    if headers is None or not name:
+        return None
+    try:
+        value = headers.get(name)
+    except Exception:
+        return None
+    if isinstance(value, list):  # a repeated header: the last one counts
+        value = value[-1] if value else None
+    return None if value is None else str(value)
+
+
+def is_timeout(error: object) -> bool:
+    """A client timeout (requests' Timeout, a socket's TimeoutError, gevent's Timeout), also
+    when wrapped (`original`, or raised from / while handling one)."""
+    for _ in range(5):
+        if error is None:
+            return False
+        if isinstance(error, TimeoutError) or any(
+            "Timeout" in c.__name__ for c in type(error).__mro__
+        ):
+            return True
+        if "timed out" in str(error):
+            return True
+        if not isinstance(error, BaseException):
+            return False
+        error = getattr(error, "original", None) or error.__cause__ or error.__context__
+    return False
 
 
 class SecondStats:
@@ -104,12 +199,15 @@ class SecondStats:
         "lat_admitted",
         "lat_rejected",
         "max_lateness_s",
+        "names",
         "outcomes",
         "processes",
         "publishers",
         "retry_after_invalid",
         "second",
         "sent",
+        "task_counts",
+        "tasks_open",
     )
 
     def __init__(self, second: int) -> None:
@@ -131,6 +229,11 @@ class SecondStats:
         # designed rejections (429/503 with a decision) without a valid Retry-After
         # (integer seconds >= 1), by outcome
         self.retry_after_invalid: dict[str, int] = {}
+        # user traffic: request name -> (counts by outcome, admitted {quantized us: count})
+        self.names: dict[str, tuple[list[int], dict[int, int]]] = {}
+        # user traffic, open model: arrivals [intended, run, errors, unfinished]
+        self.task_counts = [0, 0, 0, 0]
+        self.tasks_open = 0  # arrivals of this second still running (not in the row)
 
     # --- hot path --------------------------------------------------------------------------
     def record(
@@ -158,14 +261,40 @@ class SecondStats:
         q = quantize_us(latency_us)
         lat[q] = lat.get(q, 0) + 1
 
+    def record_request(
+        self, name: str, outcome: int, decision: str | None, latency_us: int
+    ) -> None:
+        """One finished request of the user's own traffic: it was intended and sent in this
+        second (the second of the arrival that made it) and has this outcome."""
+        self.intended += 1
+        self.sent += 1
+        self.outcomes[outcome] += 1
+        key = decision or NO_DECISION
+        self.decisions[key] = self.decisions.get(key, 0) + 1
+        entry = self.names.get(name)
+        if entry is None:
+            entry = self.names[name] = ([0] * _N, {})
+        entry[0][outcome] += 1
+        if outcome in _ADMITTED:
+            q = quantize_us(latency_us)
+            lat = self.lat_admitted
+            lat[q] = lat.get(q, 0) + 1
+            per_name = entry[1]
+            per_name[q] = per_name.get(q, 0) + 1
+        elif outcome in _REJECTED:
+            q = quantize_us(latency_us)
+            lat = self.lat_rejected
+            lat[q] = lat.get(q, 0) + 1
+
     def bad_retry_after(self, outcome: int) -> None:
         """A designed rejection came without a usable Retry-After (integer seconds >= 1)."""
         name = OUTCOMES[outcome]
         self.retry_after_invalid[name] = self.retry_after_invalid.get(name, 0) + 1
 
     def running(self) -> int:
-        """Requests sent in this second that have no outcome yet."""
-        return self.sent - sum(self.outcomes)
+        """Requests sent in this second that have no outcome yet, plus arrivals (tasks of
+        the user's own class) of this second still running."""
+        return self.sent - sum(self.outcomes) + self.tasks_open
 
     # --- once a second ---------------------------------------------------------------------
     def seal(self) -> SecondStats:
@@ -201,6 +330,10 @@ class SecondStats:
         self.processes += other.processes
         for k, n in other.retry_after_invalid.items():
             self.retry_after_invalid[k] = self.retry_after_invalid.get(k, 0) + n
+        for name, (counts, lat) in other.names.items():
+            _add_name(self.names, name, counts, lat)
+        for i in range(4):
+            self.task_counts[i] += other.task_counts[i]
 
     def wire(self) -> dict[str, Any]:
         """A JSON-able copy for report_to_master (sealed; histograms encoded)."""
@@ -219,6 +352,11 @@ class SecondStats:
             "cpu_warning": self.cpu_warning,
             "processes": self.processes,
             "retry_after_invalid": dict(self.retry_after_invalid),
+            "names": {
+                k: [list(counts), [[q, n] for q, n in lat.items()]]
+                for k, (counts, lat) in self.names.items()
+            },
+            "tasks": list(self.task_counts),
         }
 
     @classmethod
@@ -242,6 +380,9 @@ class SecondStats:
         s.processes = int(data.get("processes", 1))
         bad = data.get("retry_after_invalid") or {}
         s.retry_after_invalid = {str(k): int(v) for k, v in bad.items()}
+        for name, (counts, lat) in (data.get("names") or {}).items():
+            s.names[str(name)] = ([int(x) for x in counts], {int(q): int(n) for q, n in lat})
+        s.task_counts = [int(x) for x in data.get("tasks") or (0, 0, 0, 0)]
         return s
 
     def row(self) -> dict[str, Any]:
@@ -270,7 +411,48 @@ class SecondStats:
             "cpu_warning": self.cpu_warning,
             "processes": self.processes,
             "retry_after_invalid": dict(sorted(self.retry_after_invalid.items())),
+            "names": {
+                name: {
+                    "outcomes": {o: n for o, n in zip(OUTCOMES, counts, strict=True) if n},
+                    "admitted_p50_ms": _pct_counts_ms(lat, 50.0),
+                    "admitted_p99_ms": _pct_counts_ms(lat, 99.0),
+                }
+                for name, (counts, lat) in sorted(_capped(self.names).items())
+            },
+            "tasks": dict(zip(_TASK_KEYS, self.task_counts, strict=True)),
         }
+
+
+_TASK_KEYS = ("intended", "run", "errors", "unfinished")
+
+
+def _add_name(
+    names: dict[str, tuple[list[int], dict[int, int]]],
+    name: str,
+    counts: list[int],
+    lat: Mapping[int, int],
+) -> None:
+    mine = names.get(name)
+    if mine is None:
+        mine = names[name] = ([0] * _N, {})
+    for i, n in enumerate(counts):
+        mine[0][i] += n
+    for q, n in lat.items():
+        mine[1][q] = mine[1].get(q, 0) + n
+
+
+def _capped(
+    names: dict[str, tuple[list[int], dict[int, int]]],
+) -> dict[str, tuple[list[int], dict[int, int]]]:
+    """At most NAMES_CAP names: the busiest NAMES_CAP - 1 and the rest under OTHER_NAME
+    (processes each keep NAMES_CAP names, so a merged second can hold more)."""
+    if len(names) <= NAMES_CAP:
+        return names
+    ranked = sorted(names, key=lambda k: (k == OTHER_NAME, -sum(names[k][0]), k))
+    out = {k: names[k] for k in ranked[: NAMES_CAP - 1]}
+    for k in ranked[NAMES_CAP - 1 :]:
+        _add_name(out, OTHER_NAME, *names[k])
+    return out
 
 
 def _add(mine: HdrHistogram | None, other: HdrHistogram | None) -> HdrHistogram | None:
@@ -312,6 +494,17 @@ class Recorder:
         self.hard_s = 3.0 * settle_s if hard_s is None else max(hard_s, settle_s)
         self.next_second = first_second  # the first second not handed out yet
         self.buckets: dict[int, SecondStats] = {}
+        self._names: set[str] = set()  # the request names this process keeps apart
+
+    def name_key(self, name: str) -> str:
+        """The name a request is counted under: its own for the first NAMES_CAP - 1 distinct
+        names this process sees, OTHER_NAME after that."""
+        if name in self._names:
+            return name
+        if len(self._names) < NAMES_CAP - 1:
+            self._names.add(name)
+            return name
+        return OTHER_NAME
 
     def bucket(self, second: int) -> SecondStats:
         """The bucket of `second`; a second already handed out (which the settle time

@@ -39,8 +39,26 @@ master/worker so there is exactly one row per second:
      "cpu_percent": f | null,     # the generator's own CPU (max over its processes)
      "cpu_warning": bool,         # Locust's cpu_warning (> 90%) fired in this second
      "processes": n,              # processes that contributed (0 = none reported this second)
-     "retry_after_invalid": {OUTCOME: n}}    # designed rejections (429, 503 with a decision)
+     "retry_after_invalid": {OUTCOME: n},    # designed rejections (429, 503 with a decision)
                                              # without Retry-After as integer seconds >= 1
+     "names": {request name: {"outcomes": {OUTCOME: n}, "admitted_p50_ms": f | null,
+                              "admitted_p99_ms": f | null}},
+                                  # the user's own locustfile (load.locustfile) only, by the
+                                  # name Locust reports (at most 100; the rest as "(other)");
+                                  # {} for the reference target (see endpoints/publishers,
+                                  # which are {} for a user's locustfile)
+     "tasks": {"intended": n, "run": n, "errors": n, "unfinished": n}}
+                                  # the user's locustfile, open model: arrivals of the
+                                  # schedule in this second, those that ran one task of the
+                                  # user class (the rest were skipped: lateness or the
+                                  # max_inflight cap), tasks that raised, tasks still running
+                                  # when the run ended (stopped); closed mode counts errors
+                                  # only (by the second they were raised in); all 0 otherwise
+With a user's locustfile every request Locust reports counts once in intended, sent and
+outcomes, in the second of the arrival that made it (a request outside any arrival, e.g.
+in on_start or in closed mode, in the second it started); a skipped arrival adds 1 to
+intended only. Outcomes follow [outcomes] (contract.outcomes.OutcomeRules); a request the
+user's code marked failed (catch_response's failure()) on an admitted status is error_5xx.
 OUTCOMES and the decision header: spikegate.contract.outcomes. Designed rejections are
 rate_limited, overloaded and shed; "admitted" latencies are those of ok, no_bid and accepted.
 
@@ -161,6 +179,8 @@ REQUEST_ROW_FIELDS = (
     "cpu_warning",
     "processes",
     "retry_after_invalid",
+    "names",
+    "tasks",
 )
 EVENT_KINDS = (
     "run_start",
