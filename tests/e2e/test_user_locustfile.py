@@ -86,7 +86,7 @@ def run_user_locustfile(
         processes=processes,
         env=env,
         run_dir=run_dir,
-        t0_epoch=time.time() + 2.5,  # Locust's start-up, as the orchestrator allows
+        t0_epoch=time.time() + 3.0 + 0.5 * (processes - 1),  # as the orchestrator allows
         locustfile=path,
     )
     locust.start()
