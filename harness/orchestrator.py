@@ -73,7 +73,7 @@ from spikegate.harness.live import (
     target_rate,
 )
 from spikegate.harness.liverun import LiveRun, unpublish
-from spikegate.harness.loadgen import LocustProcess
+from spikegate.harness.loadgen import LocustProcess, probe_locustfile
 from spikegate.harness.proxy_evidence import ProxyCounters
 from spikegate.harness.reaper import Reaped, describe, reap_orphans
 from spikegate.harness.sampler import Evidence, Sampler
@@ -459,6 +459,7 @@ class _Run:
             env=sc.load_env(),
             run_dir=self.run_dir.resolve(),
             t0_epoch=self.t0_epoch,
+            locustfile=sc.load.locustfile,
         )
         self.locust.start()
         self.meta["components"]["locust"] = {"pid": self.locust.pid, "log": "logs/locust.log"}
@@ -855,8 +856,6 @@ def preflight(scenario: Scenario) -> None:
                 hint="give the program's path (relative to target.cwd) or install it",
             )
     if scenario.load.locustfile is not None:
-        from spikegate.harness.loadgen import probe_locustfile
-
         probe_locustfile(scenario.load.locustfile, scenario.load.user)
 
 

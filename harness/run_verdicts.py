@@ -742,12 +742,12 @@ def no_silent_loss(c: _Ctx) -> list[Verdict]:
     accepted = sum(r.outcomes.get("accepted", 0) for r in c.h.requests)
     imp = c.h.impressions
     ev["accepted_impressions"] = accepted
-    if imp is None:
+    if not c.reference:  # impressions.json, if any, only says why nothing was read back
+        parts.append((SKIPPED, KAFKA_SKIPPED))
+        ev["kafka_read_back"] = KAFKA_SKIPPED
+    elif imp is None:
         if accepted:
             parts.append((INCONCLUSIVE, "impressions.json is missing: loss not accounted"))
-        elif not c.reference:
-            parts.append((SKIPPED, KAFKA_SKIPPED))
-            ev["kafka_read_back"] = KAFKA_SKIPPED
     else:
         ev.update(
             acked=imp.acked,

@@ -35,9 +35,11 @@ def _free_port() -> int:
         return port
 
 
-def _run(tmp_path: Path, body: str, timeout_s: float = 60) -> tuple[int, str, Path]:
+def _run(
+    tmp_path: Path, body: str, timeout_s: float = 60, extra_load: str = ""
+) -> tuple[int, str, Path]:
     scenario = tmp_path / "own.toml"
-    scenario.write_text(textwrap.dedent(body) + LOAD, encoding="utf-8")
+    scenario.write_text(textwrap.dedent(body) + LOAD + extra_load, encoding="utf-8")
     run_dir = tmp_path / "run"
     proc = spikegate(["run", str(scenario), "--no-live", "--out", str(run_dir)])
     code, out = finish(proc, timeout_s)
@@ -198,3 +200,26 @@ def test_a_started_dependency_reaches_the_service_through_its_proxy(tmp_path: Pa
     )
     assert meta["cleanup"]["clean"] is True
     assert leftovers(run_dir, proc.pid) == []
+
+
+@pytest.mark.timeout(90)
+def test_a_locustfile_without_a_user_class_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "empty_locustfile.py").write_text(
+        "from locust import task\n\n\nclass NotAUser:\n    @task\n    def t(self):\n        pass\n",
+        encoding="utf-8",
+    )
+    code, out, run_dir = _run(
+        tmp_path,
+        f"""
+        [target]
+        kind = "command"
+        command = {SERVER}
+        """,
+        extra_load='locustfile = "empty_locustfile.py"\n',
+    )
+    assert code == 2, out
+    flat = out.replace("\n", "")  # the console wraps at 80 columns
+    assert "empty_locustfile.py: a locustfile needs a class deriving from" in flat, out
+    assert not run_dir.exists()
