@@ -268,18 +268,22 @@ class Stack:
             config_path.write_text(tomli_w.dumps(_toml_ready(self.target_config)), "utf-8")
             return TargetServer(log_dir, config_path=config_path)
 
-        self.up_service(reference_dependencies(self.settings), target)
+        self.up_service(reference_dependencies(self.settings), target, deps_first=False)
 
     def up_service(
         self,
         deps: Sequence[Dependency],
         target: Callable[[Mapping[str, str]], ManagedProcess | None],
+        *,
+        deps_first: bool = True,
     ) -> None:
         """Start the chaos server, every dependency (started ones, or checked reachable),
         a proxy in front of each, then `target(proxy listen address by dependency name)`
         (None: a service the user runs). Independent children start together; ports are
         picked before the proxies are made, so the proxies can exist before their upstreams
-        listen, and the target only ever learns the proxies' addresses."""
+        listen, and the target only ever learns the proxies' addresses. With `deps_first` the
+        target starts once every started dependency is ready (a service may connect at
+        start-up); the reference target retries, so it starts beside them."""
         s = self.settings
         self._t_start = time.monotonic()
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -332,7 +336,7 @@ class Stack:
             self.kafka = ExternalService(bootstrap=_dep(deps, "kafka").upstream)
         addresses = {name: info.listen for name, info in self.proxies.items()}
         made = target(addresses)
-        if made is not None:
+        if made is not None and not deps_first:
             self.target = made
             self._spawn(made)
         for name, proc in redis.items():
@@ -341,6 +345,9 @@ class Stack:
             self._await(broker)
         if self.dsps is not None:
             self._await_dsps()
+        if made is not None and deps_first:
+            self.target = made
+            self._spawn(made)
         if made is not None:
             self._await(made)
         self._check_clean()

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import finish, leftovers, spikegate
+from tests.e2e.conftest import finish, leftovers, rows, spikegate
 
 pytestmark = [pytest.mark.e2e]
 
@@ -223,3 +224,93 @@ def test_a_locustfile_without_a_user_class_is_refused_before_anything_starts(
     flat = out.replace("\n", "")  # the console wraps at 80 columns
     assert "empty_locustfile.py: a locustfile needs a class deriving from" in flat, out
     assert not run_dir.exists()
+
+
+DEPS_APP = """
+import http.server, socket, sys
+from spikegate.harness.kafka_util import kafka_metadata_ok
+
+port, cache, db, events = sys.argv[1:5]
+for name, addr in (("cache", cache), ("db", db)):
+    host, p = addr.split(":")
+    with socket.create_connection((host, int(p)), timeout=5) as s:
+        s.sendall(b"*1\\r\\n$4\\r\\nPING\\r\\n")
+        assert s.recv(16).startswith(b"+PONG"), name
+    print(name, "answered PONG through", addr, flush=True)
+assert kafka_metadata_ok(int(events.split(":")[1])), "kafka"
+print("events answered Metadata through", events, flush=True)
+http.server.test(
+    HandlerClass=http.server.SimpleHTTPRequestHandler, port=int(port), bind="127.0.0.1"
+)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_started_and_upstream_dependencies_each_reach_the_service_through_a_proxy(
+    tmp_path: Path,
+) -> None:
+    """start = "redis", start = "kafka" and upstream = (a redis-server this test runs) each
+    get a proxy; the service talks to all three through the addresses it was handed."""
+    from spikegate.harness.services import RedisServer
+
+    (tmp_path / "deps_app.py").write_text(DEPS_APP, encoding="utf-8")
+    with RedisServer(tmp_path / "own-redis") as own:
+        scenario = tmp_path / "own.toml"
+        scenario.write_text(
+            textwrap.dedent(
+                f"""
+                [target]
+                kind = "command"
+                command = ["{sys.executable}", "deps_app.py", "{{port}}", "{{proxy.cache}}",
+                           "{{proxy.db}}", "{{proxy.events}}"]
+                ready = "/"
+
+                [[dependencies]]
+                name = "cache"
+                start = "redis"
+
+                [[dependencies]]
+                name = "db"
+                upstream = "127.0.0.1:{own.port}"
+
+                [[dependencies]]
+                name = "events"
+                start = "kafka"
+
+                [[faults]]
+                at_s = 2
+                for_s = 1
+                fault = "down"
+                proxy = "db"
+
+                [outcomes]
+                rejected = [429]
+
+                [load]
+                duration_s = 4
+                warmup_s = 1
+                base_rps = 5
+                """
+            ),
+            encoding="utf-8",
+        )
+        run_dir = tmp_path / "run"
+        proc = spikegate(["run", str(scenario), "--no-live", "--out", str(run_dir)])
+        _, out = finish(proc, 100)
+        assert "Traceback" not in out, out
+        meta = json.loads((run_dir / "meta.json").read_text())
+        assert meta["status"] == "complete", out
+        comps = meta["components"]
+        log = (run_dir / "logs" / "target.log").read_text()
+        for name in ("cache", "db"):
+            assert f"{name} answered PONG through {comps[f'proxy:{name}']['listen']}" in log
+        assert f"events answered Metadata through {comps['proxy:events']['listen']}" in log
+        assert comps["proxy:db"]["upstream"] == f"127.0.0.1:{own.port}"
+        assert {"cache", "events"} <= set(comps) and "db" not in comps  # not ours to stop
+        events = rows(run_dir / "events.jsonl")
+        faults = [e for e in events if e["kind"] in ("fault_start", "fault_stop")]
+        assert [e["kind"] for e in faults] == ["fault_start", "fault_stop"], faults
+        assert all(e.get("proxy") == "db" for e in faults), faults
+        assert meta["cleanup"]["clean"] is True
+        assert leftovers(run_dir, proc.pid) == []
+        assert own.alive  # the user's own dependency is left as it was
