@@ -156,7 +156,8 @@ _ASSIGN = re.compile(rf"^\s*({_PATH})\s*=")
 
 class _Locator:
     """Prefixes a problem with where it is: the --set that gave the value, else the file's
-    line (a [[faults]] entry as `faults #N`, counted from 1, at its header's line)."""
+    line (a [[faults]] or [[dependencies]] entry as `faults #N`, counted from 1, at its
+    header's line)."""
 
     def __init__(self, text: str, sets: Mapping[tuple[str, ...], str], named: bool) -> None:
         self.lines = _key_lines(text)
@@ -180,11 +181,11 @@ class _Locator:
         also = f" (with --set {', --set '.join(involved)})" if involved else ""
         if path == ("name",) and not self.named:
             return f'  name (from the file name; set name = "..." in the file): {message}'
-        if len(path) >= 2 and path[0] == "faults" and path[1].isdigit():
+        if len(path) >= 2 and path[0] in ("faults", "dependencies") and path[1].isdigit():
             line = self.lines.get(path[:2]) or self.lines.get(path[:1])
             at = f" (line {line})" if line else ""
             field = f", {'.'.join(path[2:])}" if len(path) > 2 else ""
-            return f"  faults #{int(path[1]) + 1}{at}{field}{also}: {message}"
+            return f"  {path[0]} #{int(path[1]) + 1}{at}{field}{also}: {message}"
         line = next(
             (self.lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in self.lines),
             None,

@@ -414,6 +414,7 @@ class _Run:
             if target.kind != "command":
                 return None
             values = {f"proxy.{name}": address for name, address in listen.items()}
+            values["python"] = sys.executable
 
             def argv(port: int) -> list[str]:
                 filled = {**values, "port": str(port)}

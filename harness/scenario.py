@@ -138,7 +138,8 @@ class TargetSection(StrictModel):
     command: list[str] | None = Field(
         default=None,
         description="kind = 'command': the service's argv; {port} is the port it must listen "
-        "on (127.0.0.1), {proxy.NAME} the host:port of dependency NAME's proxy",
+        "on (127.0.0.1), {proxy.NAME} the host:port of dependency NAME's proxy, {python} the "
+        "interpreter that runs spikegate",
     )
     env: dict[str, str] = Field(
         default_factory=dict, description="kind = 'command': extra environment (placeholders too)"
@@ -232,8 +233,14 @@ class DependencySection(StrictModel):
     @field_validator("upstream", "listen")
     @classmethod
     def _addr(cls, value: str | None) -> str | None:
-        if value is not None and ("," in value or _check_bootstrap(value) is None):
-            raise ValueError(f"expected host:port, got {value!r}")
+        if value is None:
+            return None
+        try:
+            ok = "," not in value and _check_bootstrap(value) is not None
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"expected host:port with a port in 1..65535, got {value!r}")
         return value
 
     @model_validator(mode="after")
@@ -419,9 +426,11 @@ class Scenario(StrictModel):
         fields += [(("target", "env", k), v) for k, v in self.target.env.items()]
         for loc, text in fields:
             for name in placeholders(text):
-                if name == "port" or (name.startswith("proxy.") and name[6:] in names):
+                if name in ("port", "python") or (name.startswith("proxy.") and name[6:] in names):
                     continue
-                known = ", ".join(["{port}", *(f"{{proxy.{n}}}" for n in sorted(names))])
+                known = ", ".join(
+                    ["{port}", "{python}", *(f"{{proxy.{n}}}" for n in sorted(names))]
+                )
                 msg = f"unknown placeholder {{{name}}} in {text!r}: known are {known}"
                 out.append((loc, msg))
         if self.metrics.mapped() and self.target.metrics is None and kind != "reference":

@@ -109,6 +109,61 @@ FILES = [
     ("invalid-toml", 'name = "x"\n[load\n', ["invalid TOML", "line 2"]),
     ("empty", "", ["the scenario is empty"]),
     ("only-comments", "# a scenario, some day\n\n", ["the scenario is empty"]),
+    # your own service: [target] kind = "command", [[dependencies]], [outcomes], [metrics]
+    ("command-missing", '[target]\nkind = "command"\n',
+     ["target.command (line 1)", "required when kind = 'command'"]),
+    ("command-unknown-placeholder",
+     '[target]\nkind = "command"\ncommand = ["app", "{prot}"]\n',
+     ["target.command.1 (line 3)", "unknown placeholder {prot}", "known are {port}, {python}"]),
+    ("command-undeclared-proxy",
+     '[target]\nkind = "command"\ncommand = ["app"]\nenv = { DB = "{proxy.db}" }\n',
+     ["target.env.DB (line 4)", "unknown placeholder {proxy.db}"]),
+    ("dependency-neither",
+     '[target]\nkind = "command"\ncommand = ["app"]\n[[dependencies]]\nname = "db"\n',
+     ["dependencies #1", "exactly one of upstream", 'start = "redis" | "kafka"']),
+    ("dependency-both",
+     '[target]\nkind = "command"\ncommand = ["app"]\n[[dependencies]]\nname = "db"\n'
+     'start = "redis"\nupstream = "127.0.0.1:5432"\n',
+     ["exactly one of upstream"]),
+    ("dependency-start-kind",
+     '[target]\nkind = "command"\ncommand = ["app"]\n[[dependencies]]\nname = "db"\n'
+     'start = "postgres"\n', ["dependencies #1 (line 4), start", "'redis' or 'kafka'"]),
+    ("dependency-twice",
+     '[target]\nkind = "command"\ncommand = ["app"]\n[[dependencies]]\nname = "db"\n'
+     'start = "redis"\n[[dependencies]]\nname = "db"\nstart = "kafka"\n',
+     ["dependencies #2", "declared twice"]),
+    ("dependency-upstream-form",
+     '[target]\nkind = "command"\ncommand = ["app"]\n[[dependencies]]\nname = "db"\n'
+     'upstream = "localhost"\n',
+     ["dependencies #1 (line 4), upstream", "expected host:port with a port"]),
+    ("dependency-external-needs-listen",
+     '[target]\nkind = "external"\nurl = "http://127.0.0.1:8000"\n[[dependencies]]\n'
+     'name = "db"\nstart = "redis"\n', ["listen", 'set listen = "127.0.0.1:PORT"']),
+    ("dependency-on-reference",
+     '[[dependencies]]\nname = "db"\nstart = "redis"\n',
+     ["dependencies (line 1)", "reference target declares its own"]),
+    ("fault-on-undeclared-dependency",
+     '[target]\nkind = "command"\ncommand = ["app"]\n[[dependencies]]\nname = "db"\n'
+     'start = "redis"\n[load]\nduration_s = 20\n[[faults]]\nat_s = 8\nfor_s = 2\n'
+     'fault = "down"\nproxy = "cache"\n', ["faults #1", "'cache' is not one of db"]),
+    ("faults-without-dependencies",
+     '[target]\nkind = "command"\ncommand = ["app"]\n[load]\nduration_s = 20\n'
+     '[[faults]]\nat_s = 8\nfor_s = 2\nfault = "down"\nproxy = "db"\n',
+     ["no dependency is declared", "[[dependencies]]"]),
+    ("outcomes-overlap", '[outcomes]\nadmitted = ["2xx"]\nrejected = [200]\n',
+     ["outcomes.admitted", "status 200 is both admitted and rejected"]),
+    ("outcomes-bad-status", '[outcomes]\nrejected = [429, 999]\n',
+     ["outcomes.rejected", "999 is not a status code"]),
+    ("metrics-without-path",
+     '[target]\nkind = "command"\ncommand = ["app"]\n[metrics]\ninflight = "x"\n',
+     ["target.metrics", "set target.metrics"]),
+    ("user-without-locustfile", '[load]\nuser = "Shopper"\n',
+     ["load.user (line 2)", "set load.locustfile too"]),
+    ("locustfile-on-reference", '[load]\nlocustfile = "l.py"\n',
+     ["load.locustfile (line 2)", "the reference target has its own traffic"]),
+    ("target-config-on-command",
+     '[target]\nkind = "command"\ncommand = ["app"]\n[target.config.auction]\nlimit = 4\n',
+     ["target.config", "your service has its own"]),
 ]  # fmt: skip
 
 
