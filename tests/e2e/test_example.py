@@ -11,20 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
+import os
 import re
+import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
+import tomli_w
 
 from spikegate.chaos.client import ChaosClient
 from spikegate.harness.services import ManagedProcess, RedisServer, free_port
 from spikegate.harness.stack import ChaosServerProcess
-from tests.e2e.conftest import ROOT
+from tests.e2e.conftest import ROOT, finish, leftovers, spikegate
 
 EXAMPLE = ROOT / "examples" / "inventory"
 
@@ -163,3 +168,110 @@ def test_example_imports_nothing_from_spikegate() -> None:
     for path in EXAMPLE.glob("*.py"):
         text = path.read_text()
         assert "spikegate" not in re.sub(r'""".*?"""|#.*', "", text, flags=re.S), path
+
+
+# --- under the gate ---------------------------------------------------------------------------
+def _short_scenario(variant: str, tmp_path: Path) -> Path:
+    """examples/inventory/VARIANT.toml, shortened to about 30 s: the same load and fault,
+    the spike and the fault both 8 s long (paths made absolute: the copy lives elsewhere)."""
+    data = tomllib.loads((EXAMPLE / f"{variant}.toml").read_text())
+    data["target"]["cwd"] = str(EXAMPLE)
+    data["load"].update(
+        locustfile=str(EXAMPLE / "locustfile.py"),
+        duration_s=30,
+        warmup_s=3,
+        spike_at_s=10,
+        spike_for_s=8,
+    )
+    (fault,) = data["faults"]
+    fault.update(at_s=10, for_s=8)
+    data["phases"]["recovery_s"] = 6
+    path = tmp_path / f"{variant}.toml"
+    path.write_text(tomli_w.dumps(data))
+    return path
+
+
+def _gate(variant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, Path]:
+    # the scenario starts the service with `python`: this interpreter's, as in an active venv
+    monkeypatch.setenv(
+        "PATH", os.pathsep.join((str(Path(sys.executable).parent), os.environ["PATH"]))
+    )
+    run_dir = tmp_path / "run"
+    proc = spikegate(
+        ["run", str(_short_scenario(variant, tmp_path)), "--no-live", "--out", str(run_dir)]
+    )
+    code, out = finish(proc, 110)
+    assert leftovers(run_dir, proc.pid) == []
+    return code, out, run_dir
+
+
+def _statuses(run_dir: Path) -> dict[tuple[str, str], str]:
+    report = json.loads((run_dir / "report.json").read_text())
+    return {(v["name"], v["phase"]): v["status"] for v in report["verdicts"]}
+
+
+@pytest.mark.timeout(120)
+def test_naive_inventory_fails_the_gate_naming_what_its_missing_protection_breaks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, run_dir = _gate("naive", tmp_path, monkeypatch)
+    assert code == 1, out
+    statuses = _statuses(run_dir)
+    # queued behind the Redis pool until the clients' timeout: failures, slow admissions
+    assert statuses[("no_unexpected_errors", "stress")] == "fail", out
+    assert statuses[("graceful_degradation", "stress")] == "fail", out
+    assert statuses[("bounded_resources", "run")] == "fail", out  # inventory_inflight > 16
+    assert statuses[("steady_state", "baseline")] == "pass", out  # fine until the spike
+    summary = (run_dir / "summary.md").read_text()
+    assert "| no_unexpected_errors | stress | **FAIL** |" in summary
+
+
+@pytest.mark.timeout(120)
+def test_protected_inventory_passes_the_gate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, run_dir = _gate("protected", tmp_path, monkeypatch)
+    assert code == 0, out
+    statuses = _statuses(run_dir)
+    assert "fail" not in statuses.values() and "inconclusive" not in statuses.values(), statuses
+    for verdict in ("no_unexpected_errors", "graceful_degradation", "time_to_detect"):
+        assert statuses[(verdict, "stress")] == "pass", out
+    assert statuses[("bounded_resources", "run")] == "pass", out
+    assert statuses[("time_to_recover", "recovery")] == "pass", out
+
+
+@pytest.mark.timeout(90)
+def test_the_init_starter_gates_a_running_service_as_written(tmp_path: Path) -> None:
+    """`spikegate init --url URL` then `spikegate run spikegate.toml` against a plain
+    http.server: exit 0 (timings shortened with --set; the files themselves unchanged)."""
+    port = free_port()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("hello\n")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=site,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        init = spikegate(["init", str(tmp_path / "svc"), "--url", url])
+        code, out = finish(init, 30)
+        assert code == 0, out
+        # shorter, at twice the rates, so that each phase still has the samples it needs
+        shorter = ["load.duration_s=22", "load.warmup_s=3", "load.spike_at_s=8",
+                   "load.spike_for_s=5", "phases.recovery_s=4", "load.base_rps=20",
+                   "load.peak_rps=60"]  # fmt: skip
+        run_dir = tmp_path / "run"
+        args = ["run", str(tmp_path / "svc" / "spikegate.toml"), "--no-live", "--out", str(run_dir)]
+        proc = spikegate([*args, *(x for s in shorter for x in ("--set", s))])
+        code, out = finish(proc, 80)
+        assert code == 0, out
+        statuses = _statuses(run_dir)
+        assert statuses[("no_unexpected_errors", "stress")] == "pass"
+        assert statuses[("graceful_degradation", "stress")] == "pass"
+        assert leftovers(run_dir, proc.pid) == []
+    finally:
+        server.terminate()
+        server.wait(10)
