@@ -59,7 +59,7 @@ url = {url}
 # with these. {{port}} is the port it must listen on (127.0.0.1); {{proxy.NAME}} is the
 # address of the chaos proxy in front of dependency NAME (see [[dependencies]]).
 # kind = "command"
-# command = ["python", "app.py", "--port", "{{port}}", "--redis", "redis://{{proxy.cache}}/0"]
+# command = ["{{python}}", "app.py", "--port", "{{port}}", "--redis", "redis://{{proxy.cache}}/0"]
 # cwd = "."              # relative to this file
 # env = {{ LOG_LEVEL = "warning" }}
 # ready = "/healthz"     # polled until it answers 2xx (within stack.start_timeout_s)
