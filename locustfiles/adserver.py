@@ -49,7 +49,13 @@ from spikegate.contract.outcomes import (
     TIMEOUT,
     classify,
 )
-from spikegate.locustfiles.plugin import MAX_LATENESS_S, runtime
+from spikegate.locustfiles.plugin import (
+    IDLE_SLEEP_S,
+    MAX_LATENESS_S,
+    YIELD_EVERY,
+    paced,
+    runtime,
+)
 from spikegate.locustfiles.recorder import BID, IMPRESSION, OUTCOME_INDEX, valid_retry_after
 
 __all__ = ["AdServerUser"]
@@ -62,8 +68,6 @@ _SUCCESS = frozenset(OUTCOME_INDEX[o] for o in ADMITTED_OUTCOMES | DESIGNED_REJE
 _DESIGNED = frozenset(OUTCOME_INDEX[o] for o in DESIGNED_REJECTIONS)
 _TIMEOUTS = (TimeoutError, gevent.Timeout)  # socket timeouts are TimeoutError
 _NAMES = ("/bid", "/impression")  # by endpoint (BID, IMPRESSION): Locust's request names
-_YIELD_EVERY = 32  # sends between forced yields when a loop never has to wait
-_IDLE_SLEEP_S = 0.25
 perf_counter = time.perf_counter
 wall = time.time
 
@@ -100,7 +104,7 @@ class AdServerUser(FastHttpUser):
     @task
     def dispatch(self) -> None:
         if not self.rt.dispatching:
-            gevent.sleep(_IDLE_SLEEP_S)  # before test_start, after the process finished
+            gevent.sleep(IDLE_SLEEP_S)  # before test_start, after the process finished
         elif self.rt.params.mode == "closed":
             self._closed_loop()
         else:
@@ -116,29 +120,7 @@ class AdServerUser(FastHttpUser):
         assert rec is not None
         limit = rt.params.max_inflight
         spawn = rt.group.spawn
-        burst = 0
-        while not self._stopping():
-            rel = next(rt.arrivals, None)
-            if rel is None:
-                rt.schedule_done = True
-                while not self._stopping():
-                    gevent.sleep(_IDLE_SLEEP_S)
-                return
-            at = t0 + rel
-            delay = at - wall()
-            if delay > 0:
-                burst = 0
-                while delay > 0:
-                    gevent.sleep(min(delay, _IDLE_SLEEP_S))
-                    if self._stopping():
-                        return
-                    delay = at - wall()
-            else:
-                burst += 1
-                if burst >= _YIELD_EVERY:
-                    burst = 0
-                    gevent.sleep(0)
-            late = wall() - at
+        for rel, late in paced(rt.arrivals, t0, self._stopping):
             second = int(rel)
             b = rec.bucket(second)
             b.intended += 1
@@ -149,6 +131,10 @@ class AdServerUser(FastHttpUser):
                 b.max_lateness_s = late
             rt.inflight += 1
             spawn(self._bid, second, shape.hot_share_at(rel))
+        if not self._stopping():  # the schedule ended
+            rt.schedule_done = True
+            while not self._stopping():
+                gevent.sleep(IDLE_SLEEP_S)
 
     # --- closed (benchmark) mode -------------------------------------------------------------
     def _closed_loop(self) -> None:
@@ -163,7 +149,7 @@ class AdServerUser(FastHttpUser):
             if now >= end:
                 rt.schedule_done = True
                 while not self._stopping():
-                    gevent.sleep(_IDLE_SLEEP_S)
+                    gevent.sleep(IDLE_SLEEP_S)
                 return
             second = rec.second_of(now)
             b = rec.bucket(second)
@@ -172,7 +158,7 @@ class AdServerUser(FastHttpUser):
             rt.inflight += 1
             self._bid(second, 0.0)
             n += 1
-            if n >= _YIELD_EVERY:  # a target that always answers at once never makes us wait
+            if n >= YIELD_EVERY:  # a target that always answers at once never makes us wait
                 n = 0
                 gevent.sleep(0)
 

@@ -72,7 +72,14 @@ from locust.user.task import (
 
 from spikegate.contract.env import LOAD_ENV
 from spikegate.contract.outcomes import DESIGNED_REJECTIONS, OutcomeRules
-from spikegate.locustfiles.plugin import MAX_LATENESS_S, Config, Runtime, runtime
+from spikegate.locustfiles.plugin import (
+    IDLE_SLEEP_S,
+    MAX_LATENESS_S,
+    Config,
+    Runtime,
+    paced,
+    runtime,
+)
 from spikegate.locustfiles.probe import LocustfileError, load_user_class
 from spikegate.locustfiles.recorder import OUTCOME_INDEX, classify_response, valid_retry_after
 
@@ -80,8 +87,6 @@ __all__ = ["Driver", "SpikegateDriver"]
 
 log = logging.getLogger("spikegate")
 wall = time.time
-_IDLE_SLEEP_S = 0.25
-_YIELD_EVERY = 32
 _ON_STOP_WAIT_S = 2.0
 _LOGGED_PER_ERROR = 3  # tracebacks logged per exception type, then counted only
 _DESIGNED = frozenset(OUTCOME_INDEX[o] for o in DESIGNED_REJECTIONS)
@@ -216,28 +221,7 @@ class Driver:
         assert rec is not None
         limit = rt.params.max_inflight
         spawn = rt.group.spawn
-        burst = 0
-        while not driver.stopping():
-            rel = next(rt.arrivals, None)
-            if rel is None:
-                rt.schedule_done = True
-                driver.idle_until_stopped()
-                return
-            at = t0 + rel
-            delay = at - wall()
-            if delay > 0:
-                burst = 0
-                while delay > 0:
-                    gevent.sleep(min(delay, _IDLE_SLEEP_S))
-                    if driver.stopping():
-                        return
-                    delay = at - wall()
-            else:
-                burst += 1
-                if burst >= _YIELD_EVERY:
-                    burst = 0
-                    gevent.sleep(0)
-            late = wall() - at
+        for rel, late in paced(rt.arrivals, t0, driver.stopping):
             b = rec.bucket(int(rel))
             b.task_counts[0] += 1
             if late > MAX_LATENESS_S or rt.inflight >= limit:
@@ -249,6 +233,9 @@ class Driver:
             b.tasks_open += 1
             rt.inflight += 1
             spawn(self._arrival, b)
+        if not driver.stopping():  # the schedule ended
+            rt.schedule_done = True
+            driver.idle_until_stopped()
 
     def _arrival(self, bucket: Any) -> None:
         """One arrival: one task of the user class on a pooled instance."""
@@ -328,7 +315,7 @@ class Driver:
             user.start(rt.group).link(self._closed_user_ended)
             self.closed_users.append(user)
         while not driver.stopping() and wall() < rt.end:
-            gevent.sleep(min(_IDLE_SLEEP_S, max(0.0, rt.end - wall())))
+            gevent.sleep(min(IDLE_SLEEP_S, max(0.0, rt.end - wall())))
         for user in self.closed_users:
             gevent.spawn(_stop_closed, user)
         rt.schedule_done = True
@@ -428,7 +415,7 @@ class SpikegateDriver(User):
     def dispatch(self) -> None:
         driver = _DRIVER
         if driver is None or not self.rt.dispatching:
-            gevent.sleep(_IDLE_SLEEP_S)  # before test_start, after the process finished
+            gevent.sleep(IDLE_SLEEP_S)  # before test_start, after the process finished
         elif self.rt.params.mode == "closed":
             driver.closed_loop(self)
         else:
@@ -439,7 +426,7 @@ class SpikegateDriver(User):
 
     def idle_until_stopped(self) -> None:
         while not self.stopping():
-            gevent.sleep(_IDLE_SLEEP_S)
+            gevent.sleep(IDLE_SLEEP_S)
 
 
 _TARGET = _load_target()
