@@ -77,7 +77,7 @@ from spikegate.harness.loadgen import LocustProcess, probe_locustfile
 from spikegate.harness.proxy_evidence import ProxyCounters
 from spikegate.harness.reaper import Reaped, describe, reap_orphans
 from spikegate.harness.sampler import Evidence, Sampler
-from spikegate.harness.scenario import Scenario, fill_placeholders
+from spikegate.harness.scenario import Scenario, fill_placeholders, placeholders
 from spikegate.harness.services import (
     CommandTarget,
     ManagedProcess,
@@ -847,6 +847,8 @@ def preflight(scenario: Scenario) -> None:
                 hint="target.cwd is relative to the scenario file's folder",
             )
         program = (target.command or [""])[0]
+        if placeholders(program) == ["python"]:
+            program = fill_placeholders(program, {"python": sys.executable})
         found = (
             (cwd / program).is_file() if os.sep in program else shutil.which(program) is not None
         )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import textwrap
 from pathlib import Path
 
@@ -261,7 +260,7 @@ def test_started_and_upstream_dependencies_each_reach_the_service_through_a_prox
                 f"""
                 [target]
                 kind = "command"
-                command = ["{sys.executable}", "deps_app.py", "{{port}}", "{{proxy.cache}}",
+                command = ["{{python}}", "deps_app.py", "{{port}}", "{{proxy.cache}}",
                            "{{proxy.db}}", "{{proxy.events}}"]
                 ready = "/"
 
