@@ -12,6 +12,12 @@
               +--> layer.edge / layer.bulkhead / layer.shedder / layer.breaker (stress)
                                       --> CheckResult(verdicts, thresholds)
 
+A hand-made session (meta.json "mode": "session", harness/session.py) has its phases from
+its events: stress, recovery, post for the first disturbance, stress-2, recovery-2, post-2
+for the next, and so on. Each stress window is judged by the same verdicts as a scripted
+run's single one (on its own faults and on the rows up to the next stress window), the
+baseline and the whole-run verdicts once.
+
 A user's own service (target kind "command" or "external", not "reference") is a black box:
 the same run verdicts, judged from the outside (run_verdicts.py says where they differ), with
 bounded_resources and the layer signatures judged only where the scenario maps the service's
@@ -30,6 +36,7 @@ The judge has rooms of its own:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from spikegate.harness import blackbox_verdicts as blackbox
@@ -56,6 +63,7 @@ from spikegate.harness.run_verdicts import (
     time_to_recover,
     valid_run,
 )
+from spikegate.harness.session import is_session, pair_views
 from spikegate.harness.target_facts import TargetFacts
 from spikegate.harness.thresholds import Thresholds, thresholds_from_checks
 from spikegate.harness.verdicts import CheckResult, Verdict
@@ -97,6 +105,8 @@ BLACKBOX_LAYERS: tuple[Callable[[_Ctx], list[Verdict]], ...] = (
     blackbox.layer_breaker,
 )
 
+_PAIRED = frozenset({"stress", "recovery", "post"})  # the phases each stress window has
+
 
 def check(history: History, thresholds: Thresholds | None = None) -> CheckResult:
     """Judge `history` (pure: same history and thresholds, same verdicts)."""
@@ -104,10 +114,24 @@ def check(history: History, thresholds: Thresholds | None = None) -> CheckResult
     reference = history.reference
     cfg = history.target_config if reference else None
     ctx = _Ctx(history, th, None if cfg is None else TargetFacts.from_config(cfg))
-    verdicts: list[Verdict] = []
-    for fn in VERDICTS if reference else BLACKBOX_VERDICTS:
-        verdicts.extend(fn(ctx))
+    fns = [*(VERDICTS if reference else BLACKBOX_VERDICTS)]
     if th.layers:
-        for fn in LAYERS if reference else BLACKBOX_LAYERS:
+        fns.extend(LAYERS if reference else BLACKBOX_LAYERS)
+    views = pair_views(history) if is_session(history.meta) else []
+    verdicts: list[Verdict] = []
+    if len(views) < 2:  # a scripted run, or a session with one stress window
+        for fn in fns:
             verdicts.extend(fn(ctx))
+        return CheckResult(tuple(verdicts), th.to_json())
+    # A session with several stress windows: each judged as its own run would be (its
+    # faults, its rows up to the next stress window), its phases numbered; the whole-run
+    # verdicts once, on the whole session.
+    ctxs = [(suffix, _Ctx(view, th, ctx.target)) for suffix, view in views]
+    for fn in fns:
+        verdicts.extend(v for v in fn(ctx) if v.phase == "run")
+        for suffix, c in ctxs:
+            for v in fn(c):
+                if v.phase == "run" or (suffix and v.phase not in _PAIRED):
+                    continue
+                verdicts.append(dataclasses.replace(v, phase=v.phase + suffix) if suffix else v)
     return CheckResult(tuple(verdicts), th.to_json())

@@ -2,7 +2,8 @@
 
     run dir (spikegate/contract/rundir.py format) --load_history()--> History
         scenario.toml     -> Scenario (validated; phases derived or taken from events)
-        meta.json         -> meta (status, t0, ...)
+        meta.json         -> meta (status, t0, mode "session": a hand-made session, whose
+                             phases and load come from its events, harness/session.py)
         requests.jsonl    -> RequestSecond per second (sorted by t)
         samples.jsonl     -> Sample per second
         events.jsonl      -> Event per event; fault windows from fault_start/fault_stop
@@ -35,6 +36,7 @@ from spikegate.contract.rundir import (
     TARGET_CONFIG_FILE,
     read_jsonl,
 )
+from spikegate.harness import session
 from spikegate.harness.errors import ScenarioError, UsageError
 from spikegate.harness.scenario import Phase, Scenario, load_scenario
 from spikegate.harness.target_facts import resolve_target_config
@@ -48,6 +50,7 @@ __all__ = [
     "Sample",
     "derive_fault_windows",
     "derive_phases",
+    "derive_session_phases",
     "events_from_rows",
     "load_history",
 ]
@@ -192,17 +195,34 @@ class History:
         reqs = tuple(sorted(requests, key=lambda r: r.t))
         smps = tuple(sorted(samples, key=lambda s: s.t))
         evs = tuple(sorted(events, key=lambda e: e.t))
+        meta = dict(meta or {"status": "complete"})
+        all_notes = tuple(notes)
+        if session.is_session(meta):  # a hand-made session: phases from what happened
+            end = session.session_end(meta, [r.t for r in reqs], evs)
+            faults = derive_fault_windows(None, evs, end_s=end)
+            phases = derive_session_phases(scenario, evs, faults, end)
+            steps = session.load_timeline(scenario.load.base_rps, evs, end)
+            ran = session.session_scenario(scenario, steps, end)
+            if ran is None:
+                all_notes += (
+                    "the session's load timeline is not a valid scenario (shorter than its "
+                    "warmup?): the generator is held to the scenario's own [load]",
+                )
+            scenario = ran or scenario
+        else:
+            phases = derive_phases(scenario, evs)
+            faults = derive_fault_windows(scenario, evs)
         return cls(
             scenario=scenario,
-            meta=dict(meta or {"status": "complete"}),
+            meta=meta,
             requests=reqs,
             samples=smps,
             events=evs,
             impressions=impressions,
-            phases=derive_phases(scenario, evs),
-            faults=derive_fault_windows(scenario, evs),
+            phases=phases,
+            faults=faults,
             run_dir=run_dir,
-            notes=tuple(notes),
+            notes=all_notes,
             target_config=(
                 target_config if target_config is not None else resolve_target_config(scenario)
             ),
@@ -260,6 +280,20 @@ def derive_phases(scenario: Scenario | None, events: Sequence[Event]) -> tuple[P
     if recorded:
         return tuple(sorted(recorded.values(), key=lambda p: p.start_s))
     return tuple(scenario.phase_list()) if scenario is not None else ()
+
+
+def derive_session_phases(
+    scenario: Scenario, events: Sequence[Event], faults: Sequence[FaultWindow], end_s: float
+) -> tuple[Phase, ...]:
+    """A hand-made session's phases, from its faults and load changes (harness/session.py):
+    stress, recovery, post for the first disturbance, stress-2, recovery-2, post-2, ..."""
+    found = session.disturbances(
+        scenario.load.base_rps,
+        events,
+        [(w.start_s, w.end_s, f"{w.fault} on {w.proxy}") for w in faults],
+        end_s,
+    )
+    return session.session_phases(scenario.load.warmup_s, scenario.phases.recovery_s, found, end_s)
 
 
 def derive_fault_windows(
