@@ -282,6 +282,26 @@ def mutate_command(
         raise typer.Exit(code)
 
 
+@app.command("replay", cls=_Command)
+def replay_command(
+    run_dir: Annotated[
+        Path,
+        typer.Argument(metavar="RUN_DIR", help="a session's run directory (`spikegate up`)"),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", metavar="FILE", help="where to write it (default RUN_DIR/replay.toml)"
+        ),
+    ] = None,
+) -> None:
+    """Write the scenario file that reproduces a hand-made session as a timeline."""
+    from spikegate.harness.replay import replay
+
+    path, _ = replay(run_dir, out)
+    typer.echo(f"wrote {path} (run it with: spikegate run {path})")
+
+
 @app.command("schema", cls=_Command)
 def schema_command(
     out: Annotated[

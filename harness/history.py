@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 _PHASE_NAMES = ("warmup", "baseline", "stress", "recovery", "post")
+_NUMBERED = re.compile(r"^(stress|recovery|post)-([2-9]|[1-9][0-9]+)$")  # a session's n-th window
 _HIST = re.compile(r"^HIST[A-Za-z0-9+/=\s]*$")
 
 
@@ -267,13 +268,14 @@ class History:
 
 # --- derived structure ----------------------------------------------------------------------
 def derive_phases(scenario: Scenario | None, events: Sequence[Event]) -> tuple[Phase, ...]:
-    """The phases the run recorded (`phase` events), else the scenario's; () without both."""
+    """The phases the run recorded (`phase` events), else the scenario's; () without both.
+    Recorded names may be numbered (stress-2, recovery-2, post-2: a later stress window)."""
     recorded: dict[str, Phase] = {}
     for e in events:
         if e.kind != "phase":
             continue
         name, start, end = e.data.get("name"), e.data.get("start_t"), e.data.get("end_t")
-        if name in _PHASE_NAMES and _is_num(start) and _is_num(end):
+        if _phase_name(name) and _is_num(start) and _is_num(end):
             s, t = float(start), float(end)  # type: ignore[arg-type]
             if t >= s:
                 recorded[str(name)] = Phase(name, s, t)  # type: ignore[arg-type]
@@ -294,6 +296,10 @@ def derive_session_phases(
         end_s,
     )
     return session.session_phases(scenario.load.warmup_s, scenario.phases.recovery_s, found, end_s)
+
+
+def _phase_name(name: object) -> bool:
+    return isinstance(name, str) and (name in _PHASE_NAMES or bool(_NUMBERED.match(name)))
 
 
 def derive_fault_windows(

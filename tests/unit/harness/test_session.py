@@ -224,3 +224,20 @@ def test_load_history_derives_a_sessions_phases_from_its_run_directory(tmp_path:
         ("post", 15, 20),
     ]  # fmt: skip
     assert h.end_s == 20 and h.faults == ()
+
+
+def test_recorded_numbered_phases_are_judged_per_window_and_others_dropped() -> None:
+    """A run that recorded numbered phase events (a session's, or a replay that keeps its
+    windows) is judged per window whatever its meta; unknown names are not phases."""
+    h = session_history()
+    recorded = [
+        ev(p.start_s, "phase", name=p.name, start_t=p.start_s, end_t=p.end_s) for p in h.phases
+    ]
+    recorded.append(ev(0, "phase", name="stress-1", start_t=1, end_t=2))
+    scripted = History.build(
+        scenario(SESSION), requests=session_rows(), samples=session_samples(),
+        events=[*recorded, *FAULT],
+    )  # fmt: skip
+    assert spans(scripted.phases) == spans(h.phases)
+    phases = {v.phase for v in check(scripted).verdicts}
+    assert {"stress-2", "recovery-2", "post-2"} <= phases and "stress-1" not in phases
