@@ -110,3 +110,54 @@ def test_a_session_whose_fault_lies_in_the_warmup_leaves_it_out_and_says_so(
     text = (d / "replay.toml").read_text()
     assert "# left out: latency on redis at 0.5..1.5 s, inside the warmup (2 s)" in text
     assert load_scenario(d / "replay.toml").faults == []
+
+
+def test_the_replayed_timeline_run_as_a_script_gets_the_sessions_verdicts(
+    tmp_path: Path,
+) -> None:
+    """The same seconds recorded by a scripted run of the replay (its phase and fault events
+    as the orchestrator writes them) are judged as the session was: same verdicts."""
+    from spikegate.harness.checkcmd import judge
+    from tests.unit.harness.test_history import sample_row
+
+    rows = [request_row(t, ok=180 if 8 <= t < 11 else 60) for t in range(40)]
+    samples = [sample_row(t) for t in range(40)]
+    fault = [{"t": 9.2, "kind": "fault_start", **REDIS}, {"t": 14.0, "kind": "fault_stop", **REDIS}]
+    d = session_dir(tmp_path / "s", [*SPIKE, *fault], seconds=40)
+    write_run(d, SESSION_SCENARIO, requests=rows, samples=samples,
+              events=[{"t": 0.0, "kind": "run_start"}, *SPIKE, *fault])  # fmt: skip
+    meta = json.loads((d / "meta.json").read_text())
+    (d / "meta.json").write_text(json.dumps({**meta, "mode": "session"}))
+    assert run_cli("replay", str(d))[0] == 0
+    sc = load_scenario(d / "replay.toml")
+    events: list[dict[str, Any]] = [{"t": 0.0, "kind": "run_start"}]
+    events += [{"t": p.start_s, "kind": "phase", "name": p.name, "start_t": p.start_s,
+                "end_t": p.end_s} for p in sc.phase_list()]  # fmt: skip
+    for i, f in enumerate(sc.faults):
+        base = {"id": f"s{i}", "proxy": f.proxy, "fault": f.fault, "params": f.params}
+        events += [{"t": f.at_s, "kind": "fault_start", **base},
+                   {"t": f.at_s + f.for_s, "kind": "fault_stop", **base}]  # fmt: skip
+    scripted = write_run(tmp_path / "r", sc, requests=rows, samples=samples, events=events)
+    (_, session), (_, replayed) = judge(d), judge(scripted)
+    got = [(v.name, v.phase, v.status, v.message) for v in replayed.verdicts]
+    assert got == [(v.name, v.phase, v.status, v.message) for v in session.verdicts]
+    assert {v.phase for v in session.verdicts} == {"run", "baseline", "stress", "recovery", "post"}
+    assert session.exit_code == 0, [v for v in session.verdicts if v.status != "pass"]
+
+
+def test_spikegate_check_reports_each_stress_window_of_a_session(tmp_path: Path) -> None:
+    fault = [
+        {"t": 30.5, "kind": "fault_start", **REDIS},
+        {"t": 36.0, "kind": "fault_stop", **REDIS},
+    ]
+    d = session_dir(tmp_path / "s", [*SPIKE, *fault])
+    code, out = run_cli("check", str(d))
+    assert code in (0, 1, 3), out
+    report = json.loads((d / "report.json").read_text())
+    assert [p["name"] for p in report["phases"]] == [
+        "warmup", "baseline", "stress", "recovery", "post", "stress-2", "recovery-2", "post-2",
+    ]  # fmt: skip
+    judged = {(v["name"], v["phase"]) for v in report["verdicts"]}
+    for phase in ("recovery", "recovery-2"):
+        assert ("time_to_recover", phase) in judged
+    assert 'classname="spikegate.mini.stress-2"' in (d / "junit.xml").read_text()
