@@ -37,6 +37,7 @@ The judge has rooms of its own:
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 
 from spikegate.harness import blackbox_verdicts as blackbox
@@ -106,6 +107,14 @@ BLACKBOX_LAYERS: tuple[Callable[[_Ctx], list[Verdict]], ...] = (
 )
 
 _PAIRED = frozenset({"stress", "recovery", "post"})  # the phases each stress window has
+_PHASE_WORD = re.compile(r"\b(stress|recovery|post)\b(?!-)")
+
+
+def _numbered(v: Verdict, suffix: str) -> Verdict:
+    """A verdict of a later stress window: its phase, and the phase names its message
+    gives ("post: admitted p99 ..."), numbered as the window's."""
+    message = _PHASE_WORD.sub(lambda m: m.group(1) + suffix, v.message)
+    return dataclasses.replace(v, phase=v.phase + suffix, message=message)
 
 
 def check(history: History, thresholds: Thresholds | None = None) -> CheckResult:
@@ -134,5 +143,5 @@ def check(history: History, thresholds: Thresholds | None = None) -> CheckResult
             for v in fn(c):
                 if v.phase == "run" or (suffix and v.phase not in _PAIRED):
                     continue
-                verdicts.append(dataclasses.replace(v, phase=v.phase + suffix) if suffix else v)
+                verdicts.append(_numbered(v, suffix) if suffix else v)
     return CheckResult(tuple(verdicts), th.to_json())
