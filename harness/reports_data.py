@@ -37,6 +37,7 @@ from spikegate.harness.history import (
     events_from_rows,
 )
 from spikegate.harness.scenario import Scenario, parse_scenario
+from spikegate.harness.session import is_session
 
 __all__ = [
     "PhaseSpan",
@@ -107,6 +108,8 @@ def load_run_data(run_dir: Path, history: History | None = None) -> RunData:
         phases = [PhaseSpan(p.name, p.start_s, p.end_s) for p in history.phases]
         windows: Sequence[FaultWindow] = history.faults
         duration = max(duration, history.end_s)
+        if is_session(history.meta):  # as long as the session, not its scenario's duration
+            duration = max(last_t, event_t, history.end_s)
     else:
         events, skipped = events_from_rows(event_rows, EVENTS_FILE)
         notes += skipped

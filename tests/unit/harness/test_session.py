@@ -13,7 +13,7 @@ from spikegate.harness.history import Event, History, RequestSecond, Sample, loa
 from spikegate.harness.scenario import Scenario
 from spikegate.harness.session import Disturbance, disturbances, load_timeline, session_phases
 from tests.unit.harness.test_checker import STORM, sample, scenario, sec, verdict
-from tests.unit.harness.test_history import SMOKE, write_run
+from tests.unit.harness.test_history import SMOKE, request_row, write_run
 
 
 def spans(phases: Any) -> list[tuple[str, float, float]]:
@@ -242,3 +242,17 @@ def test_recorded_numbered_phases_are_judged_per_window_and_others_dropped() -> 
     assert spans(scripted.phases) == spans(h.phases)
     phases = {v.phase for v in check(scripted).verdicts}
     assert {"stress-2", "recovery-2", "post-2"} <= phases and "stress-1" not in phases
+
+
+def test_a_sessions_report_lasts_as_long_as_the_session(tmp_path: Path) -> None:
+    from spikegate.harness.reports_data import load_run_data
+
+    sc = scenario(SMOKE, faults=[], load={"shape": "steady", "duration_s": 300})
+    spike = [{"t": 8.0, "kind": "load_spike_start", "peak": 180, "for_s": 3}]
+    rows = [request_row(t) for t in range(20)]
+    d = write_run(tmp_path / "s", sc, requests=rows, samples=[], events=spike)
+    meta = json.loads((d / "meta.json").read_text())
+    assert load_run_data(d, load_history(d)).duration_s == 300  # a scripted run: its scenario's
+    (d / "meta.json").write_text(json.dumps({**meta, "mode": "session"}))
+    data = load_run_data(d, load_history(d))
+    assert data.duration_s == 20 and [p.name for p in data.phases][2:4] == ["stress", "recovery"]
