@@ -110,10 +110,15 @@ _PAIRED = frozenset({"stress", "recovery", "post"})  # the phases each stress wi
 _PHASE_WORD = re.compile(r"\b(stress|recovery|post)\b(?!-)")
 
 
-def _numbered(v: Verdict, suffix: str) -> Verdict:
-    """A verdict of a later stress window: its phase, and the phase names its message
-    gives ("post: admitted p99 ..."), numbered as the window's."""
-    message = _PHASE_WORD.sub(lambda m: m.group(1) + suffix, v.message)
+def _numbered(v: Verdict, suffix: str, *, last: bool) -> Verdict:
+    """A verdict of one stress window of several: its phase, and the phase names its
+    message gives ("post: admitted p99 ..."), numbered as the window's; a window before
+    the last was judged up to the next one, not to the end of the run."""
+    message = _PHASE_WORD.sub(lambda m: m.group(1) + suffix, v.message) if suffix else v.message
+    if not last:
+        message = message.replace("to the end of the run", "until the next stress window")
+    if message == v.message and not suffix:
+        return v
     return dataclasses.replace(v, phase=v.phase + suffix, message=message)
 
 
@@ -137,11 +142,12 @@ def check(history: History, thresholds: Thresholds | None = None) -> CheckResult
     # faults, its rows up to the next stress window), its phases numbered; the whole-run
     # verdicts once, on the whole session.
     ctxs = [(suffix, _Ctx(view, th, ctx.target)) for suffix, view in views]
+    last = ctxs[-1][0]
     for fn in fns:
         verdicts.extend(v for v in fn(ctx) if v.phase == "run")
         for suffix, c in ctxs:
             for v in fn(c):
                 if v.phase == "run" or (suffix and v.phase not in _PAIRED):
                     continue
-                verdicts.append(_numbered(v, suffix) if suffix else v)
+                verdicts.append(_numbered(v, suffix, last=suffix == last))
     return CheckResult(tuple(verdicts), th.to_json())
