@@ -18,10 +18,14 @@ The rules:
   n-th is stress-n, recovery-n, post-n. The checker judges each pair as its own window
   (`pair_views`): the verdict names are a scripted run's, the phase names are numbered.
 
-Event kinds read (written by `spikegate up` and `spikegate load`):
-    load_set          {rate, previous}   the arrival rate from now on
-    load_spike_start  {peak, for_s}      the rate is `peak` for `for_s` seconds
-    load_spike_end    {rate}             the spike ended; the rate is back to `rate`
+Event kinds read (written by `spikegate up` and `spikegate load`; spikegate/contract/rundir.py):
+    load_set          {rps_after | rate, rps_before | previous, action}
+                      the arrival rate from now on (rate null: the scenario's base rate;
+                      action "stop": 0)
+    load_spike_start  {peak, for_s, until_t, rps_before}
+                      the rate is `peak` (a number, or "3x" the rate before) until until_t
+                      (else for `for_s` seconds), then back to the rate before
+    load_spike_end    {rps_after | rate}  the spike ended (back to this rate, when given)
     fault_start / fault_stop             as in a scripted run (history.derive_fault_windows)
 """
 
@@ -118,8 +122,9 @@ def load_timeline(
     base_rps: float, events: Sequence[_Event], end_s: float
 ) -> list[tuple[float, float]]:
     """The offered rate as (from t, rps) steps, the first at 0: the rate before the first
-    load event is that event's `previous` (a session started --idle is at 0), else
-    `base_rps`. A spike without its end event ends after its for_s."""
+    load event is that event's rate before (a session started --idle is at 0), else
+    `base_rps`. A spike ends at its load_spike_end event, else at its until_t, else after
+    its for_s, and returns to the rate before it (or its end event's rate)."""
     changes: list[tuple[float, float]] = []
     start_rate: float | None = None
     spike_end: float | None = None  # an open spike's scheduled end
@@ -129,27 +134,29 @@ def load_timeline(
         if spike_end is not None and e.t >= spike_end:
             changes.append((spike_end, before_spike))
             spike_end = None
+        current = changes[-1][1] if changes else _or(start_rate, base_rps)
         if e.kind == "load_set":
-            rate, prev = _num(e.data.get("rate")), _num(e.data.get("previous"))
+            rate = _rate_after(e, base_rps)
             if rate is None:
                 continue
             if start_rate is None and not changes:
-                start_rate = prev
+                start_rate = _rate_before(e)
             if spike_end is not None:
                 before_spike = rate  # the spike keeps going; its end returns to this rate
             else:
                 changes.append((e.t, rate))
         elif e.kind == "load_spike_start":
-            peak, for_s = _num(e.data.get("peak")), _num(e.data.get("for_s"))
+            before = _rate_before(e)
+            if start_rate is None and not changes:
+                start_rate = before
+            before_spike = _or(before, current) if spike_end is None else before_spike
+            peak = _peak(e.data.get("peak"), before_spike)
             if peak is None:
                 continue
-            before_spike = changes[-1][1] if changes else _or(start_rate, base_rps)
-            if start_rate is None and not changes:
-                start_rate = base_rps
             changes.append((e.t, peak))
-            spike_end = _spike_end(e.t, for_s, ordered[i + 1 :])
+            spike_end = _spike_end(e, ordered[i + 1 :])
         elif e.kind == "load_spike_end" and spike_end is not None:
-            rate = _num(e.data.get("rate"))
+            rate = _rate_after(e, base_rps)
             changes.append((e.t, before_spike if rate is None else rate))
             spike_end = None
     if spike_end is not None and spike_end < end_s:
@@ -167,15 +174,54 @@ def load_timeline(
     return steps
 
 
-def _spike_end(t: float, for_s: float | None, later: Sequence[_Event]) -> float:
-    """When a spike started at `t` ended: its load_spike_end event when one was recorded
-    (before the next spike), else after its for_s (never, without one)."""
+def _rate_after(e: _Event, base_rps: float) -> float | None:
+    """The rate a load event leaves: rps_after, else rate; `rate` null is the scenario's
+    own rate (its base), action "stop" is 0; None when the event does not say."""
+    d = e.data
+    for key in ("rps_after", "rate"):
+        v = _num(d.get(key))
+        if v is not None:
+            return v
+    if d.get("action") == "stop":
+        return 0.0
+    if "rate" in d and d["rate"] is None:
+        return base_rps
+    return None
+
+
+def _rate_before(e: _Event) -> float | None:
+    d = e.data
+    v = _num(d.get("rps_before"))
+    return v if v is not None else _num(d.get("previous"))
+
+
+def _peak(raw: object, before: float) -> float | None:
+    """A spike's peak in arrivals/s: a number, or "3x" (a multiple of the rate before)."""
+    v = _num(raw)
+    if v is not None:
+        return v
+    if isinstance(raw, str) and raw.strip().lower().endswith("x"):
+        try:
+            factor = float(raw.strip()[:-1])
+        except ValueError:
+            return None
+        return factor * before if math.isfinite(factor) and factor >= 0 else None
+    return None
+
+
+def _spike_end(start: _Event, later: Sequence[_Event]) -> float:
+    """When a spike ended: at its load_spike_end event when one was recorded (before the
+    next spike: inf here, the event closes it), else at its until_t, else after its for_s
+    (never, without either)."""
     for e in later:
         if e.kind == "load_spike_start":
             break
         if e.kind == "load_spike_end":
-            return math.inf  # the end event itself closes it
-    return t + for_s if for_s is not None and for_s > 0 else math.inf
+            return math.inf
+    until, for_s = _num(start.data.get("until_t")), _num(start.data.get("for_s"))
+    if until is not None and until > start.t:
+        return until
+    return start.t + for_s if for_s is not None and for_s > 0 else math.inf
 
 
 def disturbances(
@@ -202,9 +248,9 @@ def disturbances(
         out.append(Disturbance(lo, hi, what))
     for e in events:  # a spike at or below the base rate is still one the user fired
         if e.kind == "load_spike_start" and not any(d.start_s <= e.t < d.end_s for d in out):
-            for_s = _num(e.data.get("for_s")) or 0.0
-            ends = [x.t for x in events if x.kind == "load_spike_end" and x.t >= e.t]
-            stop = min([e.t + for_s if for_s > 0 else end_s, *ends[:1]])
+            later = sorted((x for x in events if x.t >= e.t and x is not e), key=lambda x: x.t)
+            ends = [x.t for x in later if x.kind == "load_spike_end"]
+            stop = min([_spike_end(e, later), *ends[:1]])
             out.append(Disturbance(e.t, min(stop, end_s), "a load spike"))
     return sorted(out, key=lambda d: (d.start_s, d.end_s))
 

@@ -78,6 +78,25 @@ def test_load_timeline_follows_sets_and_spikes() -> None:
     ]  # fmt: skip
 
 
+def test_load_timeline_reads_the_run_directory_contracts_fields() -> None:
+    """spikegate/contract/rundir.py: load_set {action, rate (null: the scenario's),
+    rps_before, rps_after}, load_spike_start {peak, for_s, until_t, rps_before},
+    load_spike_end {peak, reason}."""
+    events = [
+        ev(3, "load_set", action="set", rate=120, previous=None, rps_before=0, rps_after=120),
+        ev(10, "load_spike_start", peak="3x", for_s=5, until_t=15.4, rps_before=120),
+        ev(30, "load_spike_start", peak=500, for_s=9, until_t=39, rps_before=120),
+        ev(33, "load_spike_end", peak=500, reason="cancelled"),
+        ev(40, "load_set", action="stop", rate=0, rps_before=120, rps_after=0),
+        ev(44, "load_set", action="start", rate=None, rps_before=0),  # the scenario's rate
+    ]
+    assert load_timeline(100, events, 60) == [
+        (0, 0), (3, 120), (10, 360), (15.4, 120), (30, 500), (33, 120), (40, 0), (44, 100),
+    ]  # fmt: skip
+    found = disturbances(100, events, [], 60)
+    assert [(d.start_s, d.end_s) for d in found] == [(3, 40)]  # above the base 3..40 s
+
+
 def test_a_spike_and_load_above_base_are_disturbances_load_at_base_is_not() -> None:
     events = [
         ev(10, "load_set", rate=80, previous=100),  # lower: not a disturbance
