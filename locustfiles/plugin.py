@@ -3,6 +3,8 @@
     env SPIKEGATE_LOAD / _PUBLISHERS / _SEED / _T0 / _RUN_DIR  --init-->  Runtime (this process)
 
     local:   test_start: schedule + recorder + flusher --1 s--> requests.jsonl, acked/<pid>.txt
+             (open model with a run dir: the live rate, RUN_DIR/control/load.json polled
+             every 0.2 s by each generating process, replaces the shape's: live_rate.py)
     master:  test_start: load start, t0 and the process count go to the workers inside the
              spawn message (custom parsed options); worker_report / spikegate_final --> Merger
              --> requests.jsonl (one merged row per second)
@@ -53,7 +55,8 @@ from spikegate.contract.env import (
 )
 from spikegate.contract.load import LoadSection
 from spikegate.contract.outcomes import OutcomeRules
-from spikegate.contract.rundir import ACKED_DIR, REQUESTS_FILE, JsonlWriter
+from spikegate.contract.rundir import ACKED_DIR, LOAD_CONTROL_FILE, REQUESTS_FILE, JsonlWriter
+from spikegate.locustfiles.live_rate import POLL_S, LiveLoad
 from spikegate.locustfiles.recorder import Merger, Recorder, SecondStats
 from spikegate.locustfiles.shapes import DEMO_LOAD, ArrivalSchedule, Shape, load_params, make_shape
 from spikegate.locustfiles.traffic import Traffic, default_publishers
@@ -216,6 +219,9 @@ class Runtime:
     _rows: JsonlWriter | None = None
     _acked_path: Path | None = None
     _flusher: gevent.Greenlet | None = None
+    # the live rate (spikegate load ...): open model with a run directory only
+    live: LiveLoad | None = None
+    _poller: gevent.Greenlet | None = None
     _pool: HTTPClientPool | None = None
     _proc: psutil.Process | None = None
 
@@ -296,15 +302,28 @@ class Runtime:
         self.recorder = Recorder(self.t0, first_second=first, settle_s=self.settle_s)
         seed = self.config.seed
         self.traffic = Traffic(self.params, self.config.publishers, seed=seed, index=self.index)
-        self.arrivals = iter(
-            ArrivalSchedule(
-                self.shape,
-                seed=seed,
-                index=self.index,
-                count=self.count,
-                start_s=self.load_start - self.t0,
-            )
+        schedule = ArrivalSchedule(
+            self.shape,
+            seed=seed,
+            index=self.index,
+            count=self.count,
+            start_s=self.load_start - self.t0,
         )
+        run_dir = self.config.run_dir
+        if run_dir is not None and self.params.mode == "open":
+            # spikegate load set|stop|start|spike: RUN_DIR/control/load.json, polled
+            self.live = LiveLoad(run_dir / LOAD_CONTROL_FILE)
+            self.live.poll()
+            t0 = self.t0
+            self.arrivals = schedule.live(
+                self.live,
+                now=lambda: time.time() - t0,
+                sleep=gevent.sleep,
+                stop=lambda: not self.dispatching,
+            )
+            self._poller = gevent.spawn(self._poll_loop)
+        else:
+            self.arrivals = iter(schedule)
         self.dispatching = True
         self.group = Group()
         self._proc = psutil.Process()
@@ -314,6 +333,23 @@ class Runtime:
             acked.mkdir(parents=True, exist_ok=True)
             self._acked_path = acked / f"{os.getpid()}.txt"
         self._flusher = gevent.spawn(self._flush_loop)
+
+    def _poll_loop(self) -> None:
+        """Every POLL_S: a newer live load document applies to the schedule at once."""
+        live = self.live
+        assert live is not None
+        error: str | None = None
+        while not self.finished:
+            gevent.sleep(POLL_S)
+            try:
+                if live.poll():
+                    log.info("spikegate: live load %s", live.doc.to_json())
+            except Exception:
+                log.exception("spikegate: reading the live load failed")
+            if live.error != error:
+                error = live.error
+                if error is not None:
+                    log.warning("spikegate: the live load document is ignored: %s", error)
 
     # --- once a second ---------------------------------------------------------------------
     def _flush_loop(self) -> None:
@@ -385,6 +421,9 @@ class Runtime:
                 hook()
             except Exception:
                 log.exception("spikegate recorder: a finish hook failed")
+        poller, self._poller = self._poller, None
+        if poller is not None and poller is not gevent.getcurrent():
+            poller.kill(block=False)
         flusher, self._flusher = self._flusher, None
         if flusher is not None and flusher is not gevent.getcurrent():
             flusher.kill(block=False)

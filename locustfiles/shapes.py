@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 
 from spikegate.contract.load import ARRIVALS, SHAPES, LoadSection, Step
+from spikegate.locustfiles.live_rate import HORIZON_S, LiveLoad, live_arrivals
 
 __all__ = [
     "DEMO_LOAD",
@@ -264,6 +265,32 @@ class ArrivalSchedule:
                     yield min(at, t1)
                 nxt = next(thresholds)
             cum, t, k = c1, t1, k + 1
+
+    def live(
+        self,
+        live: LiveLoad,
+        *,
+        now: Callable[[], float],
+        sleep: Callable[[float], object],
+        stop: Callable[[], bool] = lambda: False,
+        horizon_s: float = HORIZON_S,
+    ) -> Iterator[float]:
+        """The same instants while `live` holds no document; a live rate replaces the
+        shape's from the instant it is read (live_rate.live_arrivals). `now()` is seconds
+        since t0; the iterator sleeps through `sleep` while it is ahead of the clock."""
+        return live_arrivals(
+            self._thresholds(),
+            self.shape.rate_at,
+            live,
+            share=1.0 / self.count,
+            start_s=self.start_s,
+            end_s=self.end_s,
+            now=now,
+            sleep=sleep,
+            stop=stop,
+            step_s=self.step_s,
+            horizon_s=horizon_s,
+        )
 
 
 def intended_per_second(schedule: ArrivalSchedule) -> dict[int, int]:

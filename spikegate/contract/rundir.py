@@ -11,6 +11,9 @@
       impressions.json   ImpressionAccounting: acked impression ids versus ids read back from Kafka
       target.json        the reference target's effective configuration (every default applied)
       acked/             the generator's acked impression ids, one file per Locust process
+      control/load.json  the live load set by hand (`spikegate load`), written by the harness,
+                         read by every Locust process (locustfiles/live_rate.py); absent
+                         until the first change
       logs/              one log per component (redis.log, kafka.log, dsp.log, target.log,
                           chaos.log, locust.log)
       report.json, junit.xml, summary.md, report.html    (written by the checker's reports)
@@ -118,8 +121,18 @@ EventRow (events.jsonl):
     {"t": 5.0, "kind": KIND, ...details}
 KINDS: run_start, run_end, phase (name, start_t, end_t), load_start, load_stop,
 fault_start / fault_stop / fault_error (id, proxy, fault, params, source, reason),
+load_set / load_spike_start / load_spike_end (LOAD_EVENT_KINDS: the load set by hand),
 manual (action, ...), component_crash (name, returncode, log_tail), interrupted (signal),
 warning (message).
+
+The load set by hand (`spikegate load`, harness/control.py LoadControl), LOAD_EVENT_KINDS:
+    load_set          {action: "set"|"stop"|"start", rate: the override from now on or null
+                       (null: the scenario's shape again), previous: the override before,
+                       rps_before, rps_after: the intended rate just before and after,
+                       source: "cli"|"page"|"api"}
+    load_spike_start  {peak, for_s, until_t, rps_before, source}: the rate is `peak` (arrivals/s)
+                      in [t, until_t), then back to the rate it would have had
+    load_spike_end    {peak, rps_after, reason: "expired"|"replaced"|"cleared"|"run_end"}
 
 ImpressionAccounting (impressions.json):
     {"acked": n, "found": n, "missing": n, "missing_sample": [ids...up to 100],
@@ -139,6 +152,8 @@ __all__ = [
     "EVENTS_FILE",
     "EVENT_KINDS",
     "IMPRESSIONS_FILE",
+    "LOAD_CONTROL_FILE",
+    "LOAD_EVENT_KINDS",
     "LOGS_DIR",
     "META_FILE",
     "REQUESTS_FILE",
@@ -159,6 +174,7 @@ IMPRESSIONS_FILE = "impressions.json"
 ACKED_DIR = "acked"
 TARGET_CONFIG_FILE = "target.json"
 LOGS_DIR = "logs"
+LOAD_CONTROL_FILE = "control/load.json"
 
 # the keys of every RequestRow, in the order documented above
 REQUEST_ROW_FIELDS = (
@@ -182,6 +198,7 @@ REQUEST_ROW_FIELDS = (
     "names",
     "tasks",
 )
+LOAD_EVENT_KINDS = ("load_set", "load_spike_start", "load_spike_end")
 EVENT_KINDS = (
     "run_start",
     "run_end",
