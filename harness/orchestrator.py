@@ -179,7 +179,8 @@ class _Signals:
 class _EventLog:
     """events.jsonl, shared by threads; rows before t0 wait and get negative `t`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._writer = JsonlWriter(path)
         self._lock = threading.Lock()
         self._t0: float | None = None
@@ -197,14 +198,14 @@ class _EventLog:
         return self._t0 is not None
 
     def now_t(self) -> float:
-        return 0.0 if self._t0 is None else time.monotonic() - self._t0
+        return 0.0 if self._t0 is None else self._clock() - self._t0
 
     def emit(self, kind: str, *, t: float | None = None, **details: Any) -> None:
         with self._lock:
             if self._t0 is None:
-                self._early.append((time.monotonic(), {"kind": kind, **details}))
+                self._early.append((self._clock(), {"kind": kind, **details}))
                 return
-            when = time.monotonic() - self._t0 if t is None else t
+            when = self._clock() - self._t0 if t is None else t
             self._writer.write({"t": round(when, 6), "kind": kind, **details})
 
     def write(self, row: dict[str, Any]) -> None:
@@ -215,7 +216,7 @@ class _EventLog:
     def close(self) -> None:
         with self._lock:
             if self._t0 is None:
-                self._t0 = time.monotonic()
+                self._t0 = self._clock()
                 for mono, row in self._early:
                     self._writer.write({"t": round(mono - self._t0, 6), **row})
             self._writer.close()
@@ -287,13 +288,19 @@ class _Run:
         live: bool,
         argv: Sequence[str],
         reaped: Sequence[Reaped] = (),
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.scenario = scenario
+        self.clock = clock  # monotonic seconds: t0, phases, the watch loop's bounds
+        self.sleep = sleep
+        self._resources = contextlib.ExitStack()  # what was started, closed newest first
         self.run_dir = run_dir
         self.console = console
         self.live = live
         self.signals = _Signals()
-        self.events = _EventLog(run_dir / EVENTS_FILE)
+        self.events = _EventLog(run_dir / EVENTS_FILE, clock)
         self.samples = JsonlWriter(run_dir / SAMPLES_FILE)
         self.stack: Stack | None = None
         self.chaos: ChaosClient | None = None
@@ -335,32 +342,51 @@ class _Run:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def execute(self) -> RunResult:
+        """The whole run: each resource (stack, sampler, drain, fault schedule, Locust,
+        control) registers its closing step the moment it exists, so one ExitStack closes
+        exactly what was started, newest first, whatever ended the run; then the run is
+        verified clean and its end recorded."""
         (self.run_dir / LOGS_DIR).mkdir(parents=True, exist_ok=True)
         (self.run_dir / SCENARIO_FILE).write_text(self.scenario.to_toml(), encoding="utf-8")
         _write_json(self.run_dir / META_FILE, self.meta)
         with self.signals.installed():
-            try:
-                self.signals.raise_now = True
+            with self._resources:
                 try:
-                    self._bring_up()
-                finally:
-                    self.signals.raise_now = False
-                self._load()
-            except _Interrupted:
-                self.status = "interrupted"
-            except ServiceError as exc:
-                self.events.emit(
-                    "component_crash", name=exc.name, returncode=None, log_tail=exc.log_tail
-                )
-                self.failure = exc
-            except EnvironmentProblem as exc:
-                self.failure = exc
-            finally:
-                self._teardown()
+                    self.signals.raise_now = True
+                    try:
+                        self._bring_up()
+                    finally:
+                        self.signals.raise_now = False
+                    self._load()
+                except _Interrupted:
+                    self.status = "interrupted"
+                except ServiceError as exc:
+                    self.events.emit(
+                        "component_crash", name=exc.name, returncode=None, log_tail=exc.log_tail
+                    )
+                    self.failure = exc
+                except EnvironmentProblem as exc:
+                    self.failure = exc
+            self._step("verify", self._verify)
+            self._finish()
         return self._result()
+
+    def _closing(self, name: str, step: Callable[[], None]) -> None:
+        """Register `step` to run when the run's resources close (newest first)."""
+        self._resources.callback(self._step, name, step)
+
+    def _step(self, name: str, step: Callable[[], None]) -> None:
+        """One closing step: its failure is a warning, never a reason to skip the others."""
+        try:
+            step()
+        except _Interrupted:  # pragma: no cover - raise_now is off while closing
+            pass
+        except Exception as exc:
+            self.events.emit("warning", message=f"teardown step {name} failed: {exc!r}")
 
     def _bring_up(self) -> None:
         sc = self.scenario
+        self._closing("stack", self._stop_stack)  # whatever of the stack gets started
         settings = StackSettings(
             dsp_count=sc.stack.dsp_count,
             seed=sc.seed,
@@ -448,10 +474,26 @@ class _Run:
         # processes, and its schedule (like the faults and the sampler) starts at t0 sharp.
         boot_s = LOCUST_BOOT_S + 0.5 * (sc.load.processes - 1)
         self.t0_epoch = time.time() + boot_s
-        self.t0_mono = time.monotonic() + boot_s
+        self.t0_mono = self.clock() + boot_s
         self.events.set_t0(self.t0_mono)
         self.meta["t0_epoch"] = self.t0_epoch
         _write_json(self.run_dir / META_FILE, self.meta)
+        self.sampler = Sampler(
+            self._metrics_url(),
+            on_row=self.samples.write,
+            on_warning=lambda m: self.events.emit("warning", message=m),
+            evidence=self._evidence(),
+            mapping=self.scenario.metrics.mapped(),
+        )
+        self._closing("sampler", self._stop_sampler)
+        self.sampler.start(self.t0_mono)
+        # closed before the sampler: the drain's seconds are still sampled
+        self._closing("drain", self._drain_and_account)
+        if self.chaos is not None:
+            self.schedule = FaultSchedule(self.chaos, sc.fault_specs(), on_event=self.events.write)
+            self.schedule.begin(self.t0_mono)
+            self._closing("faults", self._stop_faults)
+            self.schedule.__enter__()
         self.locust = LocustProcess(
             self.run_dir / LOGS_DIR,
             host=self.target_url,
@@ -462,20 +504,11 @@ class _Run:
             t0_epoch=self.t0_epoch,
             locustfile=sc.load.locustfile,
         )
+        self._closing("locust", self._stop_locust)
         self.locust.start()
         self.meta["components"]["locust"] = {"pid": self.locust.pid, "log": "logs/locust.log"}
-        self.sampler = Sampler(
-            self._metrics_url(),
-            on_row=self.samples.write,
-            on_warning=lambda m: self.events.emit("warning", message=m),
-            evidence=self._evidence(),
-            mapping=self.scenario.metrics.mapped(),
-        )
-        self.sampler.start(self.t0_mono)
-        if self.chaos is not None:
-            self.schedule = FaultSchedule(self.chaos, sc.fault_specs(), on_event=self.events.write)
-            self.schedule.begin(self.t0_mono)
-            self.schedule.__enter__()
+        if self.schedule is not None:
+            self._closing("control", self._stop_control)
             self._start_control(self.schedule)
         self._watch()
 
@@ -547,7 +580,7 @@ class _Run:
         started = False
         with view:
             while True:
-                elapsed = time.monotonic() - self.t0_mono
+                elapsed = self.clock() - self.t0_mono
                 if not started and elapsed >= 0:
                     started = True
                     self._emit_start()
@@ -591,7 +624,7 @@ class _Run:
                         faults=faults,
                     )
                 )
-                time.sleep(TICK_S)
+                self.sleep(TICK_S)
 
     def _progress(self) -> Progress:
         title = f"spikegate run {self.scenario.name} -> {self.run_dir}"
@@ -640,27 +673,11 @@ class _Run:
             hint=f"the partial run directory is {self.run_dir}",
         )
 
-    # -- teardown ----------------------------------------------------------------------------
+    # -- the end -----------------------------------------------------------------------------
 
-    def _teardown(self) -> None:
-        """Stop everything, newest first; every step runs even if one before it failed."""
+    def _finish(self) -> None:
+        """The run's end: its status, the last events, meta.json."""
         sig = self.signals
-        steps: list[tuple[str, Callable[[], None]]] = [
-            ("control", self._stop_control),
-            ("locust", self._stop_locust),
-            ("faults", self._stop_faults),
-            ("drain", self._drain_and_account),
-            ("sampler", self._stop_sampler),
-            ("stack", self._stop_stack),
-            ("verify", self._verify),
-        ]
-        for name, step in steps:
-            try:
-                step()
-            except _Interrupted:  # pragma: no cover - raise_now is off here
-                pass
-            except Exception as exc:
-                self.events.emit("warning", message=f"teardown step {name} failed: {exc!r}")
         if sig.signum is not None:
             self.status = "interrupted"
             self.events.emit("interrupted", signal=signal.Signals(sig.signum).name)
