@@ -22,7 +22,7 @@ from typing import Any
 
 import tomli_w
 
-from spikegate.contract.rundir import SCENARIO_FILE
+from spikegate.contract.rundir import LOAD_EVENT_KINDS, SCENARIO_FILE
 from spikegate.harness.errors import ScenarioError, UsageError
 from spikegate.harness.history import FaultWindow, History, load_history
 from spikegate.harness.scenario import Scenario, load_scenario, parse_scenario
@@ -88,7 +88,7 @@ def replay_toml(history: History, scenario: Scenario, source: str) -> str:
             f"{source}: the session cannot be written as a valid scenario: {exc.message}",
             hint="the session's events are out of the scenario's bounds (see the message)",
         ) from None
-    changes = sum(1 for e in history.events if e.kind.startswith("load_"))
+    changes = sum(1 for e in history.events if e.kind in LOAD_EVENT_KINDS)
     header = [
         f"Replay of the session recorded in {source}",
         f"written by `spikegate replay` on {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",

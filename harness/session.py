@@ -60,7 +60,6 @@ __all__ = [
 ]
 
 SESSION_MODE = "session"
-LOAD_EVENTS = ("load_set", "load_spike_start", "load_spike_end")
 
 
 class _Event(Protocol):
