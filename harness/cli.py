@@ -421,6 +421,70 @@ def fault_clear_command(run_dir: _RunOption = None) -> None:
     clear_faults(run_dir, Console())
 
 
+load_app = typer.Typer(
+    name="load",
+    cls=_Group,
+    help="Change the offered load by hand while `spikegate run` runs (open model).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(load_app)
+_RateHelp = "arrivals/s, or Nx: N times the scenario's base_rps (e.g. 300, 3x)"
+
+
+@load_app.command("set", cls=_Command)
+def load_set_command(
+    rate: Annotated[str, typer.Argument(metavar="RATE", help=_RateHelp)],
+    run_dir: _RunOption = None,
+) -> None:
+    """Hold RATE arrivals/s from now (until another change or the run's end)."""
+    from spikegate.harness.loadcmd import set_load
+
+    set_load(run_dir, Console(), rate)
+
+
+@load_app.command("stop", cls=_Command)
+def load_stop_command(run_dir: _RunOption = None) -> None:
+    """Rate 0 from now (the run goes on; `load start` resumes)."""
+    from spikegate.harness.loadcmd import stop_load
+
+    stop_load(run_dir, Console())
+
+
+@load_app.command("start", cls=_Command)
+def load_start_command(run_dir: _RunOption = None) -> None:
+    """Back to the scenario's load shape from now."""
+    from spikegate.harness.loadcmd import start_load
+
+    start_load(run_dir, Console())
+
+
+@load_app.command("spike", cls=_Command)
+def load_spike_command(
+    peak: Annotated[str, typer.Option("--peak", metavar="RATE", help=_RateHelp)],
+    for_s: Annotated[
+        float, typer.Option("--for", metavar="SECONDS", help="how long (at most 600 s)")
+    ],
+    run_dir: _RunOption = None,
+) -> None:
+    """A flash crowd: --peak arrivals/s from now for --for seconds, then back."""
+    from spikegate.harness.loadcmd import spike_load
+
+    spike_load(run_dir, Console(), peak, for_s)
+
+
+@load_app.command("show", cls=_Command)
+def load_show_command(
+    run_dir: _RunOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the control API's JSON")] = False,
+) -> None:
+    """The offered load now: the rate, whether it is held by hand, a running spike."""
+    from spikegate.harness.loadcmd import show_load
+
+    show_load(run_dir, Console(), as_json=as_json)
+
+
 def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
     """Run the CLI with `argv`; return the exit code instead of exiting."""
     console = console or Console(stderr=True)

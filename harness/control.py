@@ -7,6 +7,11 @@
                                                "source": "manual"
 
     GET  /              the control page (self-contained HTML, no external assets)
+    GET  /load          the load under your hand: {"t", "rps_now", "rate", "spike", ...}
+    POST /load          {"rate": arrivals/s} or {"factor": N} (N x base_rps) -> 200
+    POST /load/stop     rate 0 -> 200;  POST /load/start: back to the scenario's shape -> 200
+    POST /load/spike    {"peak" | "peak_factor", "for_s"} -> 201: peak for for_s, then back
+                        (every load body may carry "source": "cli" | "page" | "api")
     GET  /faults        {"t", "run", "active": [...], "proxies": [...], "catalog": [...]}
     POST /faults        {"fault", "proxy"?, "params"?, "for_s"?} -> 201 the active fault
     POST /faults/clear  takes every active fault off -> 200
@@ -16,6 +21,8 @@ Manual faults always expire: `for_s` defaults to DEFAULT_FOR_S and is at most MA
 the schedule resets the chaos server when the run ends. Bad input is a 400/422 naming the
 field, a chaos server failure a 502; nothing a client sends can stop the run.
 
+Load: LoadControl writes RUN_DIR/control/load.json (locustfiles/live_rate.py; every Locust
+process polls it) and emits load_set / load_spike_start / load_spike_end to events.jsonl.
 How clients find a live run: harness/liverun.py. The page: harness/templates/control.html.
 """
 
@@ -25,16 +32,22 @@ import json
 import logging
 import math
 import threading
+import tomllib
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from pathlib import Path
 from typing import Any, Self, cast
 
 from spikegate.chaos.errors import ChaosError
 from spikegate.chaos.faults import FAULTS, SHORTHANDS, build_fault, fault_params, resolve_fault
 from spikegate.chaos.schedule import ActiveFault, FaultSchedule
+from spikegate.contract.load import MAX_RPS, LoadSection
+from spikegate.contract.rundir import LOAD_CONTROL_FILE, SCENARIO_FILE
+from spikegate.locustfiles.live_rate import LoadDoc, Spike, write_doc
+from spikegate.locustfiles.shapes import Shape, make_shape
 
 __all__ = [
     "DEFAULT_FOR_S",
@@ -42,6 +55,7 @@ __all__ = [
     "MAX_FOR_S",
     "ControlApi",
     "ControlServer",
+    "LoadControl",
     "Request",
     "Response",
     "catalog",
@@ -57,6 +71,8 @@ MAX_BODY_BYTES = 16_384
 MAX_CONNECTIONS = 16
 REQUEST_TIMEOUT_S = 5.0
 _BODY_FIELDS = ("fault", "proxy", "params", "for_s")
+_SOURCES = ("cli", "page", "api")
+EventSink = Callable[[dict[str, Any]], object]
 
 
 # --- the API, free of HTTP plumbing ------------------------------------------------------------
@@ -93,6 +109,11 @@ class _Invalid(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def _number(value: object) -> bool:
+    """A finite JSON number (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _fits(fault: str, proxy: str) -> bool:
@@ -143,6 +164,181 @@ def fault_json(fault: ActiveFault, now_t: float) -> dict[str, Any]:
     }
 
 
+# --- the load under your hand ------------------------------------------------------------------
+class LoadControl:
+    """The live load of one run: the override rate and the spike, written to
+    RUN_DIR/control/load.json for the Locust processes, each change an event.
+
+    `clock()` is seconds since t0 (the event log's `t`); `on_event` takes a row that carries
+    its own `t` (orchestrator's _EventLog.write, as the fault schedule's rows). A spike ends
+    by itself in the generators at until_t; a timer here only records load_spike_end then.
+    Thread-safe: the control server runs each request in its own thread."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        load: LoadSection,
+        *,
+        clock: Callable[[], float],
+        on_event: EventSink | None = None,
+        max_for_s: float = MAX_FOR_S,
+    ) -> None:
+        self.path = run_dir / LOAD_CONTROL_FILE
+        self.load = load
+        self.shape: Shape = make_shape(load)
+        self.clock = clock
+        self.on_event = on_event
+        self.max_for_s = float(max_for_s)
+        self.doc = LoadDoc()
+        self._lock = threading.RLock()
+        self._timer: threading.Timer | None = None
+        self._closed = False
+
+    @classmethod
+    def for_run(
+        cls, run_dir: Path, *, clock: Callable[[], float], on_event: EventSink | None
+    ) -> LoadControl:
+        """From the run directory's resolved scenario.toml [load]; ValueError if unreadable."""
+        path = run_dir / SCENARIO_FILE
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8")).get("load", {})
+            load = LoadSection.model_validate(raw)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"no [load] from {path}: {exc}") from None
+        return cls(run_dir, load, clock=clock, on_event=on_event)
+
+    # -- reading -----------------------------------------------------------------------------
+    def rps_at(self, t: float, doc: LoadDoc | None = None) -> float:
+        """The intended rate at t under `doc` (default: the current document)."""
+        return float((doc or self.doc).rate_fn(self.shape.rate_at)(t))
+
+    def show(self) -> dict[str, Any]:
+        with self._lock:
+            t = self.clock()
+            doc = self.doc
+            spike = None
+            if doc.spike is not None and t < doc.spike.until_s:
+                s = doc.spike
+                spike = {
+                    "peak": s.peak,
+                    "from_t": round(s.from_s, 3),
+                    "until_t": round(s.until_s, 3),
+                    "remaining_s": round(max(0.0, s.until_s - t), 3),
+                }
+            return {
+                "t": round(t, 3),
+                "version": doc.version,
+                "rate": doc.rate,
+                "spike": spike,
+                "rps_now": round(self.rps_at(t), 3),
+                "shape": self.load.shape,
+                "base_rps": self.load.base_rps,
+                "duration_s": self.load.duration_s,
+                "max_rps": MAX_RPS,
+                "max_for_s": self.max_for_s,
+            }
+
+    # -- changing ----------------------------------------------------------------------------
+    def set_rate(self, rate: float | None, *, action: str = "set", source: str = "api") -> None:
+        """Hold `rate` arrivals/s from now (None: the scenario's shape again)."""
+        with self._lock:
+            self._check_open()
+            t = self.clock()
+            old = self.doc
+            doc = LoadDoc(version=old.version + 1, rate=rate, spike=old.spike)
+            self._write(doc)
+            self._emit(
+                "load_set",
+                t,
+                action=action,
+                rate=rate,
+                previous=old.rate,
+                rps_before=self.rps_at(t, old),
+                rps_after=self.rps_at(t, doc),
+                source=source,
+            )
+
+    def spike(self, peak: float, for_s: float, *, source: str = "api") -> dict[str, Any]:
+        """`peak` arrivals/s from now for `for_s` seconds, then back (a running spike ends)."""
+        with self._lock:
+            self._check_open()
+            t = self.clock()
+            self._end_spike(t, "replaced")
+            old = self.doc
+            until = t + for_s
+            doc = LoadDoc(
+                version=old.version + 1, rate=old.rate, spike=Spike(peak, from_s=t, until_s=until)
+            )
+            self._write(doc)
+            self._emit(
+                "load_spike_start",
+                t,
+                peak=peak,
+                for_s=for_s,
+                until_t=round(until, 6),
+                rps_before=self.rps_at(t, old),
+                source=source,
+            )
+            timer = threading.Timer(for_s, self._expire, args=(doc.version,))
+            timer.daemon = True
+            self._timer = timer
+            timer.start()
+            return self.show()
+
+    def _expire(self, version: int) -> None:
+        with self._lock:
+            spike = self.doc.spike
+            if self._closed or spike is None or self.doc.version != version:
+                return
+            self._end_spike(spike.until_s, "expired")
+
+    def _end_spike(self, t: float, reason: str) -> None:
+        """Record the end of a running spike at t and drop it from the document."""
+        spike = self.doc.spike
+        timer, self._timer = self._timer, None
+        if timer is not None and timer is not threading.current_thread():
+            timer.cancel()
+        if spike is None:
+            return
+        end = min(t, spike.until_s)
+        if t >= spike.until_s:
+            reason = "expired"
+        doc = LoadDoc(version=self.doc.version + 1, rate=self.doc.rate)
+        if not self._closed:
+            self._write(doc)
+        else:
+            self.doc = doc
+        self._emit(
+            "load_spike_end", end, peak=spike.peak, rps_after=self.rps_at(end, doc), reason=reason
+        )
+
+    def close(self) -> None:
+        """The run ends: a running spike ends now (reason run_end); no change after this."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self.doc.spike is not None:
+                self._end_spike(self.clock(), "run_end")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the load control is closed")
+
+    def _write(self, doc: LoadDoc) -> None:
+        write_doc(self.path, doc)
+        self.doc = doc
+
+    def _emit(self, kind: str, t: float, **details: Any) -> None:
+        if self.on_event is None:
+            return
+        row = {"t": round(t, 6), "kind": kind, **details}
+        try:
+            self.on_event(row)
+        except Exception:  # the change is made; a broken sink must not undo or hide it
+            log.exception("load event sink failed for %r", row)
+
+
 class ControlApi:
     """The control endpoints over one run's FaultSchedule; `handle` never raises.
 
@@ -159,6 +355,8 @@ class ControlApi:
         info: Mapping[str, Any] | None = None,
         default_for_s: float = DEFAULT_FOR_S,
         max_for_s: float = MAX_FOR_S,
+        load: LoadControl | None = None,
+        on_event: EventSink | None = None,
     ) -> None:
         if not 0 < default_for_s <= max_for_s:
             raise ValueError(f"default_for_s must be in (0, max_for_s] (got {default_for_s!r})")
@@ -168,6 +366,31 @@ class ControlApi:
         self.default_for_s = float(default_for_s)
         self.max_for_s = float(max_for_s)
         self.hosts: frozenset[str] = frozenset()
+        self.load = load
+        self.load_error: str | None = None
+        if load is None:
+            self._wire_load(on_event)
+
+    def _wire_load(self, on_event: EventSink | None) -> None:
+        """Without a LoadControl handed in: one over info["run_dir"] (its scenario.toml),
+        on the fault schedule's clock, recording into the fault schedule's event sink (the
+        orchestrator's events.jsonl) unless `on_event` is given."""
+        run_dir = self.info.get("run_dir")
+        if not isinstance(run_dir, str) or not run_dir:
+            self.load_error = "this control server has no run directory"
+            return
+        sink = on_event if on_event is not None else getattr(self.schedule, "_on_event", None)
+        try:
+            self.load = LoadControl.for_run(
+                Path(run_dir), clock=self.schedule.elapsed, on_event=sink
+            )
+        except ValueError as exc:
+            self.load_error = str(exc)
+
+    def close(self) -> None:
+        """The run ends: the load control records a running spike's end."""
+        if self.load is not None:
+            self.load.close()
 
     def handle(self, req: Request) -> Response:
         try:
@@ -195,10 +418,12 @@ class ControlApi:
         if path == "/faults/clear":
             self._allow(req, "POST")
             return self._clear()
+        if path == "/load" or path.startswith("/load/"):
+            return self._load_route(req, path)
         if path.startswith("/faults/") and path.count("/") == 2:
             self._allow(req, "DELETE")
             return self._remove(urllib.parse.unquote(path.rsplit("/", 1)[1]))
-        raise _Invalid(404, f"no such path {path!r}: try GET / or GET /faults")
+        raise _Invalid(404, f"no such path {path!r}: try GET /, GET /faults or GET /load")
 
     @staticmethod
     def _allow(req: Request, *methods: str) -> None:
@@ -216,6 +441,89 @@ class ControlApi:
         origin = headers.get("origin")
         if origin is not None and origin not in {f"http://{h}" for h in self.hosts}:
             raise _Invalid(403, f"Origin {origin!r} may not control this run")
+
+    # -- load endpoints ----------------------------------------------------------------------
+    def _load_route(self, req: Request, path: str) -> Response:
+        load = self.load
+        if load is None:
+            raise _Invalid(503, f"no load control in this run ({self.load_error})")
+        if path == "/load":
+            self._allow(req, "GET", "POST")
+            if req.method == "GET":
+                return Response.json(200, load.show())
+            data = self._load_body(req.body, ("rate", "factor", "source"))
+            rate = self._rate_of(data, "rate", "factor", load)
+            if rate is None:
+                raise _Invalid(422, 'rate is required: {"rate": 300} arrivals/s or {"factor": 3}')
+            load.set_rate(rate, source=self._source(data))
+            return Response.json(200, load.show())
+        if path in ("/load/stop", "/load/start"):
+            self._allow(req, "POST")
+            data = self._load_body(req.body, ("source",))
+            stop = path == "/load/stop"
+            load.set_rate(0.0 if stop else None, action="stop" if stop else "start",
+                          source=self._source(data))  # fmt: skip
+            return Response.json(200, load.show())
+        if path == "/load/spike":
+            self._allow(req, "POST")
+            data = self._load_body(req.body, ("peak", "peak_factor", "for_s", "source"))
+            peak = self._rate_of(data, "peak", "peak_factor", load)
+            if peak is None:
+                raise _Invalid(422, 'peak is required: {"peak": 900} arrivals/s or '
+                                    '{"peak_factor": 3}')  # fmt: skip
+            raw_for = data.get("for_s")
+            if raw_for is None:
+                raise _Invalid(422, f"for_s is required: seconds in (0, {load.max_for_s:g}]")
+            for_s = self._for_s(raw_for, "for_s", load.max_for_s, "a spike always ends")
+            return Response.json(201, load.spike(peak, for_s, source=self._source(data)))
+        raise _Invalid(404, f"no such path {path!r}: /load, /load/stop, /load/start, /load/spike")
+
+    @staticmethod
+    def _load_body(body: bytes, fields: Sequence[str]) -> dict[str, Any]:
+        try:
+            data = json.loads(body.decode("utf-8")) if body.strip() else {}
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise _Invalid(400, f"the body is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise _Invalid(400, 'the body must be a JSON object such as {"rate": 300}')
+        unknown = sorted(k for k in data if k not in fields)
+        if unknown:
+            raise _Invalid(
+                422, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(fields)}"
+            )
+        return data
+
+    @staticmethod
+    def _rate_of(
+        data: Mapping[str, Any], name: str, factor_name: str, load: LoadControl
+    ) -> float | None:
+        """Arrivals/s from `name`, or `factor_name` x base_rps; exactly one of them."""
+        if name in data and factor_name in data:
+            raise _Invalid(422, f"give {name} or {factor_name}, not both")
+        if factor_name in data:
+            factor = data[factor_name]
+            if not _number(factor) or factor < 0:
+                raise _Invalid(422, f"{factor_name} must be a number >= 0, a multiple of the "
+                                    f"scenario's base_rps (got {factor!r})")  # fmt: skip
+            value = float(factor) * load.load.base_rps
+            where = f"{factor_name} {factor!r} x base_rps {load.load.base_rps:g}"
+        elif name in data:
+            value = data[name]
+            if not _number(value):
+                raise _Invalid(422, f"{name} must be a number of arrivals/s (got {value!r})")
+            where = f"{name} {value!r}"
+        else:
+            return None
+        if not 0 <= value <= MAX_RPS:
+            raise _Invalid(422, f"{where}: the rate must be in [0, {MAX_RPS:g}] arrivals/s")
+        return float(value)
+
+    @staticmethod
+    def _source(data: Mapping[str, Any]) -> str:
+        source = data.get("source", "api")
+        if source not in _SOURCES:
+            raise _Invalid(422, f"source must be one of {', '.join(_SOURCES)} (got {source!r})")
+        return str(source)
 
     # -- endpoints ---------------------------------------------------------------------------
     def _now_t(self) -> float:
@@ -286,15 +594,19 @@ class ControlApi:
                                 f"(got {params!r})")  # fmt: skip
         return fault, proxy, params, self._for_s(data.get("for_s"))
 
-    def _for_s(self, value: object) -> float:
+    def _for_s(
+        self,
+        value: object,
+        name: str = "for_s",
+        max_s: float | None = None,
+        why: str = "manual faults always expire",
+    ) -> float:
         if value is None:
             return self.default_for_s
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok or not math.isfinite(value) or not 0 < value <= self.max_for_s:  # type: ignore[arg-type, operator]
+        top = self.max_for_s if max_s is None else max_s
+        if not _number(value) or not 0 < value <= top:  # type: ignore[operator]
             raise _Invalid(
-                422,
-                f"for_s must be a number of seconds in (0, {self.max_for_s:g}] (got {value!r}); "
-                "manual faults always expire",
+                422, f"{name} must be a number of seconds in (0, {top:g}] (got {value!r}); {why}"
             )
         return float(value)  # type: ignore[arg-type]
 
@@ -428,6 +740,7 @@ class ControlServer:
         http, self._http = self._http, None
         if http is None:
             return
+        self.api.close()
         http.shutdown()
         http.server_close()
         if self._thread is not None:
