@@ -133,6 +133,61 @@ def run_command(
         raise typer.Exit(code)
 
 
+@app.command("up", cls=_Command)
+def up_command(
+    scenario: Annotated[
+        str,
+        typer.Argument(
+            metavar="[SCENARIO]", help="a scenario file, or a shipped name (default: smoke)"
+        ),
+    ] = "smoke",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="DIR", help="run directory (default runs/<UTC>-<name>)"),
+    ] = None,
+    set_: _SetOption = None,
+    max_s: Annotated[
+        float,
+        typer.Option("--max-s", metavar="SECONDS", help="the session ends itself after this"),
+    ] = 3600.0,
+    no_live: Annotated[
+        bool, typer.Option("--no-live", help="plain progress lines instead of the live view")
+    ] = False,
+    allow_remote_target: Annotated[
+        bool, typer.Option("--allow-remote-target", help="allow a non-loopback external target")
+    ] = False,
+) -> None:
+    """Bring the stack up under the scenario's base load and keep it up until Ctrl-C (faults
+    and load by hand: `spikegate fault`, `spikegate load`); then judge the session."""
+    from spikegate.harness.orchestrator import run_scenario
+    from spikegate.harness.scenario import load_scenario, session_scenario
+
+    if not 10.0 <= max_s <= 86_400.0:
+        raise UsageError(f"--max-s must be between 10 and 86400 seconds (got {max_s:g})")
+    overrides = list(set_ or [])
+    if allow_remote_target:
+        overrides.append("target.allow_remote=true")
+    loaded = session_scenario(load_scenario(scenario, overrides), max_s)
+    console = Console()
+    console.print(
+        "session: Ctrl-C ends it (then it is judged); faults and load by hand from another "
+        "terminal: spikegate fault add|rm|ls|clear, spikegate load set|spike|stop|start",
+        highlight=False,
+    )
+    result = run_scenario(
+        loaded,
+        out_dir=out,
+        console=console,
+        live=not no_live,
+        argv=["spikegate", *sys.argv[1:]],
+        session=True,
+    )
+    _print_summary(result, console)
+    code = check_run(result, console)
+    if code:
+        raise typer.Exit(code)
+
+
 def _print_summary(result: RunResult, console: Console) -> None:
     """Where the run directory is and what happened, in a few lines."""
     totals = result.totals

@@ -49,6 +49,7 @@ from spikegate.chaos.schedule import FaultSchedule
 from spikegate.contract.rundir import (
     EVENTS_FILE,
     IMPRESSIONS_FILE,
+    LOAD_CONTROL_FILE,
     LOGS_DIR,
     META_FILE,
     REQUESTS_FILE,
@@ -99,6 +100,7 @@ __all__ = ["RunResult", "new_run_dir", "run_scenario"]
 TICK_S = 0.2
 LOCUST_BOOT_S = 3.0  # t0 = Locust's spawn + this (+0.5 s per extra process)
 LOCUST_GRACE_S = 30.0  # past duration_s, Locust is stopped (its shape should have ended it)
+QUIESCE_S = 4.0  # + client_timeout_s: a session's last requests end and their seconds flush
 DRAIN_TIMEOUT_S = 10.0
 READ_BACK_TIMEOUT_S = 20.0
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -291,8 +293,12 @@ class _Run:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        session: bool = False,
     ) -> None:
         self.scenario = scenario
+        # a session (`spikegate up`) is ended by its first Ctrl-C / SIGTERM like a run that
+        # completed: drained, accounted and judged; a second signal still means hurry
+        self.session = session
         self.clock = clock  # monotonic seconds: t0, phases, the watch loop's bounds
         self.sleep = sleep
         self._resources = contextlib.ExitStack()  # what was started, closed newest first
@@ -329,6 +335,8 @@ class _Run:
             "status": "running",
             "components": {},
         }
+        if session:
+            self.meta["mode"] = "session"
         if reaped:  # a warning (the contract's kinds): the machine was not clean at start
             self.events.emit(
                 "warning",
@@ -591,6 +599,12 @@ class _Run:
                         "phase", t=p.start_s, name=p.name, start_t=p.start_s, end_t=p.end_s
                     )
                 if self.signals.signum is not None:
+                    if self._session_end:
+                        self.status = "complete"
+                        self.meta["duration_s"] = round(max(0.0, elapsed), 3)
+                        self._load_stop("session_end")
+                        self._quiesce()
+                        return
                     self.status = "interrupted"
                     self._load_stop("interrupted")
                     return
@@ -625,6 +639,41 @@ class _Run:
                     )
                 )
                 self.sleep(TICK_S)
+
+    def _quiesce(self) -> None:
+        """A session ends like a run whose schedule ended: the rate drops to 0 and the
+        generator gets the time its last requests may take (lateness cap, client timeout,
+        a flush) to record every second before it is stopped. A second signal, or Locust
+        ending, cuts the wait short."""
+        from spikegate.locustfiles.live_rate import LoadDoc, read_doc, write_doc
+
+        path = self.run_dir / LOAD_CONTROL_FILE
+        try:
+            doc = read_doc(path) or LoadDoc()
+        except ValueError:
+            doc = LoadDoc()
+        write_doc(path, LoadDoc(version=doc.version + 1, rate=0.0, spike=None))
+        previous = doc.rate
+        self.events.emit(
+            "load_set", action="stop", rate=0.0, previous=previous, rps_after=0.0,
+            source="session_end",
+        )  # fmt: skip
+        bound = self.clock() + QUIESCE_S + self.scenario.load.client_timeout_s
+        while self.clock() < bound and self.signals.count < 2:
+            if self.locust is None or not self.locust.alive:
+                return
+            self.sleep(TICK_S)
+
+    @property
+    def _session_end(self) -> bool:
+        """A session ended by hand: one signal, no failure."""
+        return self.session and self.signals.count == 1 and self.failure is None
+
+    @property
+    def _interrupted(self) -> bool:
+        return self.signals.signum is not None and not (
+            self._session_end and self.status == "complete"
+        )
 
     def _progress(self) -> Progress:
         title = f"spikegate run {self.scenario.name} -> {self.run_dir}"
@@ -678,7 +727,7 @@ class _Run:
     def _finish(self) -> None:
         """The run's end: its status, the last events, meta.json."""
         sig = self.signals
-        if sig.signum is not None:
+        if self._interrupted and sig.signum is not None:
             self.status = "interrupted"
             self.events.emit("interrupted", signal=signal.Signals(sig.signum).name)
         elif self.failure is not None:
@@ -713,7 +762,7 @@ class _Run:
         path = self.run_dir / IMPRESSIONS_FILE
         acked = len(read_acked(self.run_dir))
         bootstrap = self._kafka_bootstrap()
-        if self.status != "complete" or sig.signum is not None or not self.target_url:
+        if self.status != "complete" or self._interrupted or not self.target_url:
             reason = "the run did not complete" if sig.signum is None else "interrupted"
             _write_json(path, unavailable(acked, f"not read back: {reason}"))
             return
@@ -727,7 +776,7 @@ class _Run:
         drained = wait_drained(
             f"{self.target_url}/metrics",
             timeout_s=DRAIN_TIMEOUT_S,
-            should_stop=lambda: sig.signum is not None,
+            should_stop=lambda: self._interrupted or sig.hurry,
         )
         if not drained:
             self.events.emit("warning", message="the impression queue did not drain in time")
@@ -800,7 +849,7 @@ class _Run:
         samples = 0
         with contextlib.suppress(OSError, ValueError):
             samples = sum(1 for _ in read_jsonl(self.run_dir / SAMPLES_FILE))
-        signum = self.signals.signum
+        signum = None if not self._interrupted else self.signals.signum
         return RunResult(
             run_dir=self.run_dir,
             status=self.status,
@@ -897,13 +946,15 @@ def run_scenario(
     console: Console | None = None,
     live: bool = False,
     argv: Sequence[str] | None = None,
+    session: bool = False,
 ) -> RunResult:
     """Run `scenario` end to end into a new run directory and return what happened.
 
     First reaps (and says so) what harnesses that were killed left running. Raises
     UsageError (remote target not allowed, --out already used) before anything starts, and
     EnvironmentProblem (exit 4) after a full cleanup when a component failed to start or
-    died mid-run. An interrupted run returns status "interrupted", exit 130/143.
+    died mid-run. An interrupted run returns status "interrupted", exit 130/143; a
+    `session` (spikegate up) ended by its first signal is complete (exit 0, then judged).
     """
     check_target_allowed(scenario)
     preflight(scenario)
@@ -912,5 +963,13 @@ def run_scenario(
     if reaped:
         console.print(describe(reaped), highlight=False, markup=False, soft_wrap=True)
     run_dir = new_run_dir(scenario.name, out_dir)
-    run = _Run(scenario, run_dir, console, live, list(sys.argv if argv is None else argv), reaped)
+    run = _Run(
+        scenario,
+        run_dir,
+        console,
+        live,
+        list(sys.argv if argv is None else argv),
+        reaped,
+        session=session,
+    )
     return run.execute()

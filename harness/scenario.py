@@ -640,6 +640,28 @@ class Scenario(StrictModel):
         return tomli_w.dumps(_drop_none(self.model_dump(mode="json")))
 
 
+SESSION_MAX_S = 3600.0  # `spikegate up` ends itself after this long (a loop is always bounded)
+
+
+def session_scenario(scenario: Scenario, max_s: float = SESSION_MAX_S) -> Scenario:
+    """The scenario of an interactive session (`spikegate up`): the same target, stack and
+    checks, its base rate steady for up to `max_s` seconds, no fault timeline (faults and
+    load changes come by hand, and the session's phases from what happened)."""
+    data = scenario.model_dump(mode="json")
+    load = data["load"]
+    load.update(
+        shape="steady",
+        duration_s=float(max_s),
+        peak_rps=0.0,
+        spike_at_s=0.0,
+        spike_for_s=0.0,
+        steps=[],
+    )
+    data["faults"] = []
+    data["phases"] = {"recovery_s": data["phases"]["recovery_s"]}
+    return parse_scenario(data, source=f"{scenario.name} (session)")
+
+
 # --- loading --------------------------------------------------------------------------------
 def resolve_path(ref: str | Path) -> Path:
     """A path to a file, or the name of a shipped scenario (`smoke`, `perfect-storm`, ...)."""

@@ -266,7 +266,9 @@ def session_phases(
     out = [_phase("warmup", 0.0, warm)] if warm > 0 else []
     windows: list[list[float]] = []
     for d in sorted(found, key=lambda d: d.start_s):
-        s, e = max(warm, d.start_s), min(end_s, d.end_s)
+        # from the first whole second it touches: rows are per second of intended send,
+        # and a fault added by hand at 18.07 s already shapes the row of second 18
+        s, e = max(warm, float(math.floor(d.start_s))), min(end_s, d.end_s)
         if e <= s:
             continue
         if windows and s - windows[-1][1] < max(recovery_s, 1e-9):
