@@ -11,6 +11,7 @@
     POST /load          {"rate": arrivals/s} or {"factor": N} (N x base_rps) -> 200
     POST /load/stop     rate 0 -> 200;  POST /load/start: back to the scenario's shape -> 200
     POST /load/spike    {"peak" | "peak_factor", "for_s"} -> 201: peak for for_s, then back
+    POST /halt          every fault off, a spike ended, the load held at base_rps -> 200
                         (every load body may carry "source": "cli" | "page" | "api")
     GET  /faults        {"t", "run", "active": [...], "proxies": [...], "catalog": [...]}
     POST /faults        {"fault", "proxy"?, "params"?, "for_s"?} -> 201 the active fault
@@ -46,7 +47,7 @@ from spikegate.chaos.faults import FAULTS, SHORTHANDS, build_fault, fault_params
 from spikegate.chaos.schedule import ActiveFault, FaultSchedule
 from spikegate.contract.load import MAX_RPS, LoadSection
 from spikegate.contract.rundir import LOAD_CONTROL_FILE, SCENARIO_FILE
-from spikegate.locustfiles.live_rate import LoadDoc, Spike, write_doc
+from spikegate.locustfiles.live_rate import LoadDoc, Spike, read_doc, write_doc
 from spikegate.locustfiles.shapes import Shape, make_shape
 
 __all__ = [
@@ -189,7 +190,12 @@ class LoadControl:
         self.clock = clock
         self.on_event = on_event
         self.max_for_s = float(max_for_s)
-        self.doc = LoadDoc()
+        # a document already there (e.g. written before Locust started, for `up --idle`):
+        # its state and version go on, so every later change is newer for the generators
+        try:
+            self.doc = read_doc(self.path) or LoadDoc()
+        except (OSError, ValueError):
+            self.doc = LoadDoc()
         self._lock = threading.RLock()
         self._timer: threading.Timer | None = None
         self._closed = False
@@ -284,6 +290,14 @@ class LoadControl:
             self._timer = timer
             timer.start()
             return self.show()
+
+    def halt(self, *, source: str = "api") -> None:
+        """Back to the scenario's base_rps at once: a running spike ends (reason "cleared")
+        and the rate is held at base_rps (action "halt")."""
+        with self._lock:
+            self._check_open()
+            self._end_spike(self.clock(), "cleared")
+            self.set_rate(self.load.base_rps, action="halt", source=source)
 
     def _expire(self, version: int) -> None:
         with self._lock:
@@ -420,6 +434,9 @@ class ControlApi:
             return self._clear()
         if path == "/load" or path.startswith("/load/"):
             return self._load_route(req, path)
+        if path == "/halt":
+            self._allow(req, "POST")
+            return self._halt(req.body)
         if path.startswith("/faults/") and path.count("/") == 2:
             self._allow(req, "DELETE")
             return self._remove(urllib.parse.unquote(path.rsplit("/", 1)[1]))
@@ -477,6 +494,18 @@ class ControlApi:
             for_s = self._for_s(raw_for, "for_s", load.max_for_s, "a spike always ends")
             return Response.json(201, load.spike(peak, for_s, source=self._source(data)))
         raise _Invalid(404, f"no such path {path!r}: /load, /load/stop, /load/start, /load/spike")
+
+    def _halt(self, body: bytes) -> Response:
+        """Every fault off and the load at the scenario's base rate, at once."""
+        data = self._load_body(body, ("source",))
+        source = self._source(data)
+        ids = [a.id for a in self.schedule.active()]
+        self.schedule.clear()
+        out: dict[str, Any] = {"removed": ids, "active": self._active(), "load": None}
+        if self.load is not None:
+            self.load.halt(source=source)
+            out["load"] = self.load.show()
+        return Response.json(200, out)
 
     @staticmethod
     def _load_body(body: bytes, fields: Sequence[str]) -> dict[str, Any]:

@@ -285,3 +285,31 @@ def test_cli_without_a_live_run_is_exit_4(tmp_path: Path, monkeypatch: pytest.Mo
     assert code == 4 and "no live spikegate run" in out
     code, out = run_cli("load", "set", "10", "--run", str(tmp_path / "nope"))
     assert code == 2 and "no such directory" in out
+
+
+def test_halt_clears_the_faults_ends_a_spike_and_holds_the_base_rate(env: Env) -> None:
+    env.call("POST", "/load", {"rate": 300})
+    env.call("POST", "/load/spike", {"peak": 900, "for_s": 60})
+    env.clock.now += 1.0
+    resp = env.call("POST", "/halt", {"source": "page"})
+    assert resp.status == 200, resp.data()
+    data = resp.data()
+    assert data["removed"] == [] and data["load"]["rps_now"] == 40.0
+    assert data["load"]["spike"] is None and data["load"]["rate"] == 40.0
+    end, halt = env.events[-2:]
+    assert (end["kind"], end["reason"], end["t"]) == ("load_spike_end", "cleared", 11.0)
+    assert (halt["kind"], halt["action"], halt["rps_before"], halt["rps_after"]) == (
+        "load_set", "halt", 300.0, 40.0,
+    )  # fmt: skip
+    assert env.doc() == LoadDoc(version=4, rate=40.0)
+
+
+def test_a_document_written_before_the_control_goes_on_with_its_version(tmp_path: Path) -> None:
+    from spikegate.locustfiles.live_rate import write_doc
+
+    write_doc(tmp_path / LOAD_CONTROL_FILE, LoadDoc(version=1, rate=0.0))  # `up --idle`
+    env = Env(tmp_path)
+    assert env.call("GET", "/load").data()["rps_now"] == 0.0
+    env.call("POST", "/load/start")
+    assert env.doc() == LoadDoc(version=2, rate=None)
+    assert env.events[0]["previous"] == 0.0 and env.events[0]["rps_after"] == 40.0
