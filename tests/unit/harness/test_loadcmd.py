@@ -313,3 +313,10 @@ def test_a_document_written_before_the_control_goes_on_with_its_version(tmp_path
     env.call("POST", "/load/start")
     assert env.doc() == LoadDoc(version=2, rate=None)
     assert env.events[0]["previous"] == 0.0 and env.events[0]["rps_after"] == 40.0
+
+
+def test_the_page_has_the_load_form_on_the_load_endpoints(env: Env) -> None:
+    page = env.call("GET", "/").body.decode()
+    for path in ('"/load"', '"/load/stop"', '"/load/start"', '"/load/spike"', '"/halt"'):
+        assert path in page
+    assert 'source: "page"' in page and "http://" not in page
