@@ -254,6 +254,9 @@ def disturbances(
     return sorted(out, key=lambda d: (d.start_s, d.end_s))
 
 
+MIN_POST_S = 3.0  # a quiet stretch shorter than this after a recovery is part of it
+
+
 def _phase(name: str, start: float, end: float) -> Phase:
     return Phase(cast(Any, name), start, end)  # numbered names: Phase.name's Literal is narrower
 
@@ -286,6 +289,8 @@ def session_phases(
         nxt = windows[i + 1][0] if i + 1 < len(windows) else end_s
         out.append(_phase(f"stress{suffix}", s, e))
         r = min(nxt, e + recovery_s)
+        if nxt - r < MIN_POST_S:  # too short to judge on its own: the recovery holds it
+            r = nxt
         if r > e:
             out.append(_phase(f"recovery{suffix}", e, r))
         if nxt > r:

@@ -4,6 +4,7 @@ stress window with a scripted run's verdicts, its phases numbered."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -279,3 +280,37 @@ def test_a_sessions_report_lasts_as_long_as_the_session(tmp_path: Path) -> None:
     (d / "meta.json").write_text(json.dumps({**meta, "mode": "session"}))
     data = load_run_data(d, load_history(d))
     assert data.duration_s == 20 and [p.name for p in data.phases][2:4] == ["stress", "recovery"]
+
+
+def test_a_post_too_short_to_judge_is_part_of_the_recovery_before_it() -> None:
+    found = [Disturbance(20, 30, "fault"), Disturbance(42, 50, "spike")]  # 40..42: 2 s
+    assert spans(session_phases(5, 10, found, 70))[2:5] == [
+        ("stress", 20, 30), ("recovery", 30, 42), ("stress-2", 42, 50),
+    ]  # fmt: skip
+
+
+def _valid_run_stress(missing: int) -> tuple[str, str]:
+    """valid_run on the spike's window when the generator recorded `missing` fewer intended
+    arrivals in its first second (where a change by hand lands up to 0.3 s late)."""
+    rows = session_rows()
+    rows[20] = dataclasses.replace(rows[20], intended=rows[20].intended - missing)
+    h = History.build(
+        scenario(SESSION),
+        requests=rows,
+        samples=session_samples(),
+        events=[*SPIKE, *FAULT],
+        meta={"status": "complete", "mode": "session"},
+    )
+    v = verdict(check(h), "valid_run", "stress")
+    return v.status, v.message
+
+
+def test_a_load_change_by_hand_may_land_a_poll_late_but_lost_requests_still_fail() -> None:
+    status, _ = _valid_run_stress(0)
+    assert status == "pass"
+    # the spike (100 -> 300/s) read 0.2 s late: 40 arrivals fewer at its edge, allowed
+    status, message = _valid_run_stress(40)
+    assert status == "pass", message
+    # 150 missing is more than any lateness of the change explains: the record lost them
+    status, message = _valid_run_stress(150)
+    assert status == "fail" and "missing from the generator's own record" in message
