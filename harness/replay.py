@@ -70,16 +70,11 @@ def replay_toml(history: History, scenario: Scenario, source: str) -> str:
     steps = load_timeline(scenario.load.base_rps, history.events, duration)
     data = timeline_data(scenario, steps, duration, faults)
     windows = pairs(history.phases, history.end_s)
-    if windows:
-        first, final = windows[0].stress, windows[-1].stress
-        data["phases"]["stress_start_s"] = _r(first.start_s)
-        data["phases"]["stress_end_s"] = _r(final.end_s)
+    if windows:  # a stress and a recovery phase per disturbance, as the session had
+        data["phases"]["each_disturbance"] = True
     if len(windows) > 1:
         spans = ", ".join(f"{_r(p.stress.start_s):g}..{_r(p.stress.end_s):g}" for p in windows)
-        notes.append(
-            f"the session had {len(windows)} stress windows ({spans} s); a scripted run has "
-            "one, so this file's stress window spans the first to the last"
-        )
+        notes.append(f"the session's {len(windows)} stress windows: {spans} s")
     data = _drop_none(data)
     try:
         parse_scenario(data, source="the replayed session")

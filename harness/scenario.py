@@ -33,7 +33,14 @@ from pydantic import (
 
 from spikegate.chaos.faults import FaultSpec
 from spikegate.contract.env import LOAD_ENV, OUTCOMES_ENV, PUBLISHERS_ENV, SEED_ENV
-from spikegate.contract.load import LoadSection, Problem, StrictModel, problems_error
+from spikegate.contract.load import (
+    SPIKY,
+    LoadSection,
+    Problem,
+    Step,
+    StrictModel,
+    problems_error,
+)
 from spikegate.contract.outcomes import OutcomeRules
 from spikegate.harness.errors import ScenarioError, describe
 from spikegate.harness.thresholds import Thresholds
@@ -358,6 +365,21 @@ class PhasesSection(StrictModel):
     recovery_s: float = Field(default=10.0, ge=0, description="recovery window length")
     stress_start_s: float | None = Field(default=None, ge=0)
     stress_end_s: float | None = Field(default=None, ge=0)
+    each_disturbance: bool = Field(
+        default=False,
+        description="a stress and a recovery phase per disturbance (fault, spike, load above "
+        "base_rps; close ones merge), numbered stress-2, recovery-2, ... as in a session "
+        "(`spikegate replay` writes this); default: one stress window over all of them",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> PhasesSection:
+        if self.each_disturbance and (
+            self.stress_start_s is not None or self.stress_end_s is not None
+        ):
+            msg = "phases.each_disturbance derives every stress window: drop stress_start_s/_end_s"
+            raise problems_error("PhasesSection", [(("each_disturbance",), msg)])
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,7 +601,10 @@ class Scenario(StrictModel):
         return (start, end)
 
     def phase_list(self) -> list[Phase]:
-        """warmup, baseline, stress, recovery, post: contiguous, clipped to the run."""
+        """warmup, baseline, stress, recovery, post: contiguous, clipped to the run (with
+        phases.each_disturbance: a stress, recovery and post per disturbance, numbered)."""
+        if self.phases.each_disturbance:
+            return self._phases_per_disturbance()
         total, warm = self.load.duration_s, self.load.warmup_s
         out = [Phase("warmup", 0.0, warm)]
         stress = self.stress_window()
@@ -596,6 +621,23 @@ class Scenario(StrictModel):
         if total > r1:
             out.append(Phase("post", r1, total))
         return out
+
+    def _phases_per_disturbance(self) -> list[Phase]:
+        from spikegate.harness.session import Disturbance, session_phases  # imports us
+
+        load = self.load
+        found = [Disturbance(f.at_s, f.at_s + f.for_s, f.fault) for f in self.faults]
+        spike = load.disturbance() if load.shape in SPIKY else None
+        if spike is not None:
+            found.append(Disturbance(spike[0], spike[1], "a load spike"))
+        if load.shape == "step":
+            rate, since = load.base_rps, 0.0
+            for step in [*load.steps, Step(at_s=load.duration_s, rps=load.base_rps)]:
+                if rate > load.base_rps and step.at_s > since:
+                    found.append(Disturbance(since, step.at_s, "load above base"))
+                rate, since = step.rps, step.at_s
+        phases = session_phases(load.warmup_s, self.phases.recovery_s, found, load.duration_s)
+        return list(phases)
 
     def target_config(
         self,

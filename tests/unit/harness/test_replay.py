@@ -58,14 +58,20 @@ def test_replay_writes_a_valid_scenario_with_the_sessions_timeline(tmp_path: Pat
     assert code == 0
     text = out.read_text()
     assert text.startswith(f"# Replay of the session recorded in {d}\n")
-    assert "2 stress windows (8..11, 20..50 s)" in text
+    assert "the session's 2 stress windows: 8..11, 20..50 s" in text
     sc = load_scenario(out)
     assert sc.load.duration_s == 50 and sc.load.shape == "step" and sc.load.base_rps == 60
     assert [(s.at_s, s.rps) for s in sc.load.steps] == [(8, 180), (11, 60), (20, 90)]
     assert [(f.at_s, f.for_s, f.fault, f.proxy, f.params) for f in sc.faults] == [
         (30.5, 19.5, "latency", "redis", {"latency_ms": 40, "jitter_ms": 0})
     ]
-    assert (sc.phases.stress_start_s, sc.phases.stress_end_s) == (8, 50)
+    # one stress and recovery phase per disturbance, as the session had them
+    assert sc.phases.each_disturbance and sc.phases.stress_start_s is None
+    session = load_history(d)
+    assert [(p.name, p.start_s, p.end_s) for p in sc.phase_list()] == [
+        (p.name, p.start_s, p.end_s) for p in session.phases
+    ]
+    assert [p.name for p in sc.phase_list()][2:] == ["stress", "recovery", "post", "stress-2"]
     # everything else is the session's scenario
     assert sc.checks == SESSION_SCENARIO.checks and sc.target == SESSION_SCENARIO.target
 
