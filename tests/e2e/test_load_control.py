@@ -56,13 +56,17 @@ def test_load_set_mid_run_is_held_within_a_second_and_recorded(
     try:
         wait_for_event(run_dir, "load_start", timeout_s=40)
         t0 = json.loads((run_dir / "meta.json").read_text())["t0_epoch"]
-        time.sleep(max(0.0, t0 + 4.5 - time.time()))  # a few seconds at the base rate first
+        time.sleep(max(0.0, t0 + 3.5 - time.time()))  # a few seconds at the base rate first
         shown = load_cli("show", "--run", str(run_dir))
         assert shown.returncode == 0, shown.stdout + shown.stderr
         assert "40 arrivals/s now" in shown.stdout
         done = load_cli("set", "3x")  # the one live run, found through the publication
         assert done.returncode == 0, done.stdout + done.stderr
         assert "120 arrivals/s now, held at 120/s" in done.stdout
+        time.sleep(max(0.0, t0 + 8.0 - time.time()))
+        spiked = load_cli("spike", "--peak", "5x", "--for", "3", "--run", str(run_dir))
+        assert spiked.returncode == 0, spiked.stdout + spiked.stderr
+        assert "spike at 200/s until" in spiked.stdout
         code, out = finish(proc, 60)
     finally:
         if proc.poll() is None:
@@ -71,32 +75,49 @@ def test_load_set_mid_run_is_held_within_a_second_and_recorded(
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["status"] == "complete", out
 
-    [event] = [e for e in rows(run_dir / "events.jsonl") if e["kind"] == "load_set"]
+    events = rows(run_dir / "events.jsonl")
+    [event] = [e for e in events if e["kind"] == "load_set"]
+    [spike] = [e for e in events if e["kind"] == "load_spike_start"]
+    [spike_end] = [e for e in events if e["kind"] == "load_spike_end"]
     assert (event["action"], event["rate"], event["previous"], event["source"]) == (
         "set", 120.0, None, "cli",
     )  # fmt: skip
     assert (event["rps_before"], event["rps_after"]) == (BASE, NEW)
     t = event["t"]
-    assert 4.0 < t < 9.0
+    ts, until = spike["t"], spike["until_t"]
+    assert 3.0 < t < ts - 2.0 and until == pytest.approx(ts + 3.0) and ts + 3.0 < 12.5
+    assert (spike["peak"], spike["rps_before"], spike["source"]) == (200.0, NEW, "cli")
+    assert (spike_end["t"], spike_end["reason"], spike_end["rps_after"]) == (until, "expired", NEW)
     doc = json.loads((run_dir / "control" / "load.json").read_text())
-    assert doc == {"version": 1, "rate": 120.0, "spike": None}
+    assert doc == {"version": 3, "rate": 120.0, "spike": None}  # set, spike, its end
 
     by_second = {int(r["t"]): r for r in rows(run_dir / "requests.jsonl")}
     intended = {s: recorded_bid_intended(r) for s, r in by_second.items()}
     before = [s for s in range(1, math.floor(t))]
-    after = [s for s in range(math.floor(t) + 2, 14)]  # every second that starts >= t + 1
-    assert before and len(after) >= 3
+    # every whole second that starts >= 1 s after a change and ends before the next one
+    after = [s for s in range(math.ceil(t + 1), math.floor(ts))]
+    in_spike = [s for s in range(math.ceil(ts + 1), math.floor(until))]
+    back = [s for s in range(math.ceil(until + 1), 14)]
+    assert before and after and in_spike and back, (t, ts, until)
     assert [intended[s] for s in before] == [BASE] * len(before), intended
     assert [intended[s] for s in after] == [NEW] * len(after), intended
-    # sent follows (the reference target keeps up with 120/s: no shortfall to speak of)
-    assert all(bid_sent(by_second[s]) >= NEW - 2 for s in after), by_second
-    # when the generators switched: the two seconds around t hold BASE before it, NEW after
-    a = math.floor(t)
-    both = intended[a] + intended[a + 1]
-    switched = a + (2 * NEW - both) / (NEW - BASE)
-    lag = switched - t
-    print(f"live rate: event at t={t:.3f} s, generators at the new rate from {switched:.3f} s")
-    assert -0.1 <= lag <= 1.0, (t, switched, intended)
+    assert [intended[s] for s in in_spike] == [200] * len(in_spike), intended
+    assert [intended[s] for s in back] == [NEW] * len(back), intended
+    # sent follows (the reference target keeps up with 200/s: no shortfall to speak of)
+    for s in (*after, *in_spike, *back):
+        assert bid_sent(by_second[s]) >= intended[s] - 2, by_second[s]
+
+    # when the generators switched: two whole seconds around each change hold the rate
+    # before it, then the rate after (uniform arrivals: the count gives the instant)
+    def switched(at: float, old: int, new: int) -> float:
+        a = math.floor(at)
+        return a + (2 * new - intended[a] - intended[a + 1]) / (new - old)
+
+    for name, at, old, new in (("set", t, BASE, NEW), ("spike", ts, NEW, 200),
+                               ("spike end", until, 200, NEW)):  # fmt: skip
+        lag = switched(at, old, new) - at
+        print(f"live rate {name}: event t={at:.3f} s, generators switched {lag:+.3f} s later")
+        assert -0.1 <= lag <= 1.0, (name, at, lag, intended)
 
     assert not (run_dir / "control.json").exists()
     assert leftovers(run_dir, proc.pid) == []
