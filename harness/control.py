@@ -293,9 +293,11 @@ class LoadControl:
 
     def halt(self, *, source: str = "api") -> None:
         """Back to the scenario's base_rps at once: a running spike ends (reason "cleared")
-        and the rate is held at base_rps (action "halt")."""
+        and the rate is held at base_rps (action "halt"). Nothing for a closed model."""
         with self._lock:
             self._check_open()
+            if self.load.mode == "closed":
+                return
             self._end_spike(self.clock(), "cleared")
             self.set_rate(self.load.base_rps, action="halt", source=source)
 
@@ -468,6 +470,13 @@ class ControlApi:
             self._allow(req, "GET", "POST")
             if req.method == "GET":
                 return Response.json(200, load.show())
+        if load.load.mode == "closed" and req.method == "POST":
+            raise _Invalid(
+                409,
+                "this run's load is closed-model (load.mode = closed: users back to back): "
+                "it has no arrival rate to change; use load.mode = open",
+            )
+        if path == "/load":
             data = self._load_body(req.body, ("rate", "factor", "source"))
             rate = self._rate_of(data, "rate", "factor", load)
             if rate is None:

@@ -320,3 +320,14 @@ def test_the_page_has_the_load_form_on_the_load_endpoints(env: Env) -> None:
     for path in ('"/load"', '"/load/stop"', '"/load/start"', '"/load/spike"', '"/halt"'):
         assert path in page
     assert 'source: "page"' in page and "http://" not in page
+
+
+def test_a_closed_model_has_no_rate_to_change(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    (tmp_path / "scenario.toml").write_text(SCENARIO_TOML + 'mode = "closed"\n')
+    env.api = ControlApi(env.schedule, lambda: (), info={"run_dir": str(tmp_path)})
+    assert env.call("GET", "/load").status == 200
+    resp = env.call("POST", "/load/spike", {"peak": 5, "for_s": 5})
+    assert resp.status == 409 and "load.mode = closed" in resp.data()["error"]
+    assert env.call("POST", "/halt").status == 200  # the faults still go off
+    assert env.doc() is None and env.events == []
