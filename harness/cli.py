@@ -150,6 +150,9 @@ def up_command(
         float,
         typer.Option("--max-s", metavar="SECONDS", help="the session ends itself after this"),
     ] = 3600.0,
+    idle: Annotated[
+        bool, typer.Option("--idle", help="start with no load (then: spikegate load set)")
+    ] = False,
     no_live: Annotated[
         bool, typer.Option("--no-live", help="plain progress lines instead of the live view")
     ] = False,
@@ -181,6 +184,7 @@ def up_command(
         live=not no_live,
         argv=["spikegate", *sys.argv[1:]],
         session=True,
+        idle=idle,
     )
     _print_summary(result, console)
     code = check_run(result, console)

@@ -294,11 +294,13 @@ class _Run:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         session: bool = False,
+        idle: bool = False,
     ) -> None:
         self.scenario = scenario
         # a session (`spikegate up`) is ended by its first Ctrl-C / SIGTERM like a run that
         # completed: drained, accounted and judged; a second signal still means hurry
         self.session = session
+        self.idle = idle  # the load starts at rate 0 (`spikegate up --idle`)
         self.clock = clock  # monotonic seconds: t0, phases, the watch loop's bounds
         self.sleep = sleep
         self._resources = contextlib.ExitStack()  # what was started, closed newest first
@@ -502,6 +504,8 @@ class _Run:
             self.schedule.begin(self.t0_mono)
             self._closing("faults", self._stop_faults)
             self.schedule.__enter__()
+        if self.idle:
+            self._set_rate(0.0, source="idle")
         self.locust = LocustProcess(
             self.run_dir / LOGS_DIR,
             host=self.target_url,
@@ -640,11 +644,9 @@ class _Run:
                 )
                 self.sleep(TICK_S)
 
-    def _quiesce(self) -> None:
-        """A session ends like a run whose schedule ended: the rate drops to 0 and the
-        generator gets the time its last requests may take (lateness cap, client timeout,
-        a flush) to record every second before it is stopped. A second signal, or Locust
-        ending, cuts the wait short."""
+    def _set_rate(self, rate: float, *, source: str) -> None:
+        """Hold `rate` arrivals/s from now (the live-rate document every generating process
+        reads), recorded as a load_set event."""
         from spikegate.locustfiles.live_rate import LoadDoc, read_doc, write_doc
 
         path = self.run_dir / LOAD_CONTROL_FILE
@@ -652,12 +654,18 @@ class _Run:
             doc = read_doc(path) or LoadDoc()
         except ValueError:
             doc = LoadDoc()
-        write_doc(path, LoadDoc(version=doc.version + 1, rate=0.0, spike=None))
-        previous = doc.rate
+        write_doc(path, LoadDoc(version=doc.version + 1, rate=rate, spike=None))
         self.events.emit(
-            "load_set", action="stop", rate=0.0, previous=previous, rps_after=0.0,
-            source="session_end",
+            "load_set", action="stop" if rate == 0 else "set", rate=rate, previous=doc.rate,
+            rps_after=rate, source=source,
         )  # fmt: skip
+
+    def _quiesce(self) -> None:
+        """A session ends like a run whose schedule ended: the rate drops to 0 and the
+        generator gets the time its last requests may take (lateness cap, client timeout,
+        a flush) to record every second before it is stopped. A second signal, or Locust
+        ending, cuts the wait short."""
+        self._set_rate(0.0, source="session_end")
         bound = self.clock() + QUIESCE_S + self.scenario.load.client_timeout_s
         while self.clock() < bound and self.signals.count < 2:
             if self.locust is None or not self.locust.alive:
@@ -947,6 +955,7 @@ def run_scenario(
     live: bool = False,
     argv: Sequence[str] | None = None,
     session: bool = False,
+    idle: bool = False,
 ) -> RunResult:
     """Run `scenario` end to end into a new run directory and return what happened.
 
@@ -971,5 +980,6 @@ def run_scenario(
         list(sys.argv if argv is None else argv),
         reaped,
         session=session,
+        idle=idle,
     )
     return run.execute()
