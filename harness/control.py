@@ -220,6 +220,7 @@ class LoadControl:
 
     def show(self) -> dict[str, Any]:
         with self._lock:
+            self._sync()
             t = self.clock()
             doc = self.doc
             spike = None
@@ -249,6 +250,7 @@ class LoadControl:
         """Hold `rate` arrivals/s from now (None: the scenario's shape again)."""
         with self._lock:
             self._check_open()
+            self._sync()
             t = self.clock()
             old = self.doc
             doc = LoadDoc(version=old.version + 1, rate=rate, spike=old.spike)
@@ -268,6 +270,7 @@ class LoadControl:
         """`peak` arrivals/s from now for `for_s` seconds, then back (a running spike ends)."""
         with self._lock:
             self._check_open()
+            self._sync()
             t = self.clock()
             self._end_spike(t, "replaced")
             old = self.doc
@@ -296,6 +299,7 @@ class LoadControl:
         and the rate is held at base_rps (action "halt"). Nothing for a closed model."""
         with self._lock:
             self._check_open()
+            self._sync()
             if self.load.mode == "closed":
                 return
             self._end_spike(self.clock(), "cleared")
@@ -303,10 +307,34 @@ class LoadControl:
 
     def _expire(self, version: int) -> None:
         with self._lock:
+            self._sync()
             spike = self.doc.spike
             if self._closed or spike is None or self.doc.version != version:
                 return
             self._end_spike(spike.until_s, "expired")
+
+    def _sync(self) -> None:
+        """Another writer (the orchestrator: `up --idle`, a session's end) may have written a
+        newer document: it is the state from now on; a running spike it dropped ends now."""
+        try:
+            disk = read_doc(self.path)
+        except (OSError, ValueError):
+            return
+        if self._closed or disk is None or disk.version <= self.doc.version:
+            return
+        old, self.doc = self.doc, disk
+        spike = old.spike
+        if spike is None or disk.spike == spike:
+            return
+        timer, self._timer = self._timer, None
+        if timer is not None and timer is not threading.current_thread():
+            timer.cancel()
+        t = self.clock()
+        end = min(t, spike.until_s)
+        reason = "expired" if t >= spike.until_s else "replaced"
+        self._emit(
+            "load_spike_end", end, peak=spike.peak, rps_after=self.rps_at(end, disk), reason=reason
+        )
 
     def _end_spike(self, t: float, reason: str) -> None:
         """Record the end of a running spike at t and drop it from the document."""

@@ -331,3 +331,23 @@ def test_a_closed_model_has_no_rate_to_change(tmp_path: Path) -> None:
     assert resp.status == 409 and "load.mode = closed" in resp.data()["error"]
     assert env.call("POST", "/halt").status == 200  # the faults still go off
     assert env.doc() is None and env.events == []
+
+
+def test_a_document_written_by_the_orchestrator_meanwhile_is_the_state_from_then_on(
+    env: Env,
+) -> None:
+    from spikegate.locustfiles.live_rate import write_doc
+
+    env.call("POST", "/load/spike", {"peak": 500, "for_s": 60})
+    env.clock.now += 2.0
+    # a session's end: the orchestrator holds rate 0 on its own (a newer version)
+    write_doc(env.run_dir / LOAD_CONTROL_FILE, LoadDoc(version=2, rate=0.0))
+    data = env.call("GET", "/load").data()
+    assert (data["rps_now"], data["rate"], data["spike"], data["version"]) == (0.0, 0.0, None, 2)
+    end = env.events[-1]
+    assert (end["kind"], end["reason"], end["t"], end["rps_after"]) == (
+        "load_spike_end", "replaced", 12.0, 0.0,
+    )  # fmt: skip
+    env.call("POST", "/load", {"rate": 10})
+    assert env.doc() == LoadDoc(version=3, rate=10.0)  # newer than both writers' last
+    assert env.events[-1]["previous"] == 0.0
