@@ -546,7 +546,7 @@ class _Run:
     def _start_control(self, schedule: FaultSchedule) -> None:
         """Serve the control API and publish where it is; a failure costs only the control."""
         info = {"scenario": self.scenario.name, "run_dir": str(self.run_dir.resolve())}
-        api = ControlApi(schedule, self._proxy_names, info=info)
+        api = ControlApi(schedule, self._proxy_names, info=info, on_event=self.events.write)
         try:
             self.control = ControlServer(api).start()
         except OSError as exc:
@@ -647,6 +647,13 @@ class _Run:
     def _set_rate(self, rate: float, *, source: str) -> None:
         """Hold `rate` arrivals/s from now (the live-rate document every generating process
         reads), recorded as a load_set event."""
+        load = self.control.api.load if self.control is not None else None
+        if load is not None:  # one writer of the document while the control server serves
+            try:
+                load.set_rate(rate, action="stop" if rate == 0 else "set", source=source)
+                return
+            except Exception as exc:  # closed model, a closed control: write it here
+                self.events.emit("warning", message=f"load control: {exc}")
         from spikegate.locustfiles.live_rate import LoadDoc, read_doc, write_doc
 
         path = self.run_dir / LOAD_CONTROL_FILE
