@@ -533,6 +533,14 @@ def load_spike_command(
     spike_load(run_dir, Console(), peak, for_s)
 
 
+@load_app.command("halt", cls=_Command)
+def load_halt_command(run_dir: _RunOption = None) -> None:
+    """Halt: every active fault off and the load back at base_rps, at once."""
+    from spikegate.harness.loadcmd import halt_run
+
+    halt_run(run_dir, Console())
+
+
 @load_app.command("show", cls=_Command)
 def load_show_command(
     run_dir: _RunOption = None,

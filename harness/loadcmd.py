@@ -105,6 +105,18 @@ def spike_load(run_dir: Path | None, console: Console, peak: str, for_s: float) 
     console.print(escape(f"spike: {_state_text(data)}"), highlight=False, soft_wrap=True)
 
 
+def halt_run(run_dir: Path | None, console: Console) -> None:
+    """The halt button from a terminal: every fault off, the load at base_rps, at once."""
+    run = find_run(run_dir)
+    data = _call(run, "POST", "/halt", {"source": SOURCE})
+    removed = ", ".join(data.get("removed") or []) or "none active"
+    load = data.get("load")
+    after = _state_text(load) if isinstance(load, dict) else "load unchanged (no load control)"
+    console.print(
+        escape(f"halted: faults taken off: {removed}; {after}"), highlight=False, soft_wrap=True
+    )
+
+
 def show_load(run_dir: Path | None, console: Console, *, as_json: bool = False) -> None:
     run = find_run(run_dir)
     data = _call(run, "GET", "/load")

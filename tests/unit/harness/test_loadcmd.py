@@ -42,7 +42,18 @@ class Clock:
 
 
 class NoChaos:
+    """A chaos server that accepts every change and does nothing."""
+
     def reset(self) -> None:
+        pass
+
+    def set_enabled(self, proxy: str, enabled: bool) -> None:
+        pass
+
+    def add_toxic(self, proxy: str, type: str, **kwargs: Any) -> None:
+        pass
+
+    def remove_toxic(self, proxy: str, name: str) -> None:
         pass
 
 
@@ -351,3 +362,30 @@ def test_a_document_written_by_the_orchestrator_meanwhile_is_the_state_from_then
     env.call("POST", "/load", {"rate": 10})
     assert env.doc() == LoadDoc(version=3, rate=10.0)  # newer than both writers' last
     assert env.events[-1]["previous"] == 0.0
+
+
+def test_load_halt_from_the_cli_clears_faults_and_holds_the_base_rate(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`spikegate load halt --run RUN_DIR` against a real control server of the run."""
+    from spikegate.harness.liverun import LiveRun, unpublish
+
+    monkeypatch.setenv("SPIKEGATE_RUNTIME_DIR", str(tmp_path / "runtime"))
+    env.call("POST", "/load/spike", {"peak": 900, "for_s": 60})
+    added = env.call("POST", "/faults", {"fault": "redis_down", "for_s": 30})
+    assert added.status in (200, 201), added.data()
+    with ControlServer(env.api) as server:
+        live = LiveRun.here(server.url, env.run_dir, "s", "2026-12-07T00:00:00Z")
+        live.publish()
+        try:
+            code, out = run_cli("load", "halt", "--run", str(env.run_dir))
+        finally:
+            unpublish(live.paths())
+    out += capsys.readouterr().out
+    assert code == 0, out
+    assert "halted: faults taken off: m1" in out and "40" in out
+    assert env.schedule.active() == []
+    doc = env.doc()
+    assert doc is not None and doc.rate == 40.0 and doc.spike is None
+    halt = [e for e in env.events if e["kind"] == "load_set"][-1]
+    assert (halt["action"], halt["source"]) == ("halt", "cli")
