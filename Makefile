@@ -35,6 +35,18 @@ sysdeps:
 	    exit 1; \
 	  fi; \
 	fi
+	@# Chromium for the live page's browser tests (they skip with a message without it)
+	@if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium with apt-get (the live page's browser tests)"; \
+	    (apt-get install -y -q chromium >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) || \
+	     echo "apt-get could not install chromium: the browser tests will be skipped"; \
+	  else \
+	    echo "chromium is missing: the browser tests will be skipped. To run them:"; \
+	    echo "  Debian/Ubuntu: sudo apt-get install -y chromium"; \
+	  fi; \
+	fi
 
 # --- the virtual environment -------------------------------------------------------------
 $(BIN)/python:

@@ -6,7 +6,10 @@
                                            └─> events.jsonl: fault_start / fault_stop,
                                                "source": "manual"
 
-    GET  /              the control page (self-contained HTML, no external assets)
+    GET  /              the live page (charts, load and fault forms, halt; no external assets)
+    GET  /static/NAME   the page's vendored chart library (uPlot, harness/templates/VENDORED.md)
+    GET  /stream        server-sent events: hello, then every per-second row, sample and event
+                        of the run (harness/livefeed.py), `end` when the run ends
     GET  /load          the load under your hand: {"t", "rps_now", "rate", "spike", ...}
     POST /load          {"rate": arrivals/s} or {"factor": N} (N x base_rps) -> 200
     POST /load/stop     rate 0 -> 200;  POST /load/start: back to the scenario's shape -> 200
@@ -35,7 +38,7 @@ import math
 import threading
 import tomllib
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -47,6 +50,7 @@ from spikegate.chaos.faults import FAULTS, SHORTHANDS, build_fault, fault_params
 from spikegate.chaos.schedule import ActiveFault, FaultSchedule
 from spikegate.contract.load import MAX_RPS, LoadSection
 from spikegate.contract.rundir import LOAD_CONTROL_FILE, SCENARIO_FILE
+from spikegate.harness.livefeed import LiveFeed, sse
 from spikegate.locustfiles.live_rate import LoadDoc, Spike, read_doc, write_doc
 from spikegate.locustfiles.shapes import Shape, make_shape
 
@@ -70,7 +74,10 @@ DEFAULT_FOR_S = 30.0
 MAX_FOR_S = 600.0
 MAX_BODY_BYTES = 16_384
 MAX_CONNECTIONS = 16
+MAX_STREAMS = 4  # open live pages at once; each holds a connection while the run lasts
+KEEPALIVE_S = 10.0
 REQUEST_TIMEOUT_S = 5.0
+STATIC_FILES = {"uplot.min.js": "text/javascript", "uplot.min.css": "text/css"}
 _BODY_FIELDS = ("fault", "proxy", "params", "for_s")
 _SOURCES = ("cli", "page", "api")
 EventSink = Callable[[dict[str, Any]], object]
@@ -401,6 +408,7 @@ class ControlApi:
         max_for_s: float = MAX_FOR_S,
         load: LoadControl | None = None,
         on_event: EventSink | None = None,
+        feed: LiveFeed | None = None,
     ) -> None:
         if not 0 < default_for_s <= max_for_s:
             raise ValueError(f"default_for_s must be in (0, max_for_s] (got {default_for_s!r})")
@@ -412,6 +420,8 @@ class ControlApi:
         self.hosts: frozenset[str] = frozenset()
         self.load = load
         self.load_error: str | None = None
+        self.feed = feed
+        self._streams = threading.BoundedSemaphore(MAX_STREAMS)
         if load is None:
             self._wire_load(on_event)
 
@@ -432,9 +442,12 @@ class ControlApi:
             self.load_error = str(exc)
 
     def close(self) -> None:
-        """The run ends: the load control records a running spike's end."""
+        """The run ends: the load control records a running spike's end; open live pages
+        get `end` (the orchestrator closes the feed first, with the run's status)."""
         if self.load is not None:
             self.load.close()
+        if self.feed is not None:
+            self.feed.close("ended", round(self._now_t(), 3))
 
     def handle(self, req: Request) -> Response:
         try:
@@ -456,6 +469,11 @@ class ControlApi:
         if path == "/":
             self._allow(req, "GET")
             return Response(200, control_page(), "text/html; charset=utf-8")
+        if path.startswith("/static/"):
+            self._allow(req, "GET")
+            return self._static(path.removeprefix("/static/"))
+        if path == "/stream":
+            raise _Invalid(405, "GET /stream is a server-sent event stream; open it with GET")
         if path == "/faults":
             self._allow(req, "GET", "POST")
             return self._list() if req.method == "GET" else self._add(req.body)
@@ -471,6 +489,59 @@ class ControlApi:
             self._allow(req, "DELETE")
             return self._remove(urllib.parse.unquote(path.rsplit("/", 1)[1]))
         raise _Invalid(404, f"no such path {path!r}: try GET /, GET /faults or GET /load")
+
+    @staticmethod
+    def _static(name: str) -> Response:
+        kind = STATIC_FILES.get(name)
+        if kind is None:
+            raise _Invalid(404, f"no static file {name!r} (there are: {', '.join(STATIC_FILES)})")
+        body = resources.files("spikegate.harness.templates").joinpath(name).read_bytes()
+        return Response(200, body, f"{kind}; charset=utf-8")
+
+    # -- the live stream ---------------------------------------------------------------------
+    def stream(
+        self, req: Request, stopping: Callable[[], bool] = lambda: False
+    ) -> Response | Iterator[bytes]:
+        """GET /stream: an error Response, or the event stream's chunks: hello, the feed's
+        backlog (after Last-Event-ID when a page reconnects), then each new message as it
+        lands, a keepalive comment in silences, until `end` (the run ended) or `stopping()`."""
+        try:
+            self._check_origin(req)
+        except _Invalid as exc:
+            return Response.error(exc.status, exc.message)
+        feed = self.feed
+        if feed is None:
+            return Response.error(503, "this control server has no live feed")
+        headers = {k.lower(): v for k, v in req.headers.items()}
+        try:
+            after = max(0, int(headers.get("last-event-id", "0") or 0))
+        except ValueError:
+            after = 0
+        if not self._streams.acquire(blocking=False):
+            return Response.error(
+                429, f"{MAX_STREAMS} live pages are open on this run already; close one"
+            )
+        return self._chunks(feed, after, stopping)
+
+    def _chunks(self, feed: LiveFeed, after: int, stopping: Callable[[], bool]) -> Iterator[bytes]:
+        try:
+            yield b"retry: 2000\n\n" + sse(feed.hello(round(self._now_t(), 3)), with_id=False)
+            seq, quiet = after, 0.0
+            while not stopping():
+                msgs = feed.wait(seq, timeout=1.0)
+                if not msgs:
+                    quiet += 1.0
+                    if quiet >= KEEPALIVE_S:
+                        quiet = 0.0
+                        yield b": keepalive\n\n"
+                    continue
+                quiet = 0.0
+                yield b"".join(sse(m) for m in msgs)
+                seq = msgs[-1].seq
+                if msgs[-1].kind == "end":
+                    return
+        finally:
+            self._streams.release()
 
     @staticmethod
     def _allow(req: Request, *methods: str) -> None:
@@ -697,6 +768,7 @@ class _HttpServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], api: ControlApi) -> None:
         self.api = api
+        self.stopping = False
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, _Handler)
 
@@ -743,7 +815,30 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(length) if length else b""
         headers = {k: v for k, v in self.headers.items()}
-        self._send(api.handle(Request(self.command, self.path, body, headers)))
+        req = Request(self.command, self.path, body, headers)
+        if self.command == "GET" and self.path.split("?", 1)[0].rstrip("/") == "/stream":
+            self._stream(api, req)
+            return
+        self._send(api.handle(req))
+
+    def _stream(self, api: ControlApi, req: Request) -> None:
+        server = cast(_HttpServer, self.server)
+        out = api.stream(req, stopping=lambda: server.stopping)
+        if isinstance(out, Response):
+            self._send(out)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        try:
+            for chunk in out:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except OSError:  # the page went away (or stalled past the timeout): end its stream
+            pass
+        finally:
+            cast(Any, out).close()  # release the stream's slot now, not at garbage collection
 
     do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
 
@@ -807,6 +902,7 @@ class ControlServer:
         if http is None:
             return
         self.api.close()
+        http.stopping = True  # open streams end within a second
         http.shutdown()
         http.server_close()
         if self._thread is not None:

@@ -73,6 +73,7 @@ from spikegate.harness.live import (
     RequestsTail,
     target_rate,
 )
+from spikegate.harness.livefeed import LiveFeed
 from spikegate.harness.liverun import LiveRun, unpublish
 from spikegate.harness.loadgen import LocustProcess, probe_locustfile
 from spikegate.harness.proxy_evidence import ProxyCounters
@@ -187,12 +188,20 @@ class _EventLog:
         self._lock = threading.Lock()
         self._t0: float | None = None
         self._early: list[tuple[float, dict[str, Any]]] = []
+        # each row once written (the live page's feed); a failing listener costs only itself
+        self.listener: Callable[[dict[str, Any]], None] | None = None
+
+    def _put(self, row: dict[str, Any]) -> None:
+        self._writer.write(row)
+        if self.listener is not None:
+            with contextlib.suppress(Exception):  # the feed never raises on a row
+                self.listener(row)
 
     def set_t0(self, t0_mono: float) -> None:
         with self._lock:
             self._t0 = t0_mono
             for mono, row in self._early:
-                self._writer.write({"t": round(mono - t0_mono, 6), **row})
+                self._put({"t": round(mono - t0_mono, 6), **row})
             self._early.clear()
 
     @property
@@ -208,12 +217,12 @@ class _EventLog:
                 self._early.append((self._clock(), {"kind": kind, **details}))
                 return
             when = self._clock() - self._t0 if t is None else t
-            self._writer.write({"t": round(when, 6), "kind": kind, **details})
+            self._put({"t": round(when, 6), "kind": kind, **details})
 
     def write(self, row: dict[str, Any]) -> None:
         """A row that carries its own `t` (the fault schedule's)."""
         with self._lock:
-            self._writer.write(row)
+            self._put(row)
 
     def close(self) -> None:
         with self._lock:
@@ -309,6 +318,8 @@ class _Run:
         self.live = live
         self.signals = _Signals()
         self.events = _EventLog(run_dir / EVENTS_FILE, clock)
+        self.feed = LiveFeed()  # the live page's stream: the rows, samples and events below
+        self.events.listener = self.feed.publish_event
         self.samples = JsonlWriter(run_dir / SAMPLES_FILE)
         self.stack: Stack | None = None
         self.chaos: ChaosClient | None = None
@@ -546,7 +557,17 @@ class _Run:
     def _start_control(self, schedule: FaultSchedule) -> None:
         """Serve the control API and publish where it is; a failure costs only the control."""
         info = {"scenario": self.scenario.name, "run_dir": str(self.run_dir.resolve())}
-        api = ControlApi(schedule, self._proxy_names, info=info, on_event=self.events.write)
+        sc = self.scenario
+        self.feed.set_hello(
+            run=info,
+            base_rps=sc.load.base_rps,
+            duration_s=None if self.session else sc.load.duration_s,
+            session=self.session,
+            limits={"inflight": sc.checks.inflight_max, "queue": sc.checks.queue_max},
+        )
+        api = ControlApi(
+            schedule, self._proxy_names, info=info, on_event=self.events.write, feed=self.feed
+        )
         try:
             self.control = ControlServer(api).start()
         except OSError as exc:
@@ -626,9 +647,12 @@ class _Run:
                     self.status = "complete"
                     self._load_stop("timeout")
                     return
-                tail.poll()
+                for row in tail.poll():
+                    self.feed.publish_row(row)
                 if self.sampler.latest is not last_sample:
                     prev_sample, last_sample = last_sample, self.sampler.latest
+                    if last_sample is not None:
+                        self.feed.publish_sample(last_sample, prev_sample)
                 active = self.schedule.active() if self.schedule is not None else []
                 faults = [f"{a.id} {a.fault}@{a.proxy}" for a in active]
                 view.update(
@@ -761,6 +785,8 @@ class _Run:
         """Unpublish first, so no client finds a run that is stopping; then close."""
         paths, self.published = self.published, []
         unpublish(paths)
+        # open pages learn the run ended (and how) before the server goes
+        self.feed.close(self.status, round(self.events.now_t(), 3))
         if self.control is not None:
             self.control.close()
 

@@ -202,3 +202,32 @@ def test_closing_runs_every_step_newest_first_even_when_one_fails(tmp_path: Path
     assert done == ["locust", "drain", "sampler", "stack"]
     warnings = [e["message"] for e in events(run) if e["kind"] == "warning"]
     assert warnings == ["teardown step drain failed: RuntimeError('drain broke')"]
+
+
+def test_the_live_feed_gets_each_row_sample_and_event_the_run_writes_then_its_end(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    run, _ = make_run(tmp_path, clock, locust_ends=6.0)
+    rows = run.run_dir / "requests.jsonl"
+
+    def second(t: float) -> None:  # the recorder appends a row; the sampler takes a sample
+        with rows.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"t": t, "intended": 10, "sent": 10, "outcomes": {"ok": 10}}))
+            fh.write("\n")
+        run.sampler.latest = {"t": t, "auction_inflight": 2.0, "auction_limit": 16.0}  # type: ignore[union-attr]
+
+    for tick, t in ((3, 0.0), (5, 1.0), (7, 2.0)):
+        clock.at[tick] = lambda t=t: second(t)
+    run._watch()
+    run._stop_control()
+    msgs = run.feed.after(0)
+    got = [(m.kind, json.loads(m.data)) for m in msgs]
+    assert [d["t"] for k, d in got if k == "row"] == [0.0, 1.0, 2.0]
+    assert all(d["admitted"] == 10 for k, d in got if k == "row")
+    assert [(d["t"], d["inflight"], d["limit"]) for k, d in got if k == "sample"] == [
+        (0.0, 2.0, 16.0), (1.0, 2.0, 16.0), (2.0, 2.0, 16.0),
+    ]  # fmt: skip
+    written = [e["kind"] for e in events(run)]
+    assert [d["kind"] for k, d in got if k == "event"] == written  # the same rows, in order
+    assert got[-1] == ("end", {"status": "complete", "t": got[-1][1]["t"]})
