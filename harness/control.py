@@ -469,6 +469,8 @@ class ControlApi:
         if path == "/":
             self._allow(req, "GET")
             return Response(200, control_page(), "text/html; charset=utf-8")
+        if path == "/favicon.ico":  # a browser asks; nothing to show, no error in its console
+            return Response(204, b"", "image/x-icon")
         if path.startswith("/static/"):
             self._allow(req, "GET")
             return self._static(path.removeprefix("/static/"))

@@ -67,6 +67,8 @@ def test_the_wheel_ships_what_runs_from_it(wheel: zipfile.ZipFile) -> None:
         "spikegate/locustfiles/shape_steady.py",
         "spikegate/harness/templates/control.html",
         "spikegate/harness/templates/report.html.j2",
+        "spikegate/harness/templates/uplot.min.js",
+        "spikegate/harness/templates/uplot.min.css",
         "spikegate/contract/outcomes.py",
         "spikegate/chaos/server/__main__.py",
         "spikegate/target/dsp.py",

@@ -264,5 +264,6 @@ def test_the_vendored_chart_library_is_served_and_nothing_else_is(
     assert js.body.startswith(b"/*! https://github.com/leeoniya/uPlot")
     css = server.api.handle(Request("GET", "/static/uplot.min.css", headers=host))
     assert css.status == 200 and css.content_type.startswith("text/css")
+    assert server.api.handle(Request("GET", "/favicon.ico", headers=host)).status == 204
     for path in ("/static/../control.py", "/static/VENDORED.md", "/static/control.html"):
         assert server.api.handle(Request("GET", path, headers=host)).status == 404
