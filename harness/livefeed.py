@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from spikegate.contract.outcomes import ADMITTED, ADMITTED_OUTCOMES
+
 __all__ = [
     "MAX_MESSAGES",
     "LiveFeed",
@@ -34,7 +36,6 @@ __all__ = [
 ]
 
 MAX_MESSAGES = 4000  # about half an hour of rows and samples, with the events beside them
-_ADMITTED = ("ok", "accepted", "no_bid")  # the reference target's admitted outcomes
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,9 @@ def compact_row(row: Mapping[str, Any]) -> dict[str, Any]:
     has one, else the reference target's admitted outcomes."""
     outcomes = {str(k): int(v) for k, v in (row.get("outcomes") or {}).items() if _num(v)}
     decisions = row.get("decisions") or {}
-    admitted = _num(decisions.get("admitted")) if isinstance(decisions, Mapping) else None
+    admitted = _num(decisions.get(ADMITTED)) if isinstance(decisions, Mapping) else None
     if admitted is None:
-        admitted = sum(outcomes.get(k, 0) for k in _ADMITTED)
+        admitted = sum(outcomes.get(k, 0) for k in ADMITTED_OUTCOMES)
     return {
         "t": row.get("t"),
         "intended": row.get("intended"),
