@@ -388,13 +388,52 @@ def layer_bulkhead(c: _Ctx) -> list[Verdict]:
     return [_v("layer.bulkhead", "stress", st, msg, **ev)]
 
 
+def _abandoning(c: _Ctx) -> list[tuple[float, float]]:
+    """Spans where a Redis latency fault delays answers (latency + jitter) by at least the
+    target's Redis timeout. The auction then abandons its Redis call at the timeout and
+    frees its permit (503 redis_unavailable), while the call stays outstanding at the proxy
+    until its late answer arrives: by design the proxy counts more than the auctions in
+    flight. Each span runs to the fault's end plus one delay and one sampling interval."""
+    if c.target is None:
+        return []
+    timeout_ms = c.target.redis_timeout_ms
+    out: list[tuple[float, float]] = []
+    for w in c.h.faults:
+        if w.proxy != REDIS_PROXY or w.fault.rsplit("_", 1)[-1] != "latency":
+            continue
+        delay_ms = sum(
+            float(v)
+            for k in ("latency_ms", "jitter_ms")
+            if isinstance(v := w.params.get(k, 0), int | float)
+        )
+        if delay_ms >= timeout_ms:
+            out.append((w.start_s, w.end_s + delay_ms / 1000.0 + 1.0))
+    return out
+
+
+def _judged_samples(c: _Ctx, spans: Sequence[tuple[float, float]]) -> list[Sample | None]:
+    """The samples, None where a sample's interval (t - 1, t] touches an abandoning span,
+    with a second of slack for a scrape that lands after its tick (the seconds beside)."""
+    return [
+        None if any(a < s.t + 1.0 and s.t - 1.0 < b for a, b in spans) else s for s in c.h.samples
+    ]
+
+
 def _redis_agrees(
     c: _Ctx, inflight: float, ceiling: float, ev: dict[str, Any]
 ) -> list[tuple[Status, str]]:
     """The bulkhead against the chaos proxy's count of Redis requests outstanding: the
     auction sends one Redis request at a time, so Redis never has more outstanding than
-    the target has auctions in flight (second by second), nor more than the ceiling."""
-    peak = proxy_peak(c.h.samples, REDIS_PROXY)
+    the target has auctions in flight (second by second), nor more than the ceiling. The
+    seconds where the auction abandons Redis calls by design (`_abandoning`) are left out."""
+    spans = _abandoning(c)
+    judged = _judged_samples(c, spans)
+    kept = [s for s in judged if s is not None]
+    left_out = len(judged) - len(kept)
+    if spans:
+        ev["redis_abandoning_spans"] = [[round(a, 3), round(b, 3)] for a, b in spans]
+        ev["redis_samples_left_out"] = left_out
+    peak = proxy_peak(kept, REDIS_PROXY)
     if peak is None:
         ev["redis_outstanding_max"] = None
         return []  # a real toxiproxy-server (or an older run) counts nothing
@@ -409,7 +448,7 @@ def _redis_agrees(
             f"proxy) > ceiling {ceiling:g} + {tol:g}, while the target reported in-flight "
             f"at most {inflight:g}"
         )))  # fmt: skip
-    elif (gap := _inflight_gap(c)) is not None:
+    elif (gap := _inflight_gap(c, judged)) is not None:
         t, outstanding, reported = gap
         ev.update(inflight_disagrees_t=t, inflight_disagrees=[outstanding, reported])
         parts.append((FAIL, (
@@ -418,7 +457,14 @@ def _redis_agrees(
             f"most {reported:g} auctions in flight in that second and the ones beside it"
         )))  # fmt: skip
     else:
-        parts.append((PASS, f"Redis outstanding peak {peak.value:g} agrees (proxy)"))
+        why = ""
+        if left_out:
+            why = (
+                f"; {left_out} samples under a Redis delay >= its timeout "
+                f"({c.target.redis_timeout_ms if c.target else 0:g} ms) not compared: the "
+                "auction abandons those calls by design, the proxy still counts them"
+            )
+        parts.append((PASS, f"Redis outstanding peak {peak.value:g} agrees (proxy){why}"))
     return parts
 
 
@@ -488,13 +534,16 @@ def _fails_closed(c: _Ctx, ev: dict[str, Any]) -> list[tuple[Status, str]]:
     return parts
 
 
-def _inflight_gap(c: _Ctx) -> tuple[float, float, float] | None:
-    """The first second whose Redis requests outstanding (chaos proxy) exceed every in-flight
-    peak the target reported for it and the seconds beside it (a scrape apart, the two
-    may fall on either side of a tick). An auction holds its permit across its one Redis
-    request, so no tolerance is needed: healthy runs never exceed it."""
+def _inflight_gap(c: _Ctx, judged: Sequence[Sample | None]) -> tuple[float, float, float] | None:
+    """The first judged second whose Redis requests outstanding (chaos proxy) exceed every
+    in-flight peak the target reported for it and the seconds beside it (a scrape apart,
+    the two may fall on either side of a tick). An auction holds its permit across its one
+    Redis request, so no tolerance is needed: healthy runs never exceed it (`judged` leaves
+    out, as None, the seconds where the auction abandons calls at its Redis timeout)."""
     samples = c.h.samples
     for i, s in enumerate(samples):
+        if judged[i] is None:
+            continue
         outstanding = s.proxy_outstanding_max.get(REDIS_PROXY)
         if outstanding is None:
             continue

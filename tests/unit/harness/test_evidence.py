@@ -104,6 +104,24 @@ def _imp_history(
     return history(sc, rows=rows, samples=samples, impressions=imp)
 
 
+# STORM with its Redis latency raised past the target's Redis timeout (50 ms by default):
+# the auction abandons each Redis call at 50 ms and frees its permit, the call stays
+# outstanding at the proxy until its answer comes 80 ms after it was sent.
+SLOW_REDIS = scenario(
+    faults=[
+        {"at_s": 20, "for_s": 15, "fault": "dsp_latency", "proxy": "dsp-1",
+         "params": {"latency_ms": 250}},
+        {"at_s": 22, "for_s": 10, "fault": "redis_latency", "params": {"latency_ms": 80}},
+        {"at_s": 24, "for_s": 8, "fault": "kafka_stall"},
+    ]
+)  # fmt: skip
+
+
+def _abandoned(sc: Any, *, at: tuple[float, float]) -> History:
+    """Redis saw 12 at once (8 auctions in flight + 4 abandoned calls) in [at)."""
+    return history(sc, samples=_redis(lambda t: 12.0 if at[0] <= t < at[1] else 8.0))
+
+
 CASES: list[tuple[str, Callable[[], History], str, str, str]] = [
     # layer.bulkhead against the chaos proxy
     ("Redis outstanding agrees with in-flight", lambda: history(samples=_redis(lambda t: 8.0)),
@@ -118,6 +136,15 @@ CASES: list[tuple[str, Callable[[], History], str, str, str]] = [
      "fail", "at t=30s Redis had 9 requests outstanding"),
     ("a scrape apart: Redis saw 9 at 30 s, the target 9 in the next second",
      _shifted_peak, "layer.bulkhead", "pass", "agrees"),
+    ("Redis slower than the auction's Redis timeout: abandoned calls are not in-flight",
+     lambda: _abandoned(SLOW_REDIS, at=(22, 34)), "layer.bulkhead", "pass",
+     "abandons those calls by design"),
+    ("the same gap while Redis answers within the timeout: in-flight under-reported",
+     lambda: _abandoned(None, at=(22, 34)), "layer.bulkhead", "fail",
+     "disagrees with the chaos proxy"),
+    ("the same gap after the slow Redis ended: in-flight under-reported",
+     lambda: _abandoned(SLOW_REDIS, at=(40, 44)), "layer.bulkhead", "fail",
+     "at t=40s Redis had 12 requests outstanding"),
     # layer.shedder against the broker
     ("broker keeps up: backlog agrees", lambda: _imp_history(_broker(_delivered_by)),
      "layer.shedder", "pass", "agrees"),
