@@ -45,7 +45,7 @@ from rich.console import Console
 
 from spikegate.chaos.client import ChaosClient
 from spikegate.chaos.errors import ChaosError
-from spikegate.chaos.schedule import FaultSchedule
+from spikegate.chaos.schedule import FaultSchedule, ScheduleClient
 from spikegate.contract.rundir import (
     EVENTS_FILE,
     IMPRESSIONS_FILE,
@@ -510,11 +510,14 @@ class _Run:
         self.sampler.start(self.t0_mono)
         # closed before the sampler: the drain's seconds are still sampled
         self._closing("drain", self._drain_and_account)
-        if self.chaos is not None:
-            self.schedule = FaultSchedule(self.chaos, sc.fault_specs(), on_event=self.events.write)
-            self.schedule.begin(self.t0_mono)
-            self._closing("faults", self._stop_faults)
-            self.schedule.__enter__()
+        # a run without proxies (your service, no [[dependencies]]) still gets a schedule
+        # (over no proxy: the control API refuses every fault, naming why), so that its
+        # control server serves the live page and the load by hand like any other run's
+        client: ScheduleClient = self.chaos if self.chaos is not None else _NoProxies()
+        self.schedule = FaultSchedule(client, sc.fault_specs(), on_event=self.events.write)
+        self.schedule.begin(self.t0_mono)
+        self._closing("faults", self._stop_faults)
+        self.schedule.__enter__()
         if self.idle:
             self._set_rate(0.0, source="idle")
         self.locust = LocustProcess(
@@ -903,6 +906,23 @@ class _Run:
             impressions=self.impressions,
             cleanup=self.cleanup,
         )
+
+
+class _NoProxies:
+    """The fault client of a run without proxies: nothing to reset, and no fault can reach
+    it (the control API refuses them first: "proxies: none")."""
+
+    def add_toxic(self, proxy: str, type: str, **_: Any) -> object:
+        raise ChaosError(f"this run has no proxies: no fault can go on {proxy!r}")
+
+    def remove_toxic(self, proxy: str, name: str) -> None:
+        raise ChaosError(f"this run has no proxies (asked to remove {name!r} from {proxy!r})")
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        raise ChaosError(f"this run has no proxies (asked to switch {name!r})")
+
+    def reset(self) -> None:
+        return None
 
 
 def _taken_by_others(ports: Sequence[int]) -> dict[int, str]:

@@ -351,3 +351,21 @@ def test_a_param_given_twice_is_a_usage_error(
     args = ["fault", "add", "redis_latency", "--param", "latency_ms=5", "--param", "latency_ms=6"]
     code, err = _main(args)
     assert code == 2 and "given twice" in err
+
+
+def test_a_run_without_proxies_still_serves_the_page_and_refuses_faults_naming_why() -> None:
+    """Your service with no [[dependencies]]: no chaos server, yet the control server (the
+    live page, the load by hand, halt) runs over a schedule of no proxy."""
+    from spikegate.harness.orchestrator import _NoProxies
+
+    clock = FakeClock()
+    schedule = FaultSchedule(_NoProxies(), on_event=lambda row: None, clock=clock)
+    schedule.begin(clock.now)
+    api = ControlApi(schedule, lambda: [], info={"scenario": "own"})
+    assert api.handle(Request("GET", "/")).status == 200
+    listed = api.handle(Request("GET", "/faults")).data()
+    assert listed["proxies"] == [] and all(c["proxies"] == [] for c in listed["catalog"])
+    resp = api.handle(Request("POST", "/faults", b'{"fault": "latency", "proxy": "db"}'))
+    assert resp.status == 422 and "proxies: none" in resp.data()["error"]
+    assert api.handle(Request("POST", "/halt", b"{}")).status == 200
+    schedule.close()  # the run's end: nothing to reset, nothing raised
