@@ -357,3 +357,75 @@ def render_charts(data: RunData) -> list[Chart]:
         except Exception as exc:  # a drawing bug must cost one chart, never the whole report
             out.append(Chart(chart_id, title, "", False, note=f"chart failed: {exc!r}"))
     return out
+
+
+# --- the goodput curve (spikegate curve) -------------------------------------------------------
+CURVE_COLORS = {"on": "#2e7d32", "off": "#e53935"}
+
+
+def curve_figure(result: Mapping[str, Any]) -> Figure:
+    """Goodput and admitted latency against offered load (multiples of the measured
+    capacity), patterns on vs off, beside the ideal min(offered, capacity) and, when r/a was
+    measured, the bound (1 - k r/a) / (1 - r/a) x capacity."""
+    fig = Figure(figsize=(11.0, 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.14, top=0.88, wspace=0.25)
+    good, lat = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    cap = float(result.get("capacity", {}).get("bids_rps") or 0.0)
+    pkey = f"admitted_p{_slo_pct(result)}_ms"
+    points = list(result.get("points", []))
+    ks = sorted({float(p["multiple"]) for p in points}) or [1.0]
+    with matplotlib.rc_context(_RC):
+        for patterns in ("on", "off"):
+            mine = sorted((p for p in points if p["patterns"] == patterns), key=_k)
+            xs = [_k(p) for p in mine]
+            label = f"patterns {patterns}"
+            good.plot(xs, [p.get("goodput_bids_rps") for p in mine], marker="o", lw=1.6,
+                      color=CURVE_COLORS[patterns], label=label)  # fmt: skip
+            late = [p for p in mine if p.get("slo_met") is False]
+            if late:  # goodput whose admitted latency broke the SLO: hollow
+                good.plot([_k(p) for p in late], [p.get("goodput_bids_rps") for p in late],
+                          ls="none", marker="o", ms=7, mfc="white", mec=CURVE_COLORS[patterns],
+                          mew=1.6, label=f"{label}: admitted p99 over the SLO")  # fmt: skip
+            ys = [p.get(pkey) for p in mine]
+            lat.plot(xs, [y if y is not None else math.nan for y in ys], marker="o", lw=1.6,
+                     color=CURVE_COLORS[patterns], label=label)  # fmt: skip
+        if cap > 0:
+            grid = sorted({0.5 * ks[0], 1.0, *ks, ks[-1] * 1.05})
+            ideal = [min(k, 1.0) * cap for k in grid]
+            good.plot(grid, ideal, ls="--", color="#9e9e9e", lw=1.0, label="min(offered, capacity)")
+            ratio = result.get("cost", {}).get("ratio")
+            if isinstance(ratio, int | float):
+                from spikegate.harness.curve_cost import bound_share  # the one formula
+
+                bx = [1.0 + i * (ks[-1] * 1.05 - 1.0) / 200 for i in range(201)]
+                good.plot(bx, [bound_share(k, ratio) * cap for k in bx], ls=":", lw=1.4,
+                          color="#6a1b9a", label=f"bound at r/a = {ratio:.2f}")  # fmt: skip
+            good.axvline(1.0, color="#616161", lw=0.7, ls=":")
+            good.text(1.0, 1.01, f"capacity {cap:g}/s", transform=good.get_xaxis_transform(),
+                      ha="center", va="bottom", fontsize=7, color="#616161")  # fmt: skip
+        slo = result.get("slo_ms")
+        if isinstance(slo, int | float):
+            lat.axhline(slo, color="#e65100", ls="--", lw=1.0, label=f"SLO {result.get('slo')}")
+        for ax in (good, lat):
+            ax.set_xscale("log")
+            ax.set_xticks(ks, [f"{k:g}x" for k in ks])
+            ax.minorticks_off()
+            ax.set_xlabel("offered load (x measured capacity)")
+            ax.grid(True, lw=0.3, alpha=0.6)
+            ax.legend(fontsize=7, loc="best")
+        good.set_ylabel("goodput: admitted bids/s")
+        good.set_ylim(bottom=0.0)
+        lat.set_yscale("log")
+        lat.set_ylabel(f"admitted p{_slo_pct(result)} (ms, log)")
+        fig.suptitle(f"Goodput curve: {result.get('scenario', '')}", fontsize=10)
+    return fig
+
+
+def _k(p: Mapping[str, Any]) -> float:
+    return float(p["multiple"])
+
+
+def _slo_pct(result: Mapping[str, Any]) -> str:
+    m = re.match(r"p([\d.]+)", str(result.get("slo", "p99")))
+    return m.group(1) if m else "99"

@@ -304,6 +304,60 @@ def ablate_command(
         raise typer.Exit(code)
 
 
+@app.command("curve", cls=_Command)
+def curve_command(
+    scenario: Annotated[
+        str, typer.Argument(metavar="SCENARIO", help="a scenario file, or a shipped name")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="DIR", help="directory for the runs and the curve"),
+    ] = None,
+    set_: _SetOption = None,
+    levels: Annotated[
+        str,
+        typer.Option("--levels", metavar="K,K,...", help="offered loads, x measured capacity"),
+    ] = "0.5,1,2,3,5,10",
+    run_s: Annotated[
+        float, typer.Option("--run-s", metavar="SECONDS", help="length of each level's run")
+    ] = 20.0,
+    warmup_s: Annotated[
+        float, typer.Option("--warmup-s", metavar="SECONDS", help="not judged, in each run")
+    ] = 5.0,
+    ramp_s: Annotated[
+        float, typer.Option("--ramp-s", metavar="SECONDS", help="length of the capacity ramp")
+    ] = 40.0,
+    ramp_to: Annotated[
+        float | None,
+        typer.Option("--ramp-to", metavar="RPS", help="the ramp's top (default 3x the peak)"),
+    ] = None,
+    keep_edge: Annotated[
+        bool,
+        typer.Option("--keep-edge", help="keep the scenario's edge rate (default: the knee)"),
+    ] = False,
+) -> None:
+    """Goodput and admitted p99 from 0.5x to 10x the measured capacity, patterns on vs off."""
+    from spikegate.harness.curve import curve, parse_levels
+
+    parsed = parse_levels(levels)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out_dir = out or Path("runs") / f"{stamp}-curve-{Path(scenario).stem}"
+    code = curve(
+        scenario,
+        list(set_ or []),
+        Console(),
+        out_dir,
+        levels=parsed,
+        run_s=run_s,
+        warmup_s=warmup_s,
+        ramp_s=ramp_s,
+        ramp_to=ramp_to,
+        keep_edge=keep_edge,
+    )
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command("mutate", cls=_Command)
 def mutate_command(
     scenario: Annotated[

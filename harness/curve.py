@@ -1,0 +1,470 @@
+"""The goodput curve: goodput and admitted p99 against offered load, patterns on versus off.
+
+    scenario --capacity ramp (patterns on, edge open)--> find_knee --> capacity C
+             --for k in levels, for on/off: steady k*C for run_s--> level_figures
+             --target CPU (curve_cost.CpuTrace) + its request counters--> fit_cost (r/a)
+                                                        --> curve.json, curve.png, curve.md
+
+The capacity is found, not declared: one `ramp_to_knee` run from the scenario's base rate to
+`ramp_to`, all patterns on except the edge (a publisher's bucket is a policy, not a capacity),
+and `find_knee` takes the highest offered rate at which admitted bids keep up with the offered
+rate (>= 95%), admitted p99 meets the scenario's SLO and the generator holds its schedule.
+Each level then runs the scenario's target at k x C on a steady shape without its fault
+timeline (the curve is about load): "on" with every pattern on and each publisher's bucket
+sized to C / publishers (the edge sized to the knee; `keep_edge` keeps the scenario's), "off"
+with all four switched off (target.config.<pattern>.enabled, as `spikegate ablate` does).
+
+r/a (harness/curve_cost.py): the target's CPU per designed rejection against its CPU per
+admitted bid, fitted over every run's intervals; the chart draws the bound it puts on goodput.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from spikegate.contract.outcomes import NO_BID, OK
+from spikegate.harness.ablate import PATTERNS, Runner, _orchestrator_runner
+from spikegate.harness.curve_cost import (
+    CpuTrace,
+    Interval,
+    bound_share,
+    cost_seconds,
+    fit_cost,
+    level_cpu,
+    raw_samples,
+)
+from spikegate.harness.errors import InconclusiveRun, UsageError
+from spikegate.harness.figures import percentile_ms
+from spikegate.harness.history import RequestSecond, load_history
+from spikegate.harness.intended import recorded_bid_intended
+from spikegate.harness.scenario import Scenario, load_scenario, parse_scenario
+from spikegate.harness.thresholds import LatencyBound
+
+__all__ = [
+    "DEFAULT_LEVELS",
+    "Knee",
+    "LevelPlan",
+    "capacity_scenario",
+    "curve",
+    "find_knee",
+    "level_figures",
+    "level_scenario",
+    "parse_levels",
+    "plan_levels",
+]
+
+DEFAULT_LEVELS = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
+KEEP_UP = 0.95  # admitted bids / offered, and sent / intended, at or below the knee
+CPU_FILE = "target_cpu.json"  # beside each run directory: <label>.target_cpu.json
+
+
+# --- input -----------------------------------------------------------------------------------
+def parse_levels(text: str) -> tuple[float, ...]:
+    """`0.5,1,2` -> (0.5, 1.0, 2.0); UsageError naming --levels for anything else."""
+    out: list[float] = []
+    for item in text.split(","):
+        item = item.strip().removesuffix("x")
+        try:
+            value = float(item)
+        except ValueError:
+            raise UsageError(
+                f"--levels: {item!r} is not a number",
+                hint="multiples of the measured capacity, e.g. --levels 0.5,1,2,3,5,10",
+            ) from None
+        if not math.isfinite(value) or value <= 0:
+            raise UsageError(f"--levels: {item!r} is not positive (each level must be > 0)")
+        if value > 100:
+            raise UsageError(f"--levels: {item!r} is more than 100x the capacity")
+        out.append(value)
+    if not out:
+        raise UsageError("--levels is empty")
+    return tuple(sorted(set(out)))
+
+
+@dataclass(frozen=True, slots=True)
+class LevelPlan:
+    index: int  # 1-based, for the progress line [i/N]
+    multiple: float
+    patterns: str  # "on" | "off"
+    rate_rps: float  # the level's steady bid arrival rate (load.base_rps)
+
+    @property
+    def label(self) -> str:
+        return f"{self.multiple:g}x-{self.patterns}"
+
+
+def plan_levels(levels: Sequence[float], capacity_rps: float) -> list[LevelPlan]:
+    """Each level patterns on then off, ascending; the capacity ramp is step 1 of N."""
+    plan: list[LevelPlan] = []
+    for k in sorted(levels):
+        for patterns in ("on", "off"):
+            plan.append(LevelPlan(len(plan) + 2, k, patterns, round(k * capacity_rps, 1)))
+    return plan
+
+
+def _steady(data: dict[str, Any], rate: float, run_s: float, warmup_s: float) -> None:
+    data["load"].update(
+        shape="steady",
+        duration_s=float(run_s),
+        warmup_s=float(warmup_s),
+        base_rps=float(rate),
+        peak_rps=0.0,
+        spike_at_s=0.0,
+        spike_for_s=0.0,
+        steps=[],
+    )
+    data["faults"] = []  # the curve is about load; faults have `spikegate run`
+    data["phases"] = {"recovery_s": data["phases"]["recovery_s"]}
+
+
+def capacity_scenario(base: Scenario, ramp_to: float, ramp_s: float, warmup_s: float) -> Scenario:
+    """The capacity ramp: base_rps -> ramp_to over ramp_s, patterns on but the edge."""
+    data = base.model_dump(mode="json")
+    _steady(data, base.load.base_rps, ramp_s, warmup_s)
+    data["load"].update(shape="ramp_to_knee", peak_rps=float(ramp_to))
+    config = data["target"].setdefault("config", {})
+    config["edge"] = {**config.get("edge", {}), "enabled": False}
+    data["name"] = f"{base.name}-capacity"[:64]
+    return parse_scenario(data, source=f"{base.name} (capacity ramp)")
+
+
+def level_scenario(
+    base: Scenario,
+    level: LevelPlan,
+    capacity_rps: float,
+    run_s: float,
+    warmup_s: float,
+    *,
+    keep_edge: bool = False,
+) -> Scenario:
+    """One point of the curve: steady k x capacity, all patterns on or all off."""
+    data = base.model_dump(mode="json")
+    _steady(data, level.rate_rps, run_s, warmup_s)
+    config = data["target"].setdefault("config", {})
+    for p in PATTERNS:
+        config[p] = {**config.get(p, {}), "enabled": level.patterns == "on"}
+    if level.patterns == "on" and not keep_edge:
+        data["target"]["publisher_rate_per_s"] = round(capacity_rps / base.load.publishers, 3)
+    data["name"] = f"{base.name}-{level.label}"[:64]
+    return parse_scenario(data, source=f"{base.name} ({level.label})")
+
+
+# --- the knee --------------------------------------------------------------------------------
+def bids_admitted(r: RequestSecond) -> int:
+    """Admitted /bid answers of one second (ok + no_bid; impressions are not offered load)."""
+    bid = r.endpoints.get("bid") or {}
+    return int(bid.get(OK, 0)) + int(bid.get(NO_BID, 0))
+
+
+def bids_intended(r: RequestSecond) -> int:
+    """Bid arrivals the schedule called for in one second: a row's `intended` also counts
+    the impression notices that follow won bids (harness/intended.py)."""
+    return recorded_bid_intended({"intended": r.intended, "endpoints": r.endpoints})
+
+
+def bids_sent(r: RequestSecond) -> int:
+    """Bids sent in one second: each has exactly one outcome in endpoints["bid"]."""
+    return sum(int(n) for n in (r.endpoints.get("bid") or {}).values())
+
+
+@dataclass(frozen=True, slots=True)
+class Knee:
+    capacity_rps: float  # admitted bids/s of the last window that kept up (<= its offered)
+    offered_bids_rps: float  # that window's mean offered bid rate
+    at_s: float  # where that window starts in the ramp
+    limited_by: str  # what broke first past it: goodput | latency | generator | not reached
+    windows: tuple[dict[str, Any], ...]  # every window, for the report
+
+
+def find_knee(
+    rows: Sequence[RequestSecond],
+    slo: LatencyBound,
+    *,
+    start_s: float = 0.0,
+    window_s: int = 3,
+    hold: int = 2,
+    keep_up: float = KEEP_UP,
+) -> Knee | None:
+    """The goodput of the highest offered rate that kept up before `hold` windows in a row
+    did not (a window at 1.03x capacity may keep up within `keep_up`: its goodput says how much
+    was served).
+
+    Windows of `window_s` seconds slide one second at a time over the ramp's rows from
+    `start_s`. A window keeps up when admitted bids >= keep_up x intended, the generator sent
+    >= keep_up x intended, and the admitted percentile of the SLO meets it. None when the very
+    first window fails (the capacity is below the ramp's start)."""
+    rows = [r for r in rows if r.t >= start_s]
+    windows: list[dict[str, Any]] = []
+    last_ok: dict[str, Any] | None = None
+    bad = 0
+    for i in range(0, max(0, len(rows) - window_s + 1)):
+        w = rows[i : i + window_s]
+        intended = sum(bids_intended(r) for r in w)
+        if intended <= 0:
+            continue
+        sent = sum(bids_sent(r) for r in w)
+        bids = sum(bids_admitted(r) for r in w)
+        p, _, _ = percentile_ms(w, "admitted", slo.percentile)
+        why = []
+        if sent < keep_up * intended:
+            why.append("generator")
+        if bids < keep_up * intended:
+            why.append("goodput")
+        if p is None or not slo.ok(p):
+            why.append("latency")
+        win = {
+            "t": w[0].t,
+            "offered_bids_rps": round(intended / window_s, 1),
+            "goodput_bids_rps": round(bids / window_s, 1),
+            "p_ms": None if p is None else round(p, 2),
+            "broke": why,
+        }
+        windows.append(win)
+        if not why:
+            last_ok, bad = win, 0
+            continue
+        if last_ok is None:
+            return None
+        bad += 1
+        if bad >= hold:
+            first_bad = windows[-hold]
+            return _knee(last_ok, "+".join(first_bad["broke"]), windows)
+    if last_ok is None:
+        return None
+    return _knee(last_ok, "not reached", windows)
+
+
+def _knee(last_ok: dict[str, Any], limited_by: str, windows: list[dict[str, Any]]) -> Knee:
+    capacity = min(last_ok["goodput_bids_rps"], last_ok["offered_bids_rps"])
+    return Knee(capacity, last_ok["offered_bids_rps"], last_ok["t"], limited_by, tuple(windows))
+
+
+# --- one level's figures ---------------------------------------------------------------------
+def level_figures(rows: Sequence[RequestSecond], slo: LatencyBound) -> dict[str, Any]:
+    """Over steady rows: offered and sent bids/s, goodput (admitted bids/s), admitted
+    requests/s (bids and impressions, figures.py's goodput_rps), the SLO's percentile of
+    admitted answers, and the shares of all answers rejected by design and failed."""
+    n = len(rows)
+    if n == 0:
+        return {"seconds": 0}
+    intended = sum(bids_intended(r) for r in rows)
+    sent = sum(bids_sent(r) for r in rows)
+    total = sum(r.total for r in rows)
+    p, count, exact = percentile_ms(rows, "admitted", slo.percentile)
+    bids = sum(bids_admitted(r) for r in rows)
+    return {
+        "seconds": n,
+        "offered_bids_rps": round(intended / n, 1),
+        "sent_bids_rps": round(sent / n, 1),
+        "held": round(sent / intended, 4) if intended else None,
+        "goodput_bids_rps": round(bids / n, 1),  # admitted bids per second: the curve's y
+        "goodput_rps": round(sum(r.admitted for r in rows) / n, 1),  # figures.py: + impressions
+        f"admitted_p{slo.percentile:g}_ms": None if p is None else round(p, 2),
+        "admitted_p_exact": exact,
+        "slo_met": p is not None and slo.ok(p),
+        "rejected_share": round(sum(r.rejected for r in rows) / total, 4) if total else None,
+        "failed_share": round(sum(r.failures for r in rows) / total, 4) if total else None,
+        "responses": total,
+        "admitted_responses": count,
+    }
+
+
+# --- running it ------------------------------------------------------------------------------
+def _measured_run(
+    run: Runner, scenario: Scenario, run_dir: Path, console: Console
+) -> tuple[Path, list[tuple[float, float]], str | None]:
+    with CpuTrace(run_dir) as trace:
+        out = run(scenario, run_dir, console)
+    cpu_path = run_dir.with_name(f"{run_dir.name}.{CPU_FILE}")
+    cpu_path.write_text(json.dumps({"error": trace.error, "points": trace.points}) + "\n")
+    return out, trace.points, trace.error
+
+
+def curve(
+    scenario_ref: str | Path,
+    overrides: Sequence[str],
+    console: Console,
+    out_dir: Path,
+    *,
+    levels: Sequence[float] = DEFAULT_LEVELS,
+    run_s: float = 20.0,
+    warmup_s: float = 5.0,
+    ramp_s: float = 40.0,
+    ramp_to: float | None = None,
+    keep_edge: bool = False,
+    runner: Runner | None = None,
+    report: Callable[[dict[str, Any], Path], list[Path]] | None = None,
+) -> int:
+    """Find the capacity, run every level on and off, write curve.json + chart + summary."""
+    base, top = _checked(scenario_ref, overrides, run_s, warmup_s, ramp_s, ramp_to)
+    run = runner or _orchestrator_runner
+    out_dir = Path(out_dir)
+    if (out_dir / "curve.json").exists() or (out_dir / "capacity").exists():
+        raise UsageError(
+            f"--out {out_dir} already holds a curve", hint="choose a new directory with --out"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slo = base.checks.slo
+    n = 1 + 2 * len(levels)
+    result: dict[str, Any] = {
+        "scenario": base.name,
+        "seed": base.seed,
+        "slo": str(slo),
+        "slo_ms": slo.bound_ms,
+        "levels": list(levels),
+        "run_s": run_s,
+        "warmup_s": warmup_s,
+        "keep_edge": keep_edge,
+        "points": [],
+    }
+    cost_points: list[Interval] = []
+    capacity = _capacity(run, base, out_dir, console, result, cost_points, n, ramp_s, top)
+    for level in plan_levels(levels, capacity):
+        sc = level_scenario(base, level, capacity, run_s, warmup_s, keep_edge=keep_edge)
+        console.print(
+            f"[{level.index}/{n}] {level.multiple:g}x patterns-{level.patterns}: "
+            f"{level.rate_rps:g}/s for {run_s:g} s",
+            highlight=False,
+        )
+        point = _level(run, sc, level, out_dir, console, slo, cost_points)
+        result["points"].append(point)
+        _write_json(out_dir / "curve.json", {**result, "partial": True})
+        console.print(
+            f"      goodput {point.get('goodput_bids_rps', 0):g} bids/s of "
+            f"{point.get('offered_bids_rps', 0):g} offered, admitted p{slo.percentile:g} "
+            f"{point.get(f'admitted_p{slo.percentile:g}_ms')} ms, rejected "
+            f"{_pct(point.get('rejected_share'))}, failed {_pct(point.get('failed_share'))}",
+            highlight=False,
+        )
+    fit = fit_cost(cost_points)
+    result["cost"] = {**asdict(fit), "ratio": None if fit.ratio is None else round(fit.ratio, 4)}
+    if fit.ratio is not None:
+        result["bound"] = {f"{k:g}": round(bound_share(k, fit.ratio), 3) for k in levels}
+    write = report or _default_report
+    files = write(result, out_dir)
+    console.print("curve written: " + ", ".join(str(f) for f in files), highlight=False)
+    return 0
+
+
+def _checked(
+    scenario_ref: str | Path,
+    overrides: Sequence[str],
+    run_s: float,
+    warmup_s: float,
+    ramp_s: float,
+    ramp_to: float | None,
+) -> tuple[Scenario, float]:
+    """The scenario and the ramp's top, or a UsageError naming the option or field."""
+    if not 10.0 <= run_s <= 600.0:
+        raise UsageError(f"--run-s must be between 10 and 600 seconds (got {run_s:g})")
+    if not 0.0 <= warmup_s <= run_s - 5.0:
+        raise UsageError(f"--warmup-s must be between 0 and --run-s - 5 (got {warmup_s:g})")
+    if not 15.0 <= ramp_s <= 600.0:
+        raise UsageError(f"--ramp-s must be between 15 and 600 seconds (got {ramp_s:g})")
+    base = load_scenario(scenario_ref, overrides)
+    if base.target.kind != "reference":
+        raise UsageError(
+            f"target.kind is {base.target.kind!r}: the curve switches the reference target's "
+            "patterns off (target.config.<pattern>.enabled), which only it has",
+        )
+    top = ramp_to if ramp_to is not None else 3.0 * max(base.load.base_rps, base.load.peak_rps)
+    if top <= base.load.base_rps:
+        raise UsageError(
+            f"--ramp-to ({top:g}) must exceed load.base_rps ({base.load.base_rps:g}), "
+            "where the capacity ramp starts"
+        )
+    return base, top
+
+
+def _capacity(
+    run: Runner,
+    base: Scenario,
+    out_dir: Path,
+    console: Console,
+    result: dict[str, Any],
+    cost_points: list[Interval],
+    n: int,
+    ramp_s: float,
+    top: float,
+) -> float:
+    """Step 1 of n: the ramp, its knee into result["capacity"], its CPU into cost_points."""
+    slo, warmup_s = base.checks.slo, float(result["warmup_s"])
+    console.print(
+        f"[1/{n}] capacity ramp, patterns on (edge open): {base.load.base_rps:g} -> {top:g}/s "
+        f"over {ramp_s:g} s",
+        highlight=False,
+    )
+    cap_dir, cap_cpu, _ = _measured_run(
+        run, capacity_scenario(base, top, ramp_s, warmup_s), out_dir / "capacity", console
+    )
+    history = load_history(cap_dir)
+    knee = find_knee(history.requests, slo, start_s=warmup_s)
+    cost_points += cost_seconds(raw_samples(cap_dir), cap_cpu, warmup_s, ramp_s)
+    if knee is None:
+        raise InconclusiveRun(
+            f"no capacity found: the ramp did not keep up even at its start "
+            f"({base.load.base_rps:g}/s, SLO {slo})",
+            hint="lower load.base_rps (--set load.base_rps=...) so the ramp starts below it",
+        )
+    capacity = knee.capacity_rps
+    result["capacity"] = {
+        "bids_rps": capacity,
+        "offered_bids_rps": knee.offered_bids_rps,
+        "at_s": knee.at_s,
+        "limited_by": knee.limited_by,
+        "ramp_to": top,
+        "run_dir": str(cap_dir),
+        "windows": list(knee.windows),
+    }
+    console.print(
+        f"      capacity (knee) {capacity:g}/s at {knee.at_s:g} s; past it: {knee.limited_by}",
+        highlight=False,
+    )
+    _write_json(out_dir / "curve.json", {**result, "partial": True})
+    if knee.limited_by == "not reached":
+        console.print(
+            "      [yellow]the ramp never left the SLO: the capacity is at least this; "
+            "raise --ramp-to[/]"
+        )
+    return capacity
+
+
+def _level(
+    run: Runner,
+    sc: Scenario,
+    level: LevelPlan,
+    out_dir: Path,
+    console: Console,
+    slo: LatencyBound,
+    cost_points: list[Interval],
+) -> dict[str, Any]:
+    """One level's run and its figures; its CPU intervals are added to cost_points."""
+    warmup_s, run_s = sc.load.warmup_s, sc.load.duration_s
+    run_dir, cpu, cpu_error = _measured_run(run, sc, out_dir / level.label, console)
+    steady = [r for r in load_history(run_dir).requests if warmup_s <= r.t < run_s]
+    point = {**asdict(level), **level_figures(steady, slo), "run_dir": str(run_dir)}
+    intervals = cost_seconds(raw_samples(run_dir), cpu, warmup_s, run_s)
+    cost_points += intervals
+    point.update(level_cpu(intervals, cpu_error))
+    return point
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _pct(v: Any) -> str:
+    return "-" if not isinstance(v, int | float) else f"{v * 100:.1f}%"
+
+
+def _default_report(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    from spikegate.harness.curve_report import write_report
+
+    return write_report(result, out_dir)

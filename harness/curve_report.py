@@ -1,0 +1,128 @@
+"""The goodput curve's report: curve.json (every figure), curve.png (the chart) and curve.md
+(the table a reader or a CI step summary shows), all in the curve's output directory.
+
+    result (harness/curve.py) --json--> curve.json
+                              --charts.curve_figure--> curve.png
+                              --summary_markdown--> curve.md (links curve.png)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+from spikegate.harness.charts import _RC, curve_figure
+
+__all__ = ["summary_markdown", "write_report"]
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.1f}{unit}" if abs(v) >= 10 else f"{v:.3g}{unit}"
+    return f"{v}{unit}"
+
+
+def _pct(v: Any) -> str:
+    return "-" if not isinstance(v, int | float) else f"{v * 100:.1f}%"
+
+
+def _by_level(result: Mapping[str, Any]) -> dict[float, dict[str, Mapping[str, Any]]]:
+    out: dict[float, dict[str, Mapping[str, Any]]] = {}
+    for p in result.get("points", []):
+        out.setdefault(float(p["multiple"]), {})[str(p["patterns"])] = p
+    return dict(sorted(out.items()))
+
+
+def _cpu_at_capacity(result: Mapping[str, Any]) -> str:
+    at_one = _by_level(result).get(1.0, {}).get("on", {})
+    cores = at_one.get("cpu_cores")
+    if not isinstance(cores, int | float):
+        return ""
+    return f" (the target used {cores:.2f} cores at 1x, patterns on)"
+
+
+def summary_markdown(result: Mapping[str, Any]) -> str:
+    """The curve as a markdown table, with the capacity and r/a above it."""
+    cap = result.get("capacity", {})
+    capacity = float(cap.get("bids_rps") or 0.0)
+    pct = str(result.get("slo", "p99")).split()[0]
+    key = f"admitted_{pct}_ms"
+    lines = [
+        f"# Goodput curve: {result.get('scenario', '?')}",
+        "",
+        f"Capacity (knee, found on a ramp with patterns on, edge open): **{capacity:g}/s** "
+        f"at {_fmt(cap.get('at_s'))} s of the ramp; past it: {cap.get('limited_by', '?')}. "
+        f"SLO `{result.get('slo')}`. Each level: steady {_fmt(result.get('run_s'))} s, "
+        f"judged after {_fmt(result.get('warmup_s'))} s of warmup; no faults.",
+        "",
+    ]
+    cost = result.get("cost") or {}
+    if cost.get("ratio") is not None:
+        lines.append(
+            f"Target CPU per admitted /bid a = {_fmt(cost.get('a_us'))} us, per designed "
+            f"rejection r = {_fmt(cost.get('r_us'))} us: **r/a = {cost['ratio']:.3f}** "
+            f"(least squares over {cost.get('seconds')} seconds, R^2 {_fmt(cost.get('r2'))}, "
+            f"idle {_fmt(cost.get('idle_cores'))} cores). Bound on goodput at k x capacity: "
+            "(1 - k r/a) / (1 - r/a), where the capacity is where the target's CPU runs out"
+            + _cpu_at_capacity(result)
+            + "."
+        )
+    else:
+        lines.append(
+            f"r/a not measured (a = {_fmt(cost.get('a_us'))} us, r = {_fmt(cost.get('r_us'))} "
+            f"us over {cost.get('seconds', 0)} seconds)."
+        )
+    lines += [
+        "",
+        "![goodput curve](curve.png)",
+        "",
+        f"| offered | rate/s | on: goodput/s | on: share of capacity | on: {pct} ms | on: rejected "
+        f"| off: goodput/s | off: share | off: {pct} ms | off: failed | bound: share |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    bound = result.get("bound") or {}
+    for k, pts in _by_level(result).items():
+        on, off = pts.get("on", {}), pts.get("off", {})
+        rate = on.get("offered_bids_rps", off.get("offered_bids_rps"))
+        row = [f"{k:g}x", _fmt(rate)]
+        for p, tail in ((on, "rejected_share"), (off, "failed_share")):
+            g = p.get("goodput_bids_rps")
+            share = g / capacity if isinstance(g, int | float) and capacity > 0 else None
+            late = " (over SLO)" if p.get("slo_met") is False else ""
+            row += [_fmt(g), _pct(share), _fmt(p.get(key)) + late, _pct(p.get(tail))]
+        b = bound.get(f"{k:g}")
+        row.append(_pct(b) if b is not None else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    held = [
+        f"{p['multiple']:g}x-{p['patterns']} {_pct(p.get('held'))}"
+        for p in result.get("points", [])
+        if isinstance(p.get("held"), int | float) and p["held"] < 0.95
+    ]
+    lines.append("")
+    if held:
+        lines.append(
+            "The generator did not hold the offered rate (sent / intended) at: "
+            + ", ".join(held)
+            + ". Those points measure the generator as much as the target."
+        )
+    else:
+        lines.append("The generator held >= 95% of the offered rate at every level.")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    """curve.json, curve.png and curve.md in `out_dir`; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "curve.json", out_dir / "curve.png", out_dir / "curve.md"]
+    paths[0].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    fig = curve_figure(result)
+    with matplotlib.rc_context(_RC):
+        fig.savefig(paths[1], format="png")
+    paths[2].write_text(summary_markdown(result), encoding="utf-8")
+    return paths

@@ -1,0 +1,387 @@
+"""The goodput curve: level planning, the knee found from measured seconds, the figures of a
+level, the cost fit behind r/a, the report files, and the whole command with a fake runner
+that writes the run directories a target with a known capacity would produce."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from spikegate.harness.cli import main
+from spikegate.harness.curve import (
+    LevelPlan,
+    capacity_scenario,
+    curve,
+    find_knee,
+    level_figures,
+    level_scenario,
+    parse_levels,
+    plan_levels,
+)
+from spikegate.harness.curve_cost import bound_share, cost_seconds, cpu_at, fit_cost, server_counts
+from spikegate.harness.curve_report import summary_markdown, write_report
+from spikegate.harness.errors import InconclusiveRun, UsageError
+from spikegate.harness.history import RequestSecond, parse_request_row
+from spikegate.harness.scenario import Scenario, load_scenario
+from spikegate.harness.thresholds import parse_latency
+from tests.unit.harness.test_history import hist, write_run
+
+SLO = parse_latency("p99 < 150ms")
+CAPACITY = 400.0
+
+
+def row(t: float, offered: int, admitted: int, p99_ms: float, *, rejected: int = 0) -> dict:
+    """One second of requests: `admitted` bids answered 200, `rejected` 429s, the rest
+    timed out."""
+    timeouts = max(0, offered - admitted - rejected)
+    return {
+        "t": float(t), "intended": offered, "sent": offered,
+        "outcomes": {"ok": admitted, "rate_limited": rejected, "timeout": timeouts},
+        "endpoints": {"bid": {"ok": admitted, "rate_limited": rejected, "timeout": timeouts}},
+        "hist_admitted": hist(p99_ms, admitted) if admitted else None,
+        "hist_rejected": hist(1.0, rejected) if rejected else None,
+        "admitted_p99_ms": p99_ms if admitted else None,
+        "max_lateness_ms": 1.0, "cpu_percent": 20.0, "processes": 1,
+    }  # fmt: skip
+
+
+def parsed(rows: list[dict]) -> list[RequestSecond]:
+    from spikegate.harness.history import _Where
+
+    return [parse_request_row(r, _Where("test", i + 1)) for i, r in enumerate(rows)]
+
+
+def system(offered: float, patterns: str = "on") -> tuple[int, float, int]:
+    """A target of capacity 400/s: (admitted, p99 ms, rejected). With its patterns on it
+    admits up to capacity fast and rejects the rest; off, it queues and collapses."""
+    n = round(offered)
+    if offered <= CAPACITY:
+        return n, 20.0, 0
+    if patterns == "on":
+        return round(CAPACITY), 40.0, n - round(CAPACITY)
+    return round(CAPACITY * max(0.1, 2.0 - offered / CAPACITY)), 1800.0, 0
+
+
+# --- input and planning ----------------------------------------------------------------------
+def test_levels_parse_sorted_and_unique_with_an_optional_x() -> None:
+    assert parse_levels("2,0.5, 1x,2") == (0.5, 1.0, 2.0)
+
+
+@pytest.mark.parametrize("text", ["0", "-1,2", "a", "1,,2", "inf", "101"])
+def test_bad_levels_are_usage_errors_naming_the_option(text: str) -> None:
+    with pytest.raises(UsageError, match="--levels") as err:
+        parse_levels(text)
+    assert err.value.exit_code == 2
+
+
+def test_each_level_runs_on_then_off_after_the_capacity_ramp() -> None:
+    plan = plan_levels((2.0, 0.5), 400.0)
+    assert [(p.index, p.label, p.rate_rps) for p in plan] == [
+        (2, "0.5x-on", 200.0), (3, "0.5x-off", 200.0), (4, "2x-on", 800.0), (5, "2x-off", 800.0),
+    ]  # fmt: skip
+
+
+def test_a_level_is_steady_without_faults_and_switches_every_pattern() -> None:
+    base = load_scenario("perfect-storm")
+    on = level_scenario(base, LevelPlan(2, 2.0, "on", 800.0), 400.0, 20.0, 5.0)
+    off = level_scenario(base, LevelPlan(3, 2.0, "off", 800.0), 400.0, 20.0, 5.0)
+    for sc in (on, off):
+        assert sc.load.shape == "steady" and sc.load.base_rps == 800.0
+        assert sc.load.duration_s == 20.0 and sc.load.warmup_s == 5.0 and sc.faults == []
+    assert all(on.target.config[p]["enabled"] is True for p in ("edge", "auction", "breaker"))
+    assert all(off.target.config[p]["enabled"] is False for p in ("edge", "auction", "breaker"))
+    assert off.target.config["impressions"]["enabled"] is False
+    assert off.target.config["auction"]["limit"] == 4  # the rest of the config is kept
+    assert on.target.publisher_rate_per_s == 100.0  # the edge sized to the knee: 400 / 4
+    kept = level_scenario(base, LevelPlan(2, 2.0, "on", 800.0), 400.0, 20.0, 5.0, keep_edge=True)
+    assert kept.target.publisher_rate_per_s == base.target.publisher_rate_per_s
+    assert on.name == "perfect-storm-2x-on"
+
+
+def test_the_capacity_ramp_rises_with_the_edge_open_and_the_rest_on() -> None:
+    sc = capacity_scenario(load_scenario("perfect-storm"), 1800.0, 40.0, 5.0)
+    assert sc.load.shape == "ramp_to_knee" and sc.load.peak_rps == 1800.0
+    assert sc.load.base_rps == 100.0 and sc.faults == []
+    assert sc.target.config["edge"]["enabled"] is False
+    assert sc.target.config["auction"].get("enabled", True) is True
+
+
+# --- the knee --------------------------------------------------------------------------------
+def ramp(top: float = 1000.0, seconds: int = 40) -> list[RequestSecond]:
+    rows = []
+    for t in range(seconds):
+        offered = 100.0 + (top - 100.0) * t / seconds
+        admitted, p99, rejected = system(offered)
+        rows.append(row(t, round(offered), admitted, p99, rejected=rejected))
+    return parsed(rows)
+
+
+def test_the_knee_is_the_last_offered_rate_that_kept_up() -> None:
+    knee = find_knee(ramp(), SLO)
+    assert knee is not None
+    assert 340.0 <= knee.capacity_rps <= 400.0
+    assert knee.limited_by == "goodput"
+    assert knee.windows[0]["broke"] == []
+
+
+def test_a_latency_knee_is_named_as_such() -> None:
+    rows = [row(t, 100 + 20 * t, 100 + 20 * t, 20.0 if t < 10 else 400.0) for t in range(20)]
+    knee = find_knee(parsed(rows), SLO)
+    assert knee is not None and knee.limited_by == "latency"
+    assert knee.capacity_rps == pytest.approx(100 + 20 * 8, abs=1)  # window 7..9 kept up
+
+
+def test_one_bad_window_is_not_a_knee() -> None:
+    rows = [row(t, 100 + 10 * t, 100 + 10 * t, 400.0 if t == 10 else 20.0) for t in range(20)]
+    knee = find_knee(parsed(rows), SLO, hold=4)
+    assert knee is not None and knee.limited_by == "not reached"
+
+
+def test_no_knee_when_the_ramp_starts_past_capacity() -> None:
+    rows = [row(t, 900, 300, 900.0) for t in range(10)]
+    assert find_knee(parsed(rows), SLO) is None
+
+
+def test_a_generator_that_falls_behind_is_the_knee() -> None:
+    rows = [row(t, 100 + 50 * t, 100 + 50 * t, 20.0) for t in range(20)]
+    for r in rows[10:]:
+        r["sent"] = r["intended"] // 2
+        r["outcomes"]["ok"] = r["endpoints"]["bid"]["ok"] = r["sent"]
+    knee = find_knee(parsed(rows), SLO)
+    assert knee is not None and "generator" in knee.limited_by
+
+
+# --- a level's figures -----------------------------------------------------------------------
+def test_level_figures_of_an_overloaded_protected_target() -> None:
+    rows = parsed([row(t, 800, 400, 40.0, rejected=400) for t in range(10)])
+    f = level_figures(rows, SLO)
+    assert f["offered_bids_rps"] == 800.0 and f["goodput_bids_rps"] == 400.0 and f["held"] == 1.0
+    assert f["admitted_p99_ms"] == pytest.approx(40.0, rel=0.01) and f["slo_met"] is True
+    assert f["rejected_share"] == 0.5 and f["failed_share"] == 0.0
+
+
+def test_level_figures_of_a_collapsed_target() -> None:
+    f = level_figures(parsed([row(t, 800, 80, 1800.0) for t in range(10)]), SLO)
+    assert f["goodput_bids_rps"] == 80.0 and f["failed_share"] == 0.9 and f["slo_met"] is False
+    assert level_figures([], SLO) == {"seconds": 0}
+
+
+# --- r/a -------------------------------------------------------------------------------------
+def test_server_counts_sort_the_targets_answers() -> None:
+    counts = server_counts(
+        {
+            "/bid:200:admitted": 10.0, "/bid:204:no_bid": 2.0, "/bid:429:rate_limited": 5.0,
+            "/bid:503:bulkhead_full": 3.0, "/impression:202:admitted": 9.0,
+            "/impression:503:shed": 1.0, "/metrics:200:admitted": 7.0, "/bid:500:error": 1.0,
+        }
+    )  # fmt: skip
+    assert counts == {"bids": 12.0, "impressions": 9.0, "rejections": 9.0, "other": 1.0}
+
+
+def synthetic_cost(a_us: float, r_us: float, seconds: int = 30) -> tuple[list, list]:
+    """Samples and a CPU trace of a target spending a_us per bid, r_us per rejection and
+    0.05 cores idle, with the mix changing every second."""
+    samples, cpu, bids, rej, c = [], [], 0.0, 0.0, 0.0
+    for t in range(seconds + 1):
+        samples.append(
+            {"t": float(t), "ok": True,
+             "requests_total": {"/bid:200:admitted": bids, "/bid:429:rate_limited": rej}}
+        )  # fmt: skip
+        cpu.append((float(t), c))
+        b, r = 100.0 + 17 * (t % 7), 50.0 * (t % 5)
+        bids, rej, c = bids + b, rej + r, c + b * a_us / 1e6 + r * r_us / 1e6 + 0.05
+    return samples, cpu
+
+
+def test_the_cost_fit_recovers_a_and_r() -> None:
+    samples, cpu = synthetic_cost(1500.0, 150.0)
+    points = cost_seconds(samples, cpu, 0.0, 30.0)
+    assert len(points) == 30
+    fit = fit_cost(points)
+    assert fit.a_us == pytest.approx(1500.0, rel=0.01)
+    assert fit.r_us == pytest.approx(150.0, rel=0.01)
+    assert fit.ratio == pytest.approx(0.1, rel=0.02)
+    assert fit.idle_cores == pytest.approx(0.05, abs=0.001) and fit.r2 == pytest.approx(1.0)
+
+
+def test_without_rejections_r_is_not_measured() -> None:
+    fit = fit_cost([(0.1 + 0.001 * b, b, 0.0, 1.0) for b in (100.0, 200.0, 150.0, 300.0, 250.0)])
+    assert fit.a_us == pytest.approx(1000.0, rel=0.01)
+    assert fit.r_us is None and fit.ratio is None
+    assert fit_cost([]).a_us is None
+
+
+def test_a_target_too_busy_for_its_metrics_still_gives_one_long_interval() -> None:
+    samples, cpu = synthetic_cost(1000.0, 100.0, seconds=20)
+    for s in samples[1:17]:
+        s["ok"] = False
+        del s["requests_total"]
+    (interval,) = cost_seconds(samples, cpu, 5.0, 15.0)
+    assert interval[3] == 17.0
+    cpu_s, bids, rej, _ = interval
+    assert cpu_s == pytest.approx(bids * 1e-3 + rej * 1e-4 + 17 * 0.05)
+
+
+def test_intervals_are_weighted_by_their_length() -> None:
+    samples, cpu = synthetic_cost(1000.0, 100.0)
+    points = cost_seconds(samples, cpu, 0.0, 30.0)
+    long = (points[0][0] * 10, points[0][1] * 10, points[0][2] * 10, 10.0)
+    fit = fit_cost([*points, long])
+    assert fit.seconds == 40.0 and fit.ratio == pytest.approx(0.1, rel=0.02)
+
+
+def test_cpu_between_readings_is_interpolated() -> None:
+    assert cpu_at([(0.0, 1.0), (1.0, 3.0)], 0.25) == pytest.approx(1.5)
+    assert cpu_at([(0.0, 1.0), (1.0, 3.0)], 2.0) is None
+
+
+def test_the_bound_of_the_issue() -> None:
+    assert bound_share(2.0, 0.28) == pytest.approx(0.61, abs=0.01)
+    assert bound_share(3.6, 0.28) == pytest.approx(0.0, abs=0.02)
+    assert bound_share(5.0, 0.05) == pytest.approx(0.79, abs=0.01)
+    assert bound_share(0.5, 0.28) == 0.5 and bound_share(10.0, 0.28) == 0.0
+
+
+# --- the report ------------------------------------------------------------------------------
+def result_of(levels: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)) -> dict[str, Any]:
+    points = []
+    for k in levels:
+        for patterns in ("on", "off"):
+            admitted, p99, rejected = system(k * CAPACITY, patterns)
+            offered = k * CAPACITY
+            points.append(
+                {"multiple": k, "patterns": patterns, "offered_bids_rps": offered,
+                 "goodput_bids_rps": float(admitted), "admitted_p99_ms": p99, "held": 1.0,
+                 "rejected_share": rejected / offered, "slo_met": p99 < 150.0,
+                 "failed_share": (offered - admitted - rejected) / offered}
+            )  # fmt: skip
+    return {
+        "scenario": "demo", "slo": "p99 < 150ms", "slo_ms": 150.0, "run_s": 20, "warmup_s": 5,
+        "capacity": {"bids_rps": CAPACITY, "at_s": 12.0, "limited_by": "goodput"},
+        "cost": {"a_us": 1500.0, "r_us": 150.0, "ratio": 0.1, "seconds": 90, "r2": 0.9,
+                 "idle_cores": 0.05},
+        "bound": {f"{k:g}": bound_share(k, 0.1) for k in levels},
+        "points": points,
+    }  # fmt: skip
+
+
+def test_the_report_writes_json_chart_and_summary(tmp_path: Path) -> None:
+    paths = write_report(result_of(), tmp_path)
+    assert [p.name for p in paths] == ["curve.json", "curve.png", "curve.md"]
+    assert paths[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].stat().st_size > 10_000
+    assert json.loads(paths[0].read_text())["capacity"]["bids_rps"] == CAPACITY
+    md = paths[2].read_text()
+    assert "**400/s**" in md and "r/a = 0.100" in md and "![goodput curve](curve.png)" in md
+    line = (
+        "| 2x | 800.0 | 400.0 | 100.0% | 40.0 | 50.0% | 40.0 | 10.0% | 1,800.0 (over SLO) | 95.0% |"
+    )
+    assert line in md
+
+
+def test_the_summary_names_levels_the_generator_did_not_hold() -> None:
+    result = result_of((1.0,))
+    result["points"][1]["held"] = 0.6
+    result["cost"] = {"a_us": None, "r_us": None, "ratio": None, "seconds": 0}
+    md = summary_markdown(result)
+    assert "1x-off 60.0%" in md and "r/a not measured" in md
+
+
+# --- the command, with a fake runner ---------------------------------------------------------
+def fake_runner(calls: list[str]) -> Any:
+    def run(sc: Scenario, out: Path, console: Console) -> Path:
+        calls.append(sc.name)
+        load = sc.load
+        off = sc.target.config.get("edge", {}).get("enabled") is False and (
+            sc.target.config.get("auction", {}).get("enabled") is False
+        )
+        rows = []
+        for t in range(int(load.duration_s)):
+            if load.shape == "ramp_to_knee":
+                span = load.duration_s - load.warmup_s
+                rate = (
+                    load.base_rps
+                    + (load.peak_rps - load.base_rps) * max(0.0, t - load.warmup_s) / span
+                )
+            else:
+                rate = load.base_rps
+            admitted, p99, rejected = system(rate, "off" if off else "on")
+            rows.append(row(t, round(rate), admitted, p99, rejected=rejected))
+        return write_run(out, sc, requests=rows)
+
+    return run
+
+
+def test_the_curve_finds_the_knee_and_runs_every_level(tmp_path: Path) -> None:
+    calls: list[str] = []
+    console = Console(record=True, width=200, force_terminal=False)
+    code = curve(
+        "perfect-storm", [], console, tmp_path / "c", levels=(0.5, 2.0), run_s=12.0,
+        warmup_s=2.0, ramp_s=30.0, ramp_to=1000.0, runner=fake_runner(calls),
+    )  # fmt: skip
+    assert code == 0
+    assert calls == [
+        "perfect-storm-capacity", "perfect-storm-0.5x-on", "perfect-storm-0.5x-off",
+        "perfect-storm-2x-on", "perfect-storm-2x-off",
+    ]  # fmt: skip
+    result = json.loads((tmp_path / "c" / "curve.json").read_text())
+    cap = result["capacity"]["bids_rps"]
+    assert 340.0 <= cap <= 400.0
+    by = {(p["multiple"], p["patterns"]): p for p in result["points"]}
+    assert by[(2.0, "on")]["goodput_bids_rps"] == pytest.approx(min(2 * cap, CAPACITY), rel=0.02)
+    assert by[(2.0, "off")]["goodput_bids_rps"] < by[(2.0, "on")]["goodput_bids_rps"]
+    assert by[(2.0, "off")]["slo_met"] is False
+    assert (tmp_path / "c" / "curve.png").is_file() and (tmp_path / "c" / "curve.md").is_file()
+    text = console.export_text()
+    assert "[1/5] capacity ramp" in text and "[5/5] 2x patterns-off" in text
+
+
+def test_a_directory_that_holds_a_curve_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "curve.json").write_text("{}")
+    calls: list[str] = []
+    with pytest.raises(UsageError, match="already holds a curve"):
+        curve("perfect-storm", [], Console(file=None), tmp_path / "c", runner=fake_runner(calls))
+    assert calls == []
+
+
+def test_a_ramp_that_never_keeps_up_is_inconclusive(tmp_path: Path) -> None:
+    with pytest.raises(InconclusiveRun, match="no capacity found") as err:
+        curve(
+            "perfect-storm", ["load.base_rps=900", "load.peak_rps=1000"], Console(file=None),
+            tmp_path / "c", ramp_s=20.0, ramp_to=2000.0, runner=fake_runner([]),
+        )  # fmt: skip
+    assert err.value.exit_code == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["curve", "no-such-scenario"], "no scenario named"),
+        (["curve", "perfect-storm", "--levels", "0,2"], "--levels"),
+        (["curve", "perfect-storm", "--run-s", "5"], "--run-s"),
+        (["curve", "perfect-storm", "--warmup-s", "19"], "--warmup-s"),
+        (["curve", "perfect-storm", "--ramp-to", "50"], "--ramp-to"),
+        (["curve", "examples/inventory/protected.toml"], "target.kind"),
+    ],
+)
+def test_bad_input_exits_2_with_the_field_named(argv: list[str], message: str) -> None:
+    console = Console(record=True, width=200, force_terminal=False)
+    assert main(argv, console) == 2
+    assert message in console.export_text()
+
+
+def test_offered_load_counts_bid_arrivals_not_the_impressions_that_follow() -> None:
+    r = row(0, 300, 300, 20.0)
+    r["endpoints"]["impression"] = {"accepted": 280, "shed": 20}
+    r["outcomes"]["accepted"], r["outcomes"]["shed"] = 280, 20
+    r["intended"] = r["sent"] = 600
+    f = level_figures(parsed([r]), SLO)
+    assert f["offered_bids_rps"] == 300.0 and f["sent_bids_rps"] == 300.0
+    assert f["goodput_bids_rps"] == 300.0 and f["goodput_rps"] == 580.0
+    knee_rows = parsed([{**r, "t": float(t)} for t in range(5)])
+    knee = find_knee(knee_rows, SLO)
+    assert knee is not None and knee.capacity_rps == 300.0
