@@ -99,14 +99,15 @@ def shade_windows(ax: Axes, data: RunData, chart_id: str) -> int:
     """Shade the stress window and each fault window; return how many spans were drawn.
     Each span carries an SVG id (`<chart>-stress`, `<chart>-fault-<i>`) a reader can find."""
     drawn = 0
-    if data.stress is not None:
+    stresses = [data.stress] if data.stress is not None else []
+    for i, w in enumerate([*stresses, *data.more_stress]):  # a session's: stress-2, ...
         ax.axvspan(
-            data.stress.start_s,
-            data.stress.end_s,
+            w.start_s,
+            w.end_s,
             color=STRESS_COLOR,
             alpha=0.18,
             lw=0,
-            gid=f"{chart_id}-stress",
+            gid=f"{chart_id}-stress" + (f"-{i + 1}" if i else ""),
             zorder=_SHADE_Z,
         )
         drawn += 1
@@ -132,8 +133,10 @@ def shade_windows(ax: Axes, data: RunData, chart_id: str) -> int:
 
 def _window_handles(data: RunData) -> list[Patch]:
     handles = []
-    if data.stress is not None:
-        handles.append(Patch(color=STRESS_COLOR, alpha=0.3, label="stress window"))
+    if data.stress is not None or data.more_stress:
+        many = len(data.more_stress) + (data.stress is not None) > 1
+        label = "stress windows" if many else "stress window"
+        handles.append(Patch(color=STRESS_COLOR, alpha=0.3, label=label))
     for i, w in enumerate(data.faults):
         c = FAULT_COLORS[i % len(FAULT_COLORS)]
         handles.append(Patch(facecolor=c, alpha=0.35, edgecolor=c, label=f"fault: {w.label}"))

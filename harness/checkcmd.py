@@ -79,8 +79,14 @@ def _phases(history: History) -> dict[str, dict[str, Any]]:
     return {
         p.name: phase_figures(data.requests, data.samples, p.start_s, p.end_s)
         for p in history.phases
-        if p.name in _PHASES
+        if _judged_phase(p.name)
     }
+
+
+def _judged_phase(name: str) -> bool:
+    """baseline, stress, recovery, post, and a session's numbered ones (stress-2, ...)."""
+    base, _, n = name.partition("-")
+    return base in _PHASES and (not n or n.isdigit())
 
 
 def _delta(a: Any, b: Any) -> Any:
@@ -98,7 +104,7 @@ def compare_runs(a: Path, b: Path, console: Console, json_out: Path | None = Non
     metrics = ("offered_rps", "sent_rps", "goodput_rps", "admitted_p99_ms", "rejected_p99_ms",
                "rejected_share", "failure_share")  # fmt: skip
     rows: list[dict[str, Any]] = []
-    for phase in _PHASES:
+    for phase in dict.fromkeys([*sa["phases"], *sb["phases"]]):  # each run's order, A first
         pa, pb = sa["phases"].get(phase), sb["phases"].get(phase)
         if pa is None and pb is None:
             continue

@@ -82,6 +82,8 @@ class RunData:
     stress: Window | None
     duration_s: float
     notes: list[str] = field(default_factory=list)  # missing or unreadable files
+    # a session's later stress windows (stress-2, stress-3, ...), shaded like the first
+    more_stress: list[Window] = field(default_factory=list)
 
 
 def load_run_data(run_dir: Path, history: History | None = None) -> RunData:
@@ -130,6 +132,11 @@ def load_run_data(run_dir: Path, history: History | None = None) -> RunData:
         stress=_stress(phases, scenario),
         duration_s=duration,
         notes=notes,
+        more_stress=[
+            Window("stress", f"{p.name} window", p.start_s, p.end_s)
+            for p in phases
+            if p.name.startswith("stress-") and p.name[7:].isdigit()
+        ],
     )
 
 

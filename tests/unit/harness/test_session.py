@@ -314,3 +314,41 @@ def test_a_load_change_by_hand_may_land_a_poll_late_but_lost_requests_still_fail
     # 150 missing is more than any lateness of the change explains: the record lost them
     status, message = _valid_run_stress(150)
     assert status == "fail" and "missing from the generator's own record" in message
+
+
+def test_a_sessions_reports_and_compare_show_every_stress_window(tmp_path: Path) -> None:
+    """Two spikes far apart: the charts shade both stress windows, and `compare` lists the
+    figures of stress-2 and recovery-2 beside the first ones (it listed only the first)."""
+    import io
+
+    from rich.console import Console
+
+    from spikegate.harness import charts
+    from spikegate.harness.checkcmd import compare_runs
+    from spikegate.harness.reports_data import load_run_data
+
+    sc = scenario(SMOKE, faults=[], load={"shape": "steady", "duration_s": 300})
+    d = write_run(tmp_path / "s", sc, requests=None, events=[
+        {"t": 0.0, "kind": "run_start"},
+        {"t": 8.0, "kind": "load_spike_start", "peak": 180, "for_s": 3},
+        {"t": 11.0, "kind": "load_spike_end", "rate": 60},
+        {"t": 24.0, "kind": "load_spike_start", "peak": 180, "for_s": 3},
+        {"t": 27.0, "kind": "load_spike_end", "rate": 60},
+    ])  # fmt: skip
+    rows = [json.loads(x) for x in (d / "requests.jsonl").read_text().splitlines()][:40]
+    (d / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    meta = json.loads((d / "meta.json").read_text())
+    (d / "meta.json").write_text(json.dumps({**meta, "mode": "session"}))
+    h = load_history(d)
+    assert [p.name for p in h.phases if p.name.startswith("stress")] == ["stress", "stress-2"]
+
+    data = load_run_data(d, h)
+    ax = charts.new_figure().add_subplot()
+    charts.shade_windows(ax, data, "x")
+    stress = sorted((p.get_x(), p.get_gid()) for p in ax.patches if "stress" in p.get_gid())
+    assert stress == [(8.0, "x-stress"), (24.0, "x-stress-2")]
+
+    out = tmp_path / "compare.json"
+    compare_runs(d, d, Console(file=io.StringIO()), json_out=out)
+    phases = list(dict.fromkeys(r["phase"] for r in json.loads(out.read_text())["deltas"]))
+    assert phases[:6] == ["baseline", "stress", "recovery", "post", "stress-2", "recovery-2"]
