@@ -1,6 +1,7 @@
 """The reference ad server: `create_app(config)` builds it, the lifespan owns every resource.
 
-    EdgeMiddleware (auth, token bucket, decision header, metrics)
+    EdgeGate (POST /bid: auth + token bucket, 401/429 before the framework)   (edge_gate.py)
+    EdgeMiddleware (decision header, metrics; the same checks if the gate is absent)
       POST /bid         -> Auction: limit -> Redis -> DSP fan-out -> winner    (auction.py)
       POST /impression  -> ImpressionLogger.offer: 202 acknowledged or 503 shed (impressions.py)
       GET  /healthz /readyz /metrics, and FastAPI's /docs and /openapi.json
@@ -28,6 +29,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from spikegate.contract.outcomes import DECISION_HEADER
+from spikegate.target import edge_gate
 from spikegate.target.auction import Auction, AuctionOutcome, make_limit, make_redis
 from spikegate.target.backpressure.decision import ADMITTED, Decision
 from spikegate.target.config import TargetConfig, load_config
@@ -140,6 +142,7 @@ def create_app(config: TargetConfig) -> FastAPI:
         **_NO_TELEMETRY,
     )
     app.add_middleware(EdgeMiddleware)
+    edge_gate.install(app)  # 401/429 answered before any of FastAPI's layers
 
     @app.post(
         "/bid",

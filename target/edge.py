@@ -65,6 +65,65 @@ def rejection_headers(decision: Decision, *, retry: bool) -> list[tuple[bytes, b
     return headers
 
 
+def api_key_of(scope: Scope) -> str | None:
+    """The X-Api-Key header's value, or None (the first one, as sent)."""
+    for name, value in scope["headers"]:
+        if name == API_KEY_HEADER:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class Rejections:
+    """The edge's 401 and 429 answers, encoded once per (publisher, reason, Retry-After).
+
+    A rejection then builds no JSON and no header values: it sends two small messages. The
+    bytes are exactly what `json.dumps` and `rejection_headers` give. Bounded: past
+    `max_entries` the cache starts over (publishers come from the config, Retry-After is
+    capped, so that is rare)."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._cache: dict[tuple[str | None, str, str], tuple[int, tuple[Any, ...], bytes]] = {}
+
+    def encoded(
+        self, pub_id: str | None, decision: Decision
+    ) -> tuple[int, tuple[tuple[bytes, bytes], ...], bytes]:
+        """(status, headers, body) of the answer to a rejected `decision` for `pub_id`."""
+        retry = decision.reason == RATE_LIMITED
+        key = (pub_id, decision.reason, retry_after_header(decision) if retry else "")
+        entry = self._cache.get(key)
+        if entry is None:
+            status = 401 if decision.reason == UNAUTHORIZED else 429
+            detail = (
+                "missing or unknown X-Api-Key"
+                if status == 401
+                else f"publisher {pub_id} is over its rate; retry after the Retry-After"
+            )
+            body = json.dumps({"decision": decision.reason, "detail": detail}).encode()
+            headers = rejection_headers(decision, retry=retry)
+            headers.append((b"content-length", str(len(body)).encode()))
+            if len(self._cache) >= self.max_entries:
+                self._cache.clear()
+            entry = self._cache[key] = (status, tuple(headers), body)
+        return entry
+
+    async def send(self, send: Send, pub_id: str | None, decision: Decision) -> int:
+        """Answer a rejected `decision`; returns the status sent."""
+        status, headers, body = self.encoded(pub_id, decision)
+        # Fresh message dicts and header list: a send wrapper may append headers in place.
+        await send({"type": "http.response.start", "status": status, "headers": list(headers)})
+        await send({"type": "http.response.body", "body": body})
+        return status
+
+
+def state_rejections(state: Any) -> Rejections:
+    """The app's `Rejections` (made on first use, so an app built without it still works)."""
+    rejections: Rejections | None = getattr(state, "edge_rejections", None)
+    if rejections is None:
+        rejections = state.edge_rejections = Rejections()
+    return rejections
+
+
 class Edge:
     """API key -> publisher, then that publisher's token bucket.
 
@@ -131,28 +190,13 @@ class EdgeMiddleware:
         metrics: Metrics = state.metrics
         route = _ROUTES.get(scope["path"], "other")
 
-        if route == "/bid" and scope["method"] == "POST":
+        # A request the EdgeGate in front already admitted carries its publisher: one check.
+        if route == "/bid" and scope["method"] == "POST" and PUBLISHER_SCOPE_KEY not in scope:
             arrival_ns = time.monotonic_ns()  # tmax counts from here, before body parsing
-            api_key = None
-            for name, value in scope["headers"]:
-                if name == API_KEY_HEADER:
-                    api_key = value.decode("latin-1")
-                    break
             edge: Edge = state.edge
-            pub_id, decision = edge.check(api_key)
+            pub_id, decision = edge.check(api_key_of(scope))
             if not decision.admitted:
-                status = 401 if decision.reason == UNAUTHORIZED else 429
-                detail = (
-                    "missing or unknown X-Api-Key"
-                    if status == 401
-                    else f"publisher {pub_id} is over its rate; retry after the Retry-After"
-                )
-                await _send_json(
-                    send,
-                    status,
-                    {"decision": decision.reason, "detail": detail},
-                    rejection_headers(decision, retry=decision.reason == RATE_LIMITED),
-                )
+                status = await state_rejections(state).send(send, pub_id, decision)
                 metrics.observe(route, status, decision.reason, time.perf_counter() - started)
                 return
             scope[PUBLISHER_SCOPE_KEY] = pub_id
