@@ -40,6 +40,7 @@ import dataclasses
 import re
 from collections.abc import Callable
 
+from spikegate.contract.rundir import WORKER_CRASH_PREFIX
 from spikegate.harness import blackbox_verdicts as blackbox
 from spikegate.harness.figures import (
     ServerRejections,
@@ -67,7 +68,7 @@ from spikegate.harness.run_verdicts import (
 from spikegate.harness.session import pair_views
 from spikegate.harness.target_facts import TargetFacts
 from spikegate.harness.thresholds import Thresholds, thresholds_from_checks
-from spikegate.harness.verdicts import CheckResult, Verdict
+from spikegate.harness.verdicts import FAIL, INCONCLUSIVE, CheckResult, Verdict
 
 __all__ = [
     "BLACKBOX_LAYERS",
@@ -122,8 +123,33 @@ def _numbered(v: Verdict, suffix: str, *, last: bool) -> Verdict:
     return dataclasses.replace(v, phase=v.phase + suffix, message=message)
 
 
+def _lost_workers(history: History) -> list[str]:
+    names = (str(e.data.get("name", "")) for e in history.events if e.kind == "component_crash")
+    return [n for n in names if n.startswith(WORKER_CRASH_PREFIX)]
+
+
+def _unjudgeable(verdicts: list[Verdict], lost: list[str]) -> tuple[Verdict, ...]:
+    """A Locust worker lost mid-run: the generator's record misses what it sent (rows, acked
+    ids), so nothing judged on it may fail the service: each failure is inconclusive."""
+    if not lost:
+        return tuple(verdicts)
+    why = f"the generator lost {', '.join(lost)} mid-run, its record is incomplete"
+    return tuple(
+        dataclasses.replace(v, status=INCONCLUSIVE, message=f"{why}: {v.message}")
+        if v.status == FAIL
+        else v
+        for v in verdicts
+    )
+
+
 def check(history: History, thresholds: Thresholds | None = None) -> CheckResult:
     """Judge `history` (pure: same history and thresholds, same verdicts)."""
+    result = _check(history, thresholds)
+    verdicts = _unjudgeable(list(result.verdicts), _lost_workers(history))
+    return CheckResult(verdicts, result.thresholds)
+
+
+def _check(history: History, thresholds: Thresholds | None = None) -> CheckResult:
     th = thresholds or thresholds_from_checks(history.scenario.checks)
     reference = history.reference
     cfg = history.target_config if reference else None

@@ -110,12 +110,22 @@ def run_command(
     allow_remote_target: Annotated[
         bool, typer.Option("--allow-remote-target", help="allow a non-loopback external target")
     ] = False,
+    expect_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--expect-workers",
+            metavar="N",
+            help="wait for N `spikegate worker --master HOST:PORT` (= --set load.workers=N)",
+        ),
+    ] = None,
 ) -> None:
     """Run a spike test end to end and record its history in a run directory."""
     from spikegate.harness.orchestrator import run_scenario
     from spikegate.harness.scenario import load_scenario
 
     overrides = list(set_ or [])
+    if expect_workers is not None:
+        overrides.append(f"load.workers={expect_workers}")
     if seed is not None:
         if seed < 0:
             raise UsageError(f"--seed must be >= 0 (got {seed})")
@@ -188,6 +198,30 @@ def up_command(
     )
     _print_summary(result, console)
     code = check_run(result, console)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("worker", cls=_Command)
+def worker_command(
+    master: Annotated[
+        str,
+        typer.Option(
+            "--master", metavar="HOST:PORT", help="the run's master (printed by spikegate run)"
+        ),
+    ],
+    processes: Annotated[
+        int, typer.Option("--processes", metavar="N", help="Locust processes on this machine")
+    ] = 1,
+    log_dir: Annotated[
+        Path | None,
+        typer.Option("--log-dir", metavar="DIR", help="the worker's log (default: a temp dir)"),
+    ] = None,
+) -> None:
+    """Join a run as a Locust worker (this or another machine); ends when the run ends."""
+    from spikegate.harness.worker import run_worker
+
+    code = run_worker(master, processes=processes, log_dir=log_dir, console=Console())
     if code:
         raise typer.Exit(code)
 

@@ -57,9 +57,12 @@ def locust_command(
     processes: int = 1,
     user_locustfile: bool = False,
     csv_prefix: Path | None = None,
+    workers: int = 0,
+    master_bind: tuple[str, int] | None = None,
 ) -> list[str]:
     """The Locust command line of the contract for `shape` against `host` (the entry file
-    user.py when the run drives the user's own locustfile)."""
+    user.py when the run drives the user's own locustfile); with `workers`, a master that
+    listens on `master_bind` and waits for that many `spikegate worker`s."""
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {', '.join(SHAPES)} (got {shape!r})")
     if processes < 1:
@@ -70,6 +73,14 @@ def locust_command(
     cmd = [sys.executable, "-m", "locust", "-f", files, "--headless", "--host", host]
     if processes > 1:
         cmd += ["--processes", str(processes)]
+    if workers > 0:
+        bind_host, bind_port = master_bind or ("127.0.0.1", 5557)
+        cmd += [
+            "--master",
+            "--master-bind-host", bind_host,
+            "--master-bind-port", str(bind_port),
+            "--expect-workers", str(workers),
+        ]  # fmt: skip
     if csv_prefix is not None:
         cmd += ["--csv", str(csv_prefix)]
     return [
@@ -101,8 +112,10 @@ class LocustProcess(ManagedProcess):
         processes: int,
         env: Mapping[str, str],
         run_dir: Path,
-        t0_epoch: float,
+        t0_epoch: float | None,
         locustfile: str | None = None,
+        workers: int = 0,
+        master_bind: tuple[str, int] | None = None,
     ) -> None:
         super().__init__(log_dir)
         self._cmd = locust_command(
@@ -111,8 +124,13 @@ class LocustProcess(ManagedProcess):
             processes=processes,
             user_locustfile=locustfile is not None,
             csv_prefix=None if locustfile is None else self.log_dir / LOCUST_CSV_PREFIX,
+            workers=workers,
+            master_bind=master_bind,
         )
-        self._env = {**env, T0_ENV: repr(t0_epoch), RUN_DIR_ENV: str(run_dir)}
+        # t0_epoch None (a master waiting for workers): the harness writes RUN_DIR/T0_FILE
+        self._env = {**env, RUN_DIR_ENV: str(run_dir)}
+        if t0_epoch is not None:
+            self._env[T0_ENV] = repr(t0_epoch)
         if locustfile is not None:
             self._env[LOAD_ENV] = _with_locustfile(env.get(LOAD_ENV), locustfile)
 

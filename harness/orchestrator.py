@@ -56,6 +56,7 @@ from spikegate.contract.rundir import (
     SAMPLES_FILE,
     SCENARIO_FILE,
     TARGET_CONFIG_FILE,
+    WORKER_CRASH_PREFIX,
     JsonlWriter,
     read_jsonl,
 )
@@ -95,11 +96,13 @@ from spikegate.harness.stack import (
     port_listening,
 )
 from spikegate.harness.target_facts import resolve_target_config
+from spikegate.harness.workers import await_workers, master_address, missing_workers, write_t0
 
 __all__ = ["RunResult", "new_run_dir", "run_scenario"]
 
 TICK_S = 0.2
 LOCUST_BOOT_S = 3.0  # t0 = Locust's spawn + this (+0.5 s per extra process)
+WORKERS_LEAD_S = 1.5  # master/worker: t0 = every worker joined + this
 LOCUST_GRACE_S = 30.0  # past duration_s, Locust is stopped (its shape should have ended it)
 QUIESCE_S = 4.0  # + client_timeout_s: a session's last requests end and their seconds flush
 DRAIN_TIMEOUT_S = 10.0
@@ -324,6 +327,7 @@ class _Run:
         self.stack: Stack | None = None
         self.chaos: ChaosClient | None = None
         self.locust: LocustProcess | None = None
+        self._workers_lost: set[str] = set()  # master/worker: missing workers already named
         self.sampler: Sampler | None = None
         self._sources: list[Evidence] = []  # the harness's own evidence, read beside each scrape
         self.schedule: FaultSchedule | None = None
@@ -491,9 +495,13 @@ class _Run:
 
     def _load(self) -> None:
         sc = self.scenario
+        if sc.load.workers:
+            self._start_master()
         # t0 lies a little in the future: Locust needs a moment to import and start its
         # processes, and its schedule (like the faults and the sampler) starts at t0 sharp.
         boot_s = LOCUST_BOOT_S + 0.5 * (sc.load.processes - 1)
+        if sc.load.workers:  # the master and its workers are up: they wait for t0.json
+            boot_s = WORKERS_LEAD_S
         self.t0_epoch = time.time() + boot_s
         self.t0_mono = self.clock() + boot_s
         self.events.set_t0(self.t0_mono)
@@ -520,23 +528,97 @@ class _Run:
         self.schedule.__enter__()
         if self.idle:
             self._set_rate(0.0, source="idle")
-        self.locust = LocustProcess(
-            self.run_dir / LOGS_DIR,
-            host=self.target_url,
-            shape=sc.load.shape,
-            processes=sc.load.processes,
-            env=sc.load_env(),
-            run_dir=self.run_dir.resolve(),
-            t0_epoch=self.t0_epoch,
-            locustfile=sc.load.locustfile,
-        )
-        self._closing("locust", self._stop_locust)
-        self.locust.start()
-        self.meta["components"]["locust"] = {"pid": self.locust.pid, "log": "logs/locust.log"}
+        if sc.load.workers:
+            self._closing("locust", self._stop_locust)  # stopped here, as in a local run
+            write_t0(self.run_dir, self.t0_epoch)
+        else:
+            self.locust = LocustProcess(
+                self.run_dir / LOGS_DIR,
+                host=self.target_url,
+                shape=sc.load.shape,
+                processes=sc.load.processes,
+                env=sc.load_env(),
+                run_dir=self.run_dir.resolve(),
+                t0_epoch=self.t0_epoch,
+                locustfile=sc.load.locustfile,
+            )
+            self._closing("locust", self._stop_locust)
+            self.locust.start()
+            self.meta["components"]["locust"] = {"pid": self.locust.pid, "log": "logs/locust.log"}
         if self.schedule is not None:
             self._closing("control", self._stop_control)
             self._start_control(self.schedule)
         self._watch()
+
+    def _start_master(self) -> None:
+        """Master/worker (load.workers): Locust's master on load.master_bind, then a bounded
+        wait for every worker (exit 4 naming the command that starts one)."""
+        sc = self.scenario
+        address = master_address(sc.load.master_bind)
+        self.locust = LocustProcess(
+            self.run_dir / LOGS_DIR,
+            host=self.target_url,
+            shape=sc.load.shape,
+            processes=1,
+            env=sc.load_env(),
+            run_dir=self.run_dir.resolve(),
+            t0_epoch=None,
+            locustfile=sc.load.locustfile,
+            workers=sc.load.workers,
+            master_bind=address,
+        )
+        self._closing("locust", self._stop_locust)
+        self.locust.start()
+        where = f"{address[0]}:{address[1]}"
+        self.meta["components"]["locust"] = {
+            "pid": self.locust.pid, "log": "logs/locust.log", "master": where,
+            "workers": sc.load.workers,
+        }  # fmt: skip
+        _write_json(self.run_dir / META_FILE, self.meta)
+        n = sc.load.workers
+        self.console.print(
+            f"waiting for {n} worker{'s' if n != 1 else ''} (up to {sc.load.workers_wait_s:g} s):"
+            f" start each with `spikegate worker --master {where}`",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        locust = self.locust
+
+        def check() -> None:
+            if self.signals.signum is not None:
+                raise _Interrupted(self.signals.signum)
+            if not locust.alive:
+                self._crashed(locust)
+                assert self.failure is not None
+                raise self.failure
+
+        await_workers(
+            self.run_dir,
+            n,
+            address=address,
+            timeout_s=sc.load.workers_wait_s,
+            clock=self.clock,
+            sleep=self.sleep,
+            check=check,
+        )
+
+    def _check_workers(self) -> None:
+        """A worker the master declared missing is a component_crash: the run is inconclusive."""
+        for w in missing_workers(self.run_dir):
+            if w.id in self._workers_lost:
+                continue
+            self._workers_lost.add(w.id)
+            self.events.emit(
+                "component_crash", name=f"{WORKER_CRASH_PREFIX}{w.id}", returncode=None,
+                log_tail=w.describe(),
+            )  # fmt: skip
+            self.console.print(
+                f"warning: {w.describe()}: the run is inconclusive",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
 
     def _metrics_url(self) -> str | None:
         """The target's Prometheus endpoint: ours, or your service's `target.metrics`."""
@@ -636,6 +718,8 @@ class _Run:
                     self.status = "interrupted"
                     self._load_stop("interrupted")
                     return
+                if sc.load.workers or sc.load.processes > 1:
+                    self._check_workers()
                 dead = self.stack.dead_child() if self.stack is not None else None
                 if dead is not None:
                     self._crashed(dead)
@@ -740,6 +824,8 @@ class _Run:
 
     def _locust_ended(self, elapsed: float) -> None:
         assert self.locust is not None
+        if self.scenario.load.workers or self.scenario.load.processes > 1:
+            self._check_workers()
         code = self.locust.returncode
         if code not in (0, None):
             self._crashed(self.locust)

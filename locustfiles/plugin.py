@@ -9,8 +9,17 @@
              spawn message (custom parsed options); worker_report / spikegate_final --> Merger
              --> requests.jsonl (one merged row per second)
     worker:  test_start: its share of the schedule (index of count); report_to_master every
-             3 s carries its complete seconds; spikegate_final carries the rest once its last
-             request finished (or on spikegate_flush from a quitting master)
+             3 s carries its complete seconds, its acked ids and its CPU (in the rows);
+             spikegate_final carries the rest once its last request finished (or on
+             spikegate_flush from a quitting master). A worker may run on another machine
+             (`spikegate worker --master HOST:PORT`, load.workers): it gets the locustfiles
+             (`-f -`) and the run's config (--spikegate-config) from the master; the master
+             writes its acked ids to acked/worker-<id>.txt. Its only writes are its own copy
+             (SPIKEGATE_WORKER_DIR, on its own disk: requests.jsonl, acked.txt) for audit.
+    master with load.workers: waits for RUN_DIR/control/t0.json (the harness writes it once
+             every worker joined) before the load starts; RUN_DIR/workers.json says who
+             joined and who went missing (no heartbeat, or quit before the end), which the
+             harness turns into a component_crash event: the run is inconclusive
 
 With load.locustfile set, user.py is the entry file instead of adserver.py: the same
 Runtime, its requests recorded from Locust's `request` event by name (SecondStats.
@@ -29,6 +38,9 @@ import json
 import logging
 import math
 import os
+import re
+import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -52,10 +64,18 @@ from spikegate.contract.env import (
     RUN_DIR_ENV,
     SEED_ENV,
     T0_ENV,
+    WORKER_DIR_ENV,
 )
 from spikegate.contract.load import LoadSection
 from spikegate.contract.outcomes import OutcomeRules
-from spikegate.contract.rundir import ACKED_DIR, LOAD_CONTROL_FILE, REQUESTS_FILE, JsonlWriter
+from spikegate.contract.rundir import (
+    ACKED_DIR,
+    LOAD_CONTROL_FILE,
+    REQUESTS_FILE,
+    T0_FILE,
+    WORKERS_FILE,
+    JsonlWriter,
+)
 from spikegate.locustfiles.live_rate import POLL_S, LiveLoad
 from spikegate.locustfiles.recorder import Merger, Recorder, SecondStats
 from spikegate.locustfiles.shapes import DEMO_LOAD, ArrivalSchedule, Shape, load_params, make_shape
@@ -76,6 +96,15 @@ FLUSH_INTERVAL_S = 1.0
 FINAL_MSG = "spikegate_final"
 FLUSH_MSG = "spikegate_flush"
 REPORT_KEY = "spikegate"
+CONFIG_ENVS = (
+    LOAD_ENV,
+    PUBLISHERS_ENV,
+    SEED_ENV,
+    OUTCOMES_ENV,
+)  # what a worker gets from the master
+WORKERS_POLL_S = 0.5
+T0_WAIT_S = 60.0  # the master's bound on waiting for control/t0.json
+EARLY_S = 1.0  # a worker that ends this long before the schedule's end quit early
 log = logging.getLogger("spikegate")
 
 
@@ -209,6 +238,10 @@ class Runtime:
     cpu_warning: bool = False
     acked: list[str] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    acked_outbox: list[str] = field(default_factory=list)  # worker: ids not yet sent
+    flush_requested: bool = False  # worker: the master asked for the last seconds
+    # master: worker id -> {"host", "pid", "state", "reason", "t"} (RUN_DIR/workers.json)
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     merger: Merger = field(default_factory=Merger)
     expected_workers: int = 1
     # exceptions raised by the user's own code (load.locustfile) that Locust also counted in
@@ -277,6 +310,7 @@ class Runtime:
         opts = env.parsed_options
         if self.role == "worker":
             assert opts is not None
+            self._config_from_master(getattr(opts, "spikegate_config", "") or "")
             # A worker that starts after the master skips what it missed instead of
             # bursting it out late (its first second just counts fewer intended arrivals).
             self.load_start = max(float(opts.spikegate_load_start), time.time())
@@ -285,8 +319,11 @@ class Runtime:
             runner = env.runner
             self.index = max(0, getattr(runner, "worker_index", 0)) % self.count
         else:
+            t0 = self.config.t0
+            if t0 is None and self.role == "master" and self.config.run_dir is not None:
+                t0 = _await_t0(self.config.run_dir / T0_FILE, T0_WAIT_S)
             self.load_start = time.time()
-            self.t0 = self.config.t0 if self.config.t0 is not None else self.load_start
+            self.t0 = t0 if t0 is not None else self.load_start
             runner = env.runner
             self.count = max(1, runner.worker_count) if isinstance(runner, MasterRunner) else 1
             if opts is not None:
@@ -328,11 +365,28 @@ class Runtime:
         self.group = Group()
         self._proc = psutil.Process()
         self._proc.cpu_percent(None)
-        if self.config.run_dir is not None:
+        if self.config.run_dir is not None and self.role == "local":
             acked = self.config.run_dir / ACKED_DIR
             acked.mkdir(parents=True, exist_ok=True)
             self._acked_path = acked / f"{os.getpid()}.txt"
         self._flusher = gevent.spawn(self._flush_loop)
+
+    def _config_from_master(self, raw: str) -> None:
+        """Worker: the run's config as the master has it (a worker on another machine has
+        none of the harness's environment); the local run dir (same machine) is kept."""
+        if not raw:
+            return
+        doc = json.loads(raw)
+        env = {k: str(v) for k, v in (doc.get("env") or {}).items() if k in CONFIG_ENVS}
+        if self.config.run_dir is not None:
+            env[RUN_DIR_ENV] = str(self.config.run_dir)
+        self.config = Config.from_env(env, shape=doc.get("shape"))
+        self.shape = make_shape(self.config.params)
+
+    def master_config(self, shape: str | None) -> str:
+        """Master: what each worker needs of this run's config (--spikegate-config)."""
+        env = {k: os.environ[k] for k in CONFIG_ENVS if os.environ.get(k)}
+        return json.dumps({"env": env, "shape": shape}, sort_keys=True)
 
     def _poll_loop(self) -> None:
         """Every POLL_S: a newer live load document applies to the schedule at once."""
@@ -387,6 +441,11 @@ class Runtime:
             return
         if self.role == "worker":
             self.outbox.extend(s.wire() for s in seconds)
+            own = _worker_dir()
+            if own is not None:
+                with JsonlWriter(own / REQUESTS_FILE) as rows:
+                    for s in seconds:
+                        rows.write(s.row())
         else:
             self._write(seconds)
 
@@ -399,6 +458,14 @@ class Runtime:
             self._rows.write(s.row())
 
     def _flush_acked(self) -> None:
+        if self.role == "worker":  # to the master with the next report (and its own copy)
+            own = _worker_dir()
+            if own is not None and self.acked:
+                with (own / "acked.txt").open("a", encoding="utf-8") as fh:
+                    fh.write("\n".join(self.acked) + "\n")
+            self.acked_outbox.extend(self.acked)
+            self.acked.clear()
+            return
         if not self.acked or self._acked_path is None:
             self.acked.clear()
             return
@@ -413,6 +480,7 @@ class Runtime:
             return
         self.finished = True
         self.dispatching = False
+        early = not self.flush_requested and time.time() < self.end - EARLY_S
         wait = self.settle_s if wait_s is None else wait_s
         if len(self.group) and not self.group.join(timeout=wait):
             self.group.kill(block=True, timeout=1.0)  # each records its request as a timeout
@@ -434,28 +502,37 @@ class Runtime:
             self._emit(rec.drain())
         self._flush_acked()
         if self.role == "worker":
-            self._send_final()
+            self._send_final(early)
         elif self._rows is not None:
             self._rows.close()
             self._rows = None
 
-    def _send_final(self) -> None:
+    def _send_final(self, early: bool = False) -> None:
         seconds, self.outbox = self.outbox, []
+        acked, self.acked_outbox = self.acked_outbox, []
+        payload = {"seconds": seconds, "watermark": None, "acked": acked, "node": _node()}
+        if early:
+            payload["early"] = True
         try:
             self.environment.runner.send_message(  # type: ignore[union-attr]
-                FINAL_MSG, {"seconds": seconds, "watermark": None}
+                FINAL_MSG, payload
             )
         except Exception:
             log.exception("spikegate recorder: could not send the final seconds to the master")
 
     def report(self, data: dict[str, Any]) -> None:
-        """Worker: attach the complete seconds to Locust's periodic report."""
-        if not self.started or (self.finished and not self.outbox):
+        """Worker: attach the complete seconds and the acked ids to Locust's periodic report."""
+        if not self.started or (self.finished and not self.outbox and not self.acked_outbox):
             return
         rec = self.recorder
         watermark = None if self.finished else (rec.next_second if rec else None)
-        data[REPORT_KEY] = {"seconds": self.outbox, "watermark": watermark}
-        self.outbox = []
+        data[REPORT_KEY] = {
+            "seconds": self.outbox,
+            "watermark": watermark,
+            "acked": self.acked_outbox,
+            "node": _node(),
+        }
+        self.outbox, self.acked_outbox = [], []
 
     def merge(self, worker: str, payload: Any) -> None:
         """Master: fold a worker's seconds in and write every second all workers completed."""
@@ -464,7 +541,75 @@ class Runtime:
         seconds = payload.get("seconds", ())
         self.merger.add(worker, seconds, payload.get("watermark"))
         self.user_errors += sum(int((s.get("tasks") or (0, 0, 0))[2]) for s in seconds)
+        self._write_acked(worker, payload.get("acked") or ())
+        info = self.workers.setdefault(worker, {"state": "joined"})
+        node = payload.get("node")
+        if isinstance(node, dict):
+            info.update(host=node.get("host"), pid=node.get("pid"))
+        if info["state"] != "missing":
+            info["state"] = "done" if payload.get("watermark") is None else "running"
+        if payload.get("early") and info["state"] != "missing":
+            self.lose(worker, "it stopped before the end of the load")
         self._write(self.merger.ready(self.expected_workers))
+
+    def _write_acked(self, worker: str, ids: Any) -> None:
+        if not ids or self.config.run_dir is None:
+            return
+        folder = self.config.run_dir / ACKED_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", worker)
+        with (folder / f"worker-{name}.txt").open("a", encoding="utf-8") as fh:
+            fh.write("\n".join(str(i) for i in ids) + "\n")
+
+    def lose(self, worker: str, reason: str) -> None:
+        """Master: `worker` is gone before its end; seconds stop waiting for it."""
+        info = self.workers.setdefault(worker, {"state": "joined"})
+        info.update(
+            state="missing", reason=reason, t=round(time.time() - self.t0, 1) if self.t0 else None
+        )
+        log.warning("spikegate: worker %s is missing: %s", worker, reason)
+        self.merger.lost(worker)
+        self._write(self.merger.ready(self.expected_workers))
+
+    def watch_workers(self) -> None:
+        """Master: every WORKERS_POLL_S, who joined and who went missing, to workers.json."""
+        runner = self.environment.runner
+        assert isinstance(runner, MasterRunner)
+        run_dir = self.config.run_dir
+        written: str | None = None
+        while True:
+            try:
+                self._poll_workers(runner)
+                doc = json.dumps(
+                    {
+                        "expected": int(
+                            getattr(self.environment.parsed_options, "expect_workers", 0) or 0
+                        ),
+                        "started": self.started,
+                        "workers": self.workers,
+                    },
+                    sort_keys=True,
+                )
+                if run_dir is not None and doc != written:
+                    _write_atomic(run_dir / WORKERS_FILE, doc)
+                    written = doc
+            except Exception:
+                log.exception("spikegate: watching the workers failed")
+            gevent.sleep(WORKERS_POLL_S)
+
+    def _poll_workers(self, runner: MasterRunner) -> None:
+        present = {c.id: c.state for c in runner.clients.all}
+        for wid, state in present.items():
+            info = self.workers.setdefault(wid, {"state": "joined"})
+            if state == "missing" and info["state"] not in ("done", "missing") and self.started:
+                self.lose(wid, "it stopped sending heartbeats")
+        for wid in list(self.workers):
+            if wid in present:
+                continue
+            if not self.started:
+                del self.workers[wid]  # left before the load started: not part of the run
+            elif self.workers[wid]["state"] in ("joined", "running"):
+                self.lose(wid, "it left the run before the end of the load")
 
     def close_master(self) -> None:
         """Master at quit: ask the workers for their last seconds, wait (bounded), write all."""
@@ -497,6 +642,38 @@ def runtime() -> Runtime:
     return _RUNTIME
 
 
+def _worker_dir() -> Path | None:
+    raw = os.environ.get(WORKER_DIR_ENV)
+    if not raw:
+        return None
+    path = Path(raw) / str(os.getpid())  # one folder per process (`--processes N`)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _node() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _await_t0(path: Path, bound_s: float) -> float | None:
+    """The t0 the harness writes once every worker joined (None: not within the bound)."""
+    deadline = time.time() + bound_s
+    while time.time() < deadline:
+        try:
+            return float(json.loads(path.read_text(encoding="utf-8"))["t0_epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            gevent.sleep(0.05)
+    log.warning("spikegate: no %s within %g s: the load starts now", T0_FILE, bound_s)
+    return None
+
+
 def _entry_shape(environment: Environment) -> str | None:
     shape = environment.shape_class
     return getattr(shape, "shape_name", None) if shape is not None else None
@@ -513,6 +690,10 @@ def _add_arguments(parser: Any) -> None:
         parser.add_argument(
             name, type=kind, default=kind(0), help=argparse.SUPPRESS, include_in_web_ui=False
         )
+    # Set by the master at init: what a worker on another machine needs of the run's config.
+    parser.add_argument(
+        "--spikegate-config", type=str, default="", help=argparse.SUPPRESS, include_in_web_ui=False
+    )
 
 
 def _on_init(environment: Environment, **_kw: Any) -> None:
@@ -541,8 +722,33 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
         log.warning("%s is not set: per-second rows and acked ids are not written", RUN_DIR_ENV)
     if isinstance(runner, MasterRunner):
         runner.register_message(FINAL_MSG, _on_final)
+        opts = environment.parsed_options
+        if opts is not None:
+            opts.spikegate_config = _RUNTIME.master_config(shape_name)
+        gevent.spawn(_RUNTIME.watch_workers)
+        if opts is not None and (getattr(opts, "processes", None) or 1) <= 1:
+            # workers of their own (spikegate worker): see _on_master_sigterm
+            gevent.signal_handler(signal.SIGTERM, _on_master_sigterm, environment)
     elif isinstance(runner, WorkerRunner):
         runner.register_message(FLUSH_MSG, _on_flush, concurrent=True)
+
+
+def _on_master_sigterm(environment: Environment) -> None:
+    """SIGTERM on a headless master with workers of its own. Locust installs its own handler
+    only once the shape has ended, so until then SIGTERM would kill the master outright and
+    leave the workers waiting a minute for its heartbeat. Running: end the shape, so Locust
+    quits the usual way (workers told to quit, the last rows written). Still waiting for
+    workers: tell those that joined to quit, and exit."""
+    runner = environment.runner
+    shape = getattr(runner, "shape_greenlet", None)
+    if shape is not None and not shape.dead:
+        shape.kill(block=False)
+        return
+    try:
+        if runner is not None:
+            runner.quit()
+    finally:
+        os._exit(128 + signal.SIGTERM)
 
 
 def _asked_shape(env: Mapping[str, str]) -> str | None:
@@ -560,6 +766,7 @@ def _on_final(environment: Environment, msg: Any, **_kw: Any) -> None:
 
 def _on_flush(environment: Environment, msg: Any, **_kw: Any) -> None:
     if _RUNTIME is not None:
+        _RUNTIME.flush_requested = True
         _RUNTIME.finish()
 
 

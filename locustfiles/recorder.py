@@ -549,13 +549,21 @@ class Merger:
     """The master's merge of workers' sealed seconds into exactly one row per second.
 
     Each worker reports its sealed seconds plus a watermark (every second below it has been
-    sent; None = the worker is done). Second s is ready when every expected worker has a
-    watermark above s; `drain()` hands out the rest regardless (end of run)."""
+    sent; None = the worker is done). Second s is ready (sealed) only when every expected
+    worker has a watermark above s, or was declared lost (`lost()`: missing heartbeats, or
+    it quit before the end); `drain()` hands out the rest regardless (end of run)."""
 
     def __init__(self) -> None:
         self.pending: dict[int, SecondStats] = {}
         self.watermarks: dict[str, float] = {}
         self.next_second: int | None = None
+        self.missing: set[str] = set()  # workers that stopped reporting before their end
+
+    def lost(self, worker: str) -> None:
+        """`worker` stopped reporting before it was done: no second waits for it any longer
+        (what it never sent is not in the rows; the run names it as missing)."""
+        self.missing.add(worker)
+        self.watermarks[worker] = math.inf
 
     def add(
         self, worker: str, seconds: Iterable[Mapping[str, Any]], watermark: float | None
@@ -569,7 +577,8 @@ class Merger:
                 self.pending[s.second] = s
             else:
                 mine.merge(s)
-        self.watermarks[worker] = math.inf if watermark is None else watermark
+        lost = worker in self.missing
+        self.watermarks[worker] = math.inf if watermark is None or lost else watermark
 
     def done(self, expected_workers: int) -> bool:
         marks = list(self.watermarks.values())

@@ -20,6 +20,7 @@ __all__ = [
     "T0_ENV",
     "TARGET_CONFIG_ENV",
     "TARGET_OVERRIDE_PREFIX",
+    "WORKER_DIR_ENV",
 ]
 
 # harness -> Locust
@@ -30,6 +31,9 @@ T0_ENV = "SPIKEGATE_T0"  # the run's t0, epoch seconds: every row's `t` counts f
 RUN_DIR_ENV = "SPIKEGATE_RUN_DIR"  # where the recorder writes requests.jsonl and acked/
 LOCUSTFILES_ENV = "SPIKEGATE_LOCUSTFILES"  # another folder with the same locustfile names
 OUTCOMES_ENV = "SPIKEGATE_OUTCOMES"  # [outcomes] as JSON (contract.outcomes.OutcomeRules)
+# spikegate worker -> its Locust: a folder on the worker's own disk for its copy of what it
+# sent the master (requests.jsonl: its own rows; acked.txt: its acked ids), for audit
+WORKER_DIR_ENV = "SPIKEGATE_WORKER_DIR"
 
 # harness -> reference target
 TARGET_CONFIG_ENV = "SPIKEGATE_TARGET_CONFIG"  # a TOML file with the target's whole config

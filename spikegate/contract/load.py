@@ -97,6 +97,20 @@ class LoadSection(StrictModel):
     client_timeout_s: float = Field(default=2.0, gt=0, le=120)
     max_inflight: int = Field(default=2000, ge=1, le=100_000)
     processes: int = Field(default=1, ge=1, le=64)
+    workers: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="Locust workers to wait for (`spikegate worker --master HOST:PORT`, on "
+        "this or other machines); 0: the load runs in this machine's `processes`",
+    )
+    workers_wait_s: float = Field(
+        default=30.0, gt=0, le=3600, description="how long the run waits for its workers"
+    )
+    master_bind: str = Field(
+        default="127.0.0.1:0",
+        description="HOST:PORT the Locust master listens on for workers (port 0: any free)",
+    )
     arrivals: Arrivals = Field(
         default="uniform", description="intended send instants: evenly spaced or Poisson"
     )
@@ -186,9 +200,27 @@ class LoadSection(StrictModel):
             out.append((("user",), f"{self.user!r} is not a Python class name"))
         if self.locustfile is not None and not self.locustfile.strip():
             out.append((("locustfile",), "load.locustfile is empty: give a path to a .py file"))
+        out += self._worker_rules()
         if shape == "step" and not self.steps:
             msg = "load.steps must list at least one {at_s, rps} for shape 'step'"
             out.append((("steps",), msg))
+        return out
+
+    def _worker_rules(self) -> list[Problem]:
+        out: list[Problem] = []
+        if self.workers and self.processes > 1:
+            msg = (
+                "load.processes must be 1 with load.workers: give each worker its processes "
+                "(spikegate worker --master HOST:PORT --processes N)"
+            )
+            out.append((("processes",), msg))
+        host, _, port = self.master_bind.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            msg = (
+                "load.master_bind must be HOST:PORT, e.g. 127.0.0.1:5557 "
+                f"(got {self.master_bind!r})"
+            )
+            out.append((("master_bind",), msg))
         return out
 
     def disturbance(self) -> tuple[float, float] | None:

@@ -10,7 +10,13 @@
       events.jsonl       one EventRow per event (phases, fault start/stop, manual actions, crashes)
       impressions.json   ImpressionAccounting: acked impression ids versus ids read back from Kafka
       target.json        the reference target's effective configuration (every default applied)
-      acked/             the generator's acked impression ids, one file per Locust process
+      acked/             the generator's acked impression ids, one file per Locust process (a
+                         worker's ids reach the master by Locust's messaging: worker-<id>.txt)
+      workers.json       master/worker runs (load.workers): {"expected": n, "bind": "host:port",
+                         "workers": {id: {"host", "pid", "state": "joined"|"running"|"done"|
+                         "missing", "reason", "t"}}}, written by the Locust master
+      control/t0.json    master/worker runs: {"t0_epoch": f}, written by the harness once the
+                         workers joined (the master starts the load from it)
       control/load.json  the live load set by hand (`spikegate load`), written by the harness,
                          read by every Locust process (locustfiles/live_rate.py); absent
                          until the first change
@@ -122,7 +128,8 @@ EventRow (events.jsonl):
 KINDS: run_start, run_end, phase (name, start_t, end_t), load_start, load_stop,
 fault_start / fault_stop / fault_error (id, proxy, fault, params, source, reason),
 load_set / load_spike_start / load_spike_end (LOAD_EVENT_KINDS: the load set by hand),
-manual (action, ...), component_crash (name, returncode, log_tail), interrupted (signal),
+manual (action, ...), component_crash (name, returncode, log_tail; name "locust worker <id>"
+for a worker the master lost mid-run: WORKER_CRASH_PREFIX), interrupted (signal),
 warning (message).
 
 The load set by hand (`spikegate load`, harness/control.py LoadControl), LOAD_EVENT_KINDS:
@@ -160,7 +167,10 @@ __all__ = [
     "REQUEST_ROW_FIELDS",
     "SAMPLES_FILE",
     "SCENARIO_FILE",
+    "T0_FILE",
     "TARGET_CONFIG_FILE",
+    "WORKERS_FILE",
+    "WORKER_CRASH_PREFIX",
     "JsonlWriter",
     "read_jsonl",
 ]
@@ -175,6 +185,13 @@ ACKED_DIR = "acked"
 TARGET_CONFIG_FILE = "target.json"
 LOGS_DIR = "logs"
 LOAD_CONTROL_FILE = "control/load.json"
+# master/worker runs (load.workers): the Locust master writes WORKERS_FILE (who joined, who
+# went missing); the harness writes T0_FILE ({"t0_epoch": f}) once every worker joined
+WORKERS_FILE = "workers.json"
+T0_FILE = "control/t0.json"
+# component_crash name of a Locust worker the master lost mid-run ("locust worker <id>"):
+# the generator's record misses what it sent, so the run is inconclusive, never judged
+WORKER_CRASH_PREFIX = "locust worker "
 
 # the keys of every RequestRow, in the order documented above
 REQUEST_ROW_FIELDS = (
