@@ -1,6 +1,7 @@
 """Benchmark: the target's own CPU per designed rejection (r) against per admitted /bid (a).
 
     python tests/bench/rejection_cost.py [--rate 300] [--window 6] [--rounds 3]
+                                         [--compare-src OLD/target]
 
 Why r/a matters (issue 14): with CPU r per designed rejection and a per admitted request, the
 goodput at k times capacity is at most (1 - k*r/a) / (1 - r/a) of capacity, whatever the
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -150,48 +152,25 @@ def goodput_bound(ratio: float, k: float) -> float:
     return max(0.0, (1 - k * ratio) / (1 - ratio))
 
 
-def bench(rate: float, window_s: float, rounds: int) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT))
-    from spikegate.harness.services import (
-        DspBidders,
-        KafkaBroker,
-        RedisServer,
-        TargetServer,
-        free_port,
-    )
+# Runs uvicorn with `spikegate.target` imported from argv[1] (a checkout's target/ folder)
+# instead of the installed one: the rest of spikegate stays this tree's.
+_LAUNCHER = """
+import importlib.machinery, os, sys
+src = os.path.abspath(sys.argv.pop(1))
+class Finder:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "spikegate.target":
+            return importlib.machinery.PathFinder.find_spec(name, [os.path.dirname(src)])
+        return None
+sys.meta_path.insert(0, Finder)
+import uvicorn.main
+sys.argv[0] = "uvicorn"
+uvicorn.main.main()
+"""
 
-    tmp = Path(tempfile.mkdtemp(prefix="spikegate-rcost-"))
-    result: dict[str, Any] = {
-        "rate_per_s": rate,
-        "window_s": window_s,
-        "rounds": rounds,
-        "cpus": os.cpu_count(),
-        "loadavg_start": os.getloadavg()[0],
-    }
-    redis, kafka, dsps = RedisServer(tmp), KafkaBroker(tmp), DspBidders(tmp, count=3)
-    with redis, kafka, dsps:
-        dsp_list = [{"name": n, "url": u} for n, u in zip(dsps.names, dsps.urls, strict=True)]
-        main_env = _target_env(redis.url, kafka.bootstrap, dsp_list, tmp / "spool-main")
-        # Nothing listens on this port: the one worker holds one item, the queue one more.
-        dead = f"127.0.0.1:{free_port()}"
-        shed_env = _target_env(
-            redis.url, dead, dsp_list, tmp / "spool-shed",
-            max_depth=1, workers=1, batch_size=1, codel="false",
-        )  # fmt: skip
-        main = TargetServer(tmp / "main", env=main_env)
-        shed = TargetServer(tmp / "shed", env=shed_env)
-        with main, shed:
-            for kind in ("admitted", "429", "shed"):  # warm-up: imports, pools, caches
-                t = shed if kind == "shed" else main
-                assert t.pid is not None
-                _window(t.url, kind, t.pid, rate, 1.0)
-            runs: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
-            for r in range(rounds):
-                order = KINDS[r % len(KINDS) :] + KINDS[: r % len(KINDS)]
-                for kind in order:
-                    t = shed if kind == "shed" else main
-                    assert t.pid is not None
-                    runs[kind].append(_window(t.url, kind, t.pid, rate, window_s))
+
+def _summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     idle_cpu_per_s = _median([w["cpu_s"] / w["wall_s"] for w in runs["idle"]])
     per: dict[str, Any] = {}
     for kind in ("admitted", "429", "shed"):
@@ -210,18 +189,85 @@ def bench(rate: float, window_s: float, rounds: int) -> dict[str, Any]:
         }
     a, r, s = (per[k]["cpu_us_per_request"] for k in ("admitted", "429", "shed"))
     a_net, r_net, s_net = (per[k]["cpu_us_per_request_net"] for k in ("admitted", "429", "shed"))
-    result["idle_cpu_share_of_core"] = round(idle_cpu_per_s, 4)
-    result["per_kind"] = per
-    result["r_over_a"] = round(r / a, 4)
-    result["r_over_a_net"] = round(r_net / a_net, 4)
-    result["shed_over_a"] = round(s / a, 4)
-    result["shed_over_a_net"] = round(s_net / a_net, 4)
-    result["goodput_bound_429"] = {f"{k}x": round(goodput_bound(r / a, k), 3) for k in (2, 5)}
-    result["goodput_bound_429_net"] = {
-        f"{k}x": round(goodput_bound(r_net / a_net, k), 3) for k in (2, 5)
+    return {
+        "idle_cpu_share_of_core": round(idle_cpu_per_s, 4),
+        "per_kind": per,
+        "r_over_a": round(r / a, 4),
+        "r_over_a_net": round(r_net / a_net, 4),
+        "shed_over_a": round(s / a, 4),
+        "shed_over_a_net": round(s_net / a_net, 4),
+        "goodput_bound_429": {f"{k}x": round(goodput_bound(r / a, k), 3) for k in (2, 5)},
+        "goodput_bound_429_net": {
+            f"{k}x": round(goodput_bound(r_net / a_net, k), 3) for k in (2, 5)
+        },
     }
+
+
+def bench(rate: float, window_s: float, rounds: int, compare_src: Path | None) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT))
+    from spikegate.harness.services import (
+        DspBidders,
+        KafkaBroker,
+        RedisServer,
+        TargetServer,
+        free_port,
+    )
+
+    class CheckoutTarget(TargetServer):
+        """The same uvicorn command, with `spikegate.target` from `compare_src`."""
+
+        def command(self) -> list[str]:
+            cmd = super().command()
+            assert cmd[1:3] == ["-m", "uvicorn"] and compare_src is not None
+            return [cmd[0], "-c", _LAUNCHER, str(compare_src), *cmd[3:]]
+
+    tmp = Path(tempfile.mkdtemp(prefix="spikegate-rcost-"))
+    result: dict[str, Any] = {
+        "rate_per_s": rate,
+        "window_s": window_s,
+        "rounds": rounds,
+        "cpus": os.cpu_count(),
+        "loadavg_start": os.getloadavg()[0],
+    }
+    variants = ["this_tree"] + (["compare_src"] if compare_src else [])
+    redis, kafka, dsps = RedisServer(tmp), KafkaBroker(tmp), DspBidders(tmp, count=3)
+    with redis, kafka, dsps, contextlib.ExitStack() as stack:
+        dsp_list = [{"name": n, "url": u} for n, u in zip(dsps.names, dsps.urls, strict=True)]
+        dead = f"127.0.0.1:{free_port()}"  # nothing listens: the shedding target's Kafka
+        targets: dict[tuple[str, str], TargetServer] = {}
+        for variant in variants:
+            cls = CheckoutTarget if variant == "compare_src" else TargetServer
+            main_env = _target_env(redis.url, kafka.bootstrap, dsp_list, tmp / f"spool-{variant}")
+            # The one worker holds one item, the queue one more: every offer sheds.
+            shed_env = _target_env(
+                redis.url, dead, dsp_list, tmp / f"spool-shed-{variant}",
+                max_depth=1, workers=1, batch_size=1, codel="false",
+            )  # fmt: skip
+            main = stack.enter_context(cls(tmp / variant, env=main_env))
+            shed = stack.enter_context(cls(tmp / f"shed-{variant}", env=shed_env))
+            for kind in KINDS:
+                targets[variant, kind] = shed if kind == "shed" else main
+
+        def window(variant: str, kind: str, duration_s: float) -> dict[str, Any]:
+            t = targets[variant, kind]
+            assert t.pid is not None
+            return _window(t.url, kind, t.pid, rate, duration_s)
+
+        for variant in variants:
+            for kind in ("admitted", "429", "shed"):  # warm-up: imports, pools, caches
+                window(variant, kind, 1.0)
+        runs = {v: {k: [] for k in KINDS} for v in variants}
+        for r in range(rounds):
+            order = KINDS[r % len(KINDS) :] + KINDS[: r % len(KINDS)]
+            for kind in order:
+                for variant in variants if r % 2 == 0 else variants[::-1]:
+                    runs[variant][kind].append(window(variant, kind, window_s))
+    for variant in variants:
+        result[variant] = _summary(runs[variant])
+    if compare_src:
+        result["compare_src"]["src"] = str(compare_src)
     result["loadavg_end"] = os.getloadavg()[0]
-    result["acceptance"] = {"r_over_a_le_0.05": result["r_over_a"] <= 0.05}
+    result["acceptance"] = {"r_over_a_le_0.05": result["this_tree"]["r_over_a"] <= 0.05}
     return result
 
 
@@ -233,13 +279,21 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=300.0)
     p.add_argument("--window", type=float, default=6.0)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument(
+        "--compare-src",
+        type=Path,
+        help="also measure the target package from this target/ folder (e.g. an older "
+        "checkout: git archive REV target | tar -x -C DIR), alternating in the same run",
+    )
     args = p.parse_args()
     if not (0 < args.rate <= 5000 and 0 < args.window <= 600 and args.rounds >= 1):
         p.error("--rate in (0, 5000], --window in (0, 600], --rounds >= 1")
     if args.load:
         out = asyncio.run(_load(args.load, args.kind, args.pid, args.rate, args.window))
     else:
-        out = bench(args.rate, args.window, args.rounds)
+        if args.compare_src and not (args.compare_src / "__init__.py").is_file():
+            p.error(f"--compare-src {args.compare_src}: not a package folder")
+        out = bench(args.rate, args.window, args.rounds, args.compare_src)
     print(json.dumps(out, indent=None if args.load else 2))
 
 
