@@ -214,6 +214,12 @@ class LoadSection(StrictModel):
                 "(spikegate worker --master HOST:PORT --processes N)"
             )
             out.append((("processes",), msg))
+        if self.workers and self.locustfile is not None:
+            msg = (
+                "load.workers does not run load.locustfile yet (a worker imports your "
+                "locustfile before it hears from the master): use load.processes on this machine"
+            )
+            out.append((("workers",), msg))
         host, _, port = self.master_bind.rpartition(":")
         if not host or not port.isdigit() or int(port) > 65535:
             msg = (

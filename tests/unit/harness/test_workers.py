@@ -77,6 +77,8 @@ def test_load_workers_rules() -> None:
         LoadSection(workers=2, processes=2)
     with pytest.raises(ValueError, match=r"load\.master_bind must be HOST:PORT"):
         LoadSection(workers=1, master_bind="localhost")
+    with pytest.raises(ValueError, match=r"load\.workers does not run load\.locustfile yet"):
+        LoadSection(workers=1, locustfile="mine.py")
 
 
 def test_await_workers_returns_once_all_joined(tmp_path: Path) -> None:
