@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -34,15 +33,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
 SPIKEGATE = REPO / ".venv" / "bin" / "spikegate"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 GOAL_PCT = 10.0
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -102,7 +97,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--warmup-s", type=float, default=8.0)
     args = ap.parse_args()
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromium = CHROMIUM
     if chromium is None:
         log("no chromium: sudo apt-get install -y chromium")
         return 2

@@ -41,6 +41,35 @@ def spikegate(args: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
     )
 
 
+def cli(*args: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
+    """A short `spikegate ARGS` command (fault, load, replay, ...) run to its end."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [sys.executable, "-m", "spikegate.harness", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def wait_for_second(run_dir: Path, t: float, proc: subprocess.Popen[str]) -> None:
+    """Until the run's own per-second rows reach second `t` (bounded): the run's clock, not
+    the test's."""
+    deadline = time.monotonic() + t + 60
+    path = run_dir / "requests.jsonl"
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "spikegate ended early"
+        if path.exists():
+            last = [line for line in path.read_text().splitlines() if line.strip()]
+            if last and json.loads(last[-1])["t"] >= t:
+                return
+        time.sleep(0.2)
+    pytest.fail(f"the run's rows did not reach t={t}")
+
+
 def finish(proc: subprocess.Popen[str], timeout_s: float) -> tuple[int, str]:
     """Wait for the harness; on a hang kill its whole group and fail."""
     try:

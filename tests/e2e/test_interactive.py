@@ -8,13 +8,20 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from spikegate.harness.history import load_history
-from tests.e2e.conftest import ROOT, SCENARIOS, finish, leftovers, rows, spikegate, wait_for_event
+from tests.e2e.conftest import (
+    SCENARIOS,
+    cli,
+    finish,
+    leftovers,
+    rows,
+    spikegate,
+    wait_for_event,
+)
 
 pytestmark = [pytest.mark.e2e]
 
@@ -22,16 +29,7 @@ SCENARIO = str(SCENARIOS / "interactive.toml")
 
 
 def fault_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return subprocess.run(
-        [sys.executable, "-m", "spikegate.harness", "fault", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return cli("fault", *args)
 
 
 @pytest.mark.timeout(90)

@@ -21,26 +21,25 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import finish, leftovers, rows, spikegate, wait_for_event
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.conftest import (
+    cli,
+    finish,
+    leftovers,
+    rows,
+    spikegate,
+    wait_for_event,
+    wait_for_second,
+)
 
 pytestmark = [pytest.mark.e2e]
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 WAIT_MS = 60_000
 
 
@@ -52,15 +51,6 @@ def _playwright() -> Any:
     except ImportError:
         pytest.skip("no playwright: `pip install -e '.[dev]'`")
     return sync_playwright
-
-
-def _cli(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "spikegate.harness", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 def _control_url(run_dir: Path, proc: subprocess.Popen[str]) -> str:
@@ -76,20 +66,6 @@ def _control_url(run_dir: Path, proc: subprocess.Popen[str]) -> str:
             return str(url)
         time.sleep(0.2)
     pytest.fail("no control server in meta.json")
-
-
-def _wait_rows(run_dir: Path, t: float, proc: subprocess.Popen[str]) -> None:
-    """Until the run's own per-second rows reach second `t` (bounded)."""
-    deadline = time.monotonic() + t + 60
-    path = run_dir / "requests.jsonl"
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "spikegate up ended early"
-        if path.exists():
-            last = [line for line in path.read_text().splitlines() if line.strip()]
-            if last and json.loads(last[-1])["t"] >= t:
-                return
-        time.sleep(0.2)
-    pytest.fail(f"the session's rows did not reach t={t}")
 
 
 def _event(run_dir: Path, kind: str, **match: Any) -> dict[str, Any]:
@@ -143,7 +119,7 @@ def test_the_live_page_drives_a_session_and_shows_what_happened(tmp_path: Path) 
             page.fill("#rate", "90")
             page.click("#loadform button[type=submit]")
             rate_set = _event(run_dir, "load_set", rate=90.0, source="page")
-            _wait_rows(run_dir, math.floor(rate_set["t"]) + 2, proc)  # its seconds recorded
+            wait_for_second(run_dir, math.floor(rate_set["t"]) + 2, proc)  # its seconds recorded
 
             # a spike from the page: its window shows while it runs
             page.fill("#peak", "2x")
@@ -153,7 +129,7 @@ def test_the_live_page_drives_a_session_and_shows_what_happened(tmp_path: Path) 
                 '#windows li[data-kind="spike"][data-state="active"]', timeout=WAIT_MS
             )
             spike = _event(run_dir, "load_spike_start", source="page")
-            _wait_rows(run_dir, spike["t"] + 3, proc)
+            wait_for_second(run_dir, spike["t"] + 3, proc)
             page.wait_for_timeout(1500)  # the next redraw (at most one a second)
             _shot(page, tmp_path / "live-spike.png")
             _event(run_dir, "load_spike_end", reason="expired")
@@ -175,7 +151,7 @@ def test_the_live_page_drives_a_session_and_shows_what_happened(tmp_path: Path) 
             (drawn,) = [w for w in windows if w["id"] == fault_id]
             assert drawn["active"] and drawn["label"] == "redis_latency@redis"
             assert drawn["from_t"] == pytest.approx(started["t"], abs=0.01)
-            _wait_rows(run_dir, started["t"] + 3, proc)
+            wait_for_second(run_dir, started["t"] + 3, proc)
             page.wait_for_timeout(1500)
             _shot(page, tmp_path / "live-fault.png")
 
@@ -187,12 +163,12 @@ def test_the_live_page_drives_a_session_and_shows_what_happened(tmp_path: Path) 
             halted = _event(run_dir, "load_set", action="halt", source="page")
             stopped = _event(run_dir, "fault_stop", id=fault_id)
             assert stopped["t"] < started["t"] + 60  # taken off by the halt, not expired
-            listed = _cli(["fault", "ls", "--run", str(run_dir)])
+            listed = cli("fault", "ls", "--run", str(run_dir))
             assert listed.returncode == 0, listed.stdout + listed.stderr
             assert "no active faults" in listed.stdout and fault_id not in listed.stdout
 
             # Ctrl-C ends the session; the page left open says so
-            _wait_rows(run_dir, halted["t"] + 2, proc)
+            wait_for_second(run_dir, halted["t"] + 2, proc)
             proc.send_signal(signal.SIGINT)
             page.wait_for_selector("#ended", state="visible", timeout=WAIT_MS)
             assert "session ended" in page.inner_text("#ended")

@@ -10,14 +10,21 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from spikegate.harness.intended import recorded_bid_intended
-from tests.e2e.conftest import ROOT, SCENARIOS, finish, leftovers, rows, spikegate, wait_for_event
+from tests.e2e.conftest import (
+    SCENARIOS,
+    cli,
+    finish,
+    leftovers,
+    rows,
+    spikegate,
+    wait_for_event,
+)
 
 pytestmark = [pytest.mark.e2e]
 
@@ -26,16 +33,7 @@ BASE, NEW = 40, 120
 
 
 def load_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return subprocess.run(
-        [sys.executable, "-m", "spikegate.harness", "load", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return cli("load", *args)
 
 
 def bid_sent(row: dict[str, object]) -> int:

@@ -15,40 +15,22 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from spikegate.harness.scenario import load_scenario
-from tests.e2e.conftest import finish, leftovers, rows, spikegate, wait_for_event
+from tests.e2e.conftest import (
+    cli,
+    finish,
+    leftovers,
+    rows,
+    spikegate,
+    wait_for_event,
+    wait_for_second,
+)
 
 pytestmark = [pytest.mark.e2e]
-
-
-def _cli(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "spikegate.harness", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
-def _wait_until(run_dir: Path, t: float, proc: subprocess.Popen[str]) -> None:
-    """Until the run's own clock (its last request row) reaches `t` (bounded)."""
-    deadline = time.monotonic() + t + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "spikegate up ended early"
-        path = run_dir / "requests.jsonl"
-        if path.exists():
-            last = [line for line in path.read_text().splitlines() if line.strip()]
-            if last and json.loads(last[-1])["t"] >= t:
-                return
-        time.sleep(0.2)
-    pytest.fail(f"the session did not reach t={t}")
 
 
 @pytest.mark.timeout(180)
@@ -59,16 +41,16 @@ def test_a_hand_made_session_gets_a_stress_and_recovery_phase_per_disturbance(
     proc = spikegate(["up", "smoke", "--no-live", "--max-s", "90", "--out", str(run_dir)])
     try:
         wait_for_event(run_dir, "run_start", 60)
-        _wait_until(run_dir, 4, proc)  # rows lag the clock by ~3.5 s: t is about 8 s
-        fault = _cli(
-            ["fault", "add", "dsp_latency", "--proxy", "dsp-1", "--param", "latency_ms=200",
-             "--for", "4", "--run", str(run_dir)]
+        wait_for_second(run_dir, 4, proc)  # rows lag the clock by ~3.5 s: t is about 8 s
+        fault = cli(
+            "fault", "add", "dsp_latency", "--proxy", "dsp-1", "--param", "latency_ms=200",
+            "--for", "4", "--run", str(run_dir),
         )  # fmt: skip
         assert fault.returncode == 0, fault.stdout + fault.stderr
-        _wait_until(run_dir, 14, proc)
-        spike = _cli(["load", "spike", "--peak", "2x", "--for", "4", "--run", str(run_dir)])
+        wait_for_second(run_dir, 14, proc)
+        spike = cli("load", "spike", "--peak", "2x", "--for", "4", "--run", str(run_dir))
         assert spike.returncode == 0, spike.stdout + spike.stderr
-        _wait_until(run_dir, 30, proc)
+        wait_for_second(run_dir, 30, proc)
         proc.send_signal(signal.SIGINT)
         code, out = finish(proc, 120)
     finally:
@@ -100,7 +82,7 @@ def test_a_hand_made_session_gets_a_stress_and_recovery_phase_per_disturbance(
     last = rows(run_dir / "requests.jsonl")[-1]["t"]
     assert last >= int(meta["duration_s"])
 
-    replay = _cli(["replay", str(run_dir), "--out", str(tmp_path / "replay.toml")])
+    replay = cli("replay", str(run_dir), "--out", str(tmp_path / "replay.toml"))
     assert replay.returncode == 0, replay.stdout + replay.stderr
     scripted = load_scenario(tmp_path / "replay.toml")
     assert [f.fault for f in scripted.faults] == ["dsp_latency"]
