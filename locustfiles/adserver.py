@@ -5,23 +5,26 @@
     open loop (one per user; users share the process's arrival schedule)
        next intended instant -> sleep until it -> count intended
          -> later than MAX_LATENESS_S, or max_inflight requests in flight: not sent (shortfall)
-         -> else spawn a greenlet: POST /bid  -> classify -> record + Locust request event
-                                    200 and impression_rate: POST /impression -> 202: acked id
+         -> else a sender of the pool (sender.py): lateness as of the send, POST /bid
+              -> classify -> record + Locust request event
+              200 and impression_rate: POST /impression -> 202: acked id
     closed loop (benchmark mode; max_inflight users): POST /bid back to back, no greenlet
 
-Each open-model request runs in its own greenlet, so a slow target does not lower the
+Each open-model arrival runs on its own sender greenlet (a bounded pool of long-lived ones,
+max_inflight at most, instead of a new greenlet per arrival), so a slow target does not lower the
 offered load: the shortfall shows up as intended > sent and as lateness. Designed
 rejections (429/503 with X-Spikegate-Decision) are successes in Locust's own stats;
 everything else that is not admitted is a Locust failure named by its outcome. Latency is
 measured from the actual send; client_timeout_s bounds the connect and each socket read.
 
-The hot path talks to geventhttpclient's HTTPClient (from the process's shared pool)
-directly and fires Locust's `request` event itself, instead of going through
-FastHttpSession + catch_response: that layer parses the URL, copies and merges headers,
-consults a cookie jar, wraps the response twice and builds a context manager per request,
-which cost more CPU than the request itself. What it offered and this user does not need:
-cookies, redirects and gzip decoding (the target sets no cookies, never redirects and is
-not asked to compress). Basic auth in the host URL is honoured as FastHttpSession would.
+The hot path talks to geventhttpclient's connection pool and response parser through
+wire.py (the request head built once per publisher, no per-request header merging) and
+fires Locust's `request` event itself, instead of going through FastHttpSession +
+catch_response: that layer parses the URL, copies and merges headers, consults a cookie
+jar, wraps the response twice and builds a context manager per request, which cost more
+CPU than the request itself. What it offered and this user does not need: cookies,
+redirects and gzip decoding (the target sets no cookies, never redirects and is not asked
+to compress). Basic auth in the host URL is honoured as FastHttpSession would.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ from spikegate.locustfiles.plugin import (
     runtime,
 )
 from spikegate.locustfiles.recorder import BID, IMPRESSION, OUTCOME_INDEX, valid_retry_after
+from spikegate.locustfiles.sender import SenderPool
+from spikegate.locustfiles.wire import Wire
 
 __all__ = ["AdServerUser"]
 
@@ -90,6 +95,7 @@ class AdServerUser(FastHttpUser):
         base = URL(host)
         prefix = base.path.rstrip("/")
         self._http = self.client_pool.get_client(base)
+        self._wire = Wire(self._http)
         self._paths = tuple(prefix + name for name in _NAMES)
         split = urlsplit(host)
         origin = f"{split.scheme}://{split.netloc.rpartition('@')[2]}"
@@ -116,25 +122,38 @@ class AdServerUser(FastHttpUser):
     # --- open model --------------------------------------------------------------------------
     def _open_loop(self) -> None:
         rt = self.rt
-        rec, t0, shape = rt.recorder, rt.t0, rt.shape
+        rec, t0 = rt.recorder, rt.t0
         assert rec is not None
         limit = rt.params.max_inflight
-        spawn = rt.group.spawn
-        for rel, late in paced(rt.arrivals, t0, self._stopping):
-            second = int(rel)
-            b = rec.bucket(second)
-            b.intended += 1
-            if late > MAX_LATENESS_S or rt.inflight >= limit:
-                continue  # the shortfall: intended, not sent
-            b.sent += 1
-            if late > b.max_lateness_s:
-                b.max_lateness_s = late
-            rt.inflight += 1
-            spawn(self._bid, second, shape.hot_share_at(rel))
+        pool: SenderPool[tuple[Any, float]] = SenderPool(self._arrival, limit, rt.group)
+        submit = pool.submit
+        try:
+            for rel, late in paced(rt.arrivals, t0, self._stopping):
+                b = rec.bucket(int(rel))
+                b.intended += 1
+                if late > MAX_LATENESS_S or rt.inflight >= limit:
+                    continue  # the shortfall: intended, not sent
+                rt.inflight += 1
+                if submit((b, rel)):
+                    b.sent += 1
+                else:
+                    rt.inflight -= 1  # every sender busy (an impression holds one)
+        finally:
+            pool.close()  # parked senders end; busy ones after their request
         if not self._stopping():  # the schedule ended
             rt.schedule_done = True
             while not self._stopping():
                 gevent.sleep(IDLE_SLEEP_S)
+
+    def _arrival(self, job: tuple[Any, float]) -> None:
+        """One arrival on a sender: its lateness as of the send (the pool's handoff
+        included), then the bid."""
+        b, rel = job
+        rt = self.rt
+        late = wall() - (rt.t0 + rel)
+        if late > b.max_lateness_s:
+            b.max_lateness_s = late
+        self._bid(b.second, rt.shape.hot_share_at(rel))
 
     # --- closed (benchmark) mode -------------------------------------------------------------
     def _closed_loop(self) -> None:
@@ -217,7 +236,7 @@ class AdServerUser(FastHttpUser):
         start_time = wall()
         start = perf_counter()
         try:
-            resp = self._http.request("POST", self._paths[endpoint], body=body, headers=headers)
+            resp = self._wire.post(self._paths[endpoint], headers, body)
             try:
                 content = resp.read()
             finally:
