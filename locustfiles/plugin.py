@@ -320,7 +320,12 @@ class Runtime:
             self.index = max(0, getattr(runner, "worker_index", 0)) % self.count
         else:
             t0 = self.config.t0
-            if t0 is None and self.role == "master" and self.config.run_dir is not None:
+            if (
+                t0 is None
+                and self.role == "master"
+                and self.config.params.workers  # remote workers; not --processes on one host
+                and self.config.run_dir is not None
+            ):
                 t0 = _await_t0(self.config.run_dir / T0_FILE, T0_WAIT_S)
             self.load_start = time.time()
             self.t0 = t0 if t0 is not None else self.load_start
