@@ -25,14 +25,19 @@ ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
 
-def spikegate(args: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
-    """Start `python -m harness ARGS` in its own session (a signal reaches it alone)."""
+def _env() -> dict[str, str]:
+    """This environment, with the checkout first on PYTHONPATH."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def spikegate(args: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
+    """Start `python -m harness ARGS` in its own session (a signal reaches it alone)."""
     return subprocess.Popen(
         [sys.executable, "-m", "spikegate.harness", *args],
         cwd=ROOT,
-        env=env,
+        env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -43,12 +48,10 @@ def spikegate(args: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
 
 def cli(*args: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
     """A short `spikegate ARGS` command (fault, load, replay, ...) run to its end."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return subprocess.run(
         [sys.executable, "-m", "spikegate.harness", *args],
         cwd=ROOT,
-        env=env,
+        env=_env(),
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -151,8 +154,7 @@ def chaos_server(tmp_path: Path) -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     log = (tmp_path / "chaos-test.log").open("wb")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env = _env()
     proc = subprocess.Popen(
         server_command(port),
         stdout=log,

@@ -232,18 +232,25 @@ def test_a_service_that_does_not_recover_after_the_second_fault_fails_recovery_2
     )
 
 
-def test_load_history_derives_a_sessions_phases_from_its_run_directory(tmp_path: Path) -> None:
+def session_dir(tmp_path: Path, spikes: list[float], seconds: int) -> Path:
+    """A session's run directory on smoke: a 3 s spike at each of `spikes`, `seconds` rows."""
     sc = scenario(SMOKE, faults=[], load={"shape": "steady", "duration_s": 300})
-    d = write_run(tmp_path / "s", sc, requests=None, events=[
-        {"t": 0.0, "kind": "run_start"},
-        {"t": 8.0, "kind": "load_spike_start", "peak": 180, "for_s": 3},
-        {"t": 11.0, "kind": "load_spike_end", "rate": 60},
-    ])  # fmt: skip
-    rows = [json.loads(x) for x in (d / "requests.jsonl").read_text().splitlines()][:20]
+    events: list[dict[str, Any]] = [{"t": 0.0, "kind": "run_start"}]
+    for t in spikes:
+        events += [
+            {"t": t, "kind": "load_spike_start", "peak": 180, "for_s": 3},
+            {"t": t + 3.0, "kind": "load_spike_end", "rate": 60},
+        ]
+    d = write_run(tmp_path / "s", sc, requests=None, events=events)
+    rows = [json.loads(x) for x in (d / "requests.jsonl").read_text().splitlines()][:seconds]
     (d / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     meta = json.loads((d / "meta.json").read_text())
     (d / "meta.json").write_text(json.dumps({**meta, "mode": "session"}))
-    h = load_history(d)
+    return d
+
+
+def test_load_history_derives_a_sessions_phases_from_its_run_directory(tmp_path: Path) -> None:
+    h = load_history(session_dir(tmp_path, [8.0], 20))
     assert spans(h.phases) == [
         ("warmup", 0, 2), ("baseline", 2, 8), ("stress", 8, 11), ("recovery", 11, 15),
         ("post", 15, 20),
@@ -327,18 +334,7 @@ def test_a_sessions_reports_and_compare_show_every_stress_window(tmp_path: Path)
     from spikegate.harness.checkcmd import compare_runs
     from spikegate.harness.reports_data import load_run_data
 
-    sc = scenario(SMOKE, faults=[], load={"shape": "steady", "duration_s": 300})
-    d = write_run(tmp_path / "s", sc, requests=None, events=[
-        {"t": 0.0, "kind": "run_start"},
-        {"t": 8.0, "kind": "load_spike_start", "peak": 180, "for_s": 3},
-        {"t": 11.0, "kind": "load_spike_end", "rate": 60},
-        {"t": 24.0, "kind": "load_spike_start", "peak": 180, "for_s": 3},
-        {"t": 27.0, "kind": "load_spike_end", "rate": 60},
-    ])  # fmt: skip
-    rows = [json.loads(x) for x in (d / "requests.jsonl").read_text().splitlines()][:40]
-    (d / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    meta = json.loads((d / "meta.json").read_text())
-    (d / "meta.json").write_text(json.dumps({**meta, "mode": "session"}))
+    d = session_dir(tmp_path, [8.0, 24.0], 40)
     h = load_history(d)
     assert [p.name for p in h.phases if p.name.startswith("stress")] == ["stress", "stress-2"]
 
