@@ -128,6 +128,7 @@ def _start(argv: list[str], **kw: object) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow  # ~16 s; make test keeps the loopback workers tests (tests/e2e/test_workers.py)
 @pytest.mark.timeout(120)
 def test_a_worker_in_another_namespace_sends_its_rows_and_ids_over_the_link(
     tmp_path: Path, hosts: Hosts
