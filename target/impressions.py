@@ -315,7 +315,9 @@ class ImpressionLogger:
 
     async def _connect_and_replay(self) -> None:
         attempt = 0
-        while self._producer is None:
+        # `_stopping` ends the retries even when a cancel from stop() is swallowed on its way
+        # (aiokafka's producer.stop() can absorb one): stop() then never waits on a retry loop
+        while self._producer is None and not self._stopping:
             producer = self._make_producer()
             try:
                 await asyncio.wait_for(
@@ -331,6 +333,8 @@ class ImpressionLogger:
                 continue
             self._producer = producer
             self._kafka_up = True
+        if self._producer is None:  # stopped before Kafka was reached
+            return
         if self._replay_pending:
             size = self.settings.batch_size
             while self._replay_pending:

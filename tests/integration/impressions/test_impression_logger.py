@@ -400,3 +400,30 @@ def test_bad_constructor_arguments_name_the_parameter(tmp_path: Path) -> None:
         ImpressionLogger(settings(tmp_path), bootstrap="")
     with pytest.raises(ValueError, match="settings must be an ImpressionLoggerSettings"):
         ImpressionLogger({"enabled": True}, bootstrap="127.0.0.1:9")  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(30)
+async def test_stop_ends_the_kafka_retries_even_when_a_cancel_is_swallowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiokafka's producer.stop() can absorb the cancel that stop() sends the connect task;
+    the retry loop must end anyway, so stop() keeps its bound (a suite once hung 30 s here)."""
+    from spikegate.harness.services import free_port
+    from spikegate.target import impressions as mod
+
+    real = mod._stop_producer
+
+    async def swallowing(producer: Any, timeout_s: float, *, abort: bool = False) -> None:
+        try:  # where the retry loop spends its time: a cancel lands here and is lost
+            await real(producer, timeout_s, abort=abort)
+            await asyncio.sleep(0.5)
+        except asyncio.CancelledError:
+            pass  # as a library that shields its cleanup would
+
+    monkeypatch.setattr(mod, "_stop_producer", swallowing)
+    logger = ImpressionLogger(settings(tmp_path), bootstrap=f"127.0.0.1:{free_port()}")
+    monkeypatch.setattr(logger, "_backoff_s", lambda attempt: 0.0)
+    await logger.start()
+    await asyncio.sleep(1.2)  # the connect task is in its retries
+    await asyncio.wait_for(logger.stop(timeout_s=0.5), 10)
+    assert all(t.done() for t in logger._tasks)
