@@ -32,6 +32,9 @@ def fault_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return cli("fault", *args)
 
 
+# slow: `spikegate fault add` through the same control server is in make test twice over
+# (tests/e2e/test_session.py from the CLI, tests/e2e/test_live_page.py from the page)
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_fault_added_by_hand_is_recorded_judged_and_cleaned_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

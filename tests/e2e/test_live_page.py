@@ -123,7 +123,7 @@ def test_the_live_page_drives_a_session_and_shows_what_happened(tmp_path: Path) 
 
             # a spike from the page: its window shows while it runs
             page.fill("#peak", "2x")
-            page.fill("#spike_for", "6")
+            page.fill("#spike_for", "4")
             page.click("#spike")
             page.wait_for_selector(
                 '#windows li[data-kind="spike"][data-state="active"]', timeout=WAIT_MS
@@ -176,7 +176,7 @@ def test_the_live_page_drives_a_session_and_shows_what_happened(tmp_path: Path) 
             assert page.is_disabled("#halt")
             _shot(page, tmp_path / "live-ended.png")
             code, out = finish(proc, 150)
-            page.wait_for_timeout(2500)  # nothing more to say once the harness is gone
+            page.wait_for_timeout(1200)  # nothing more to say once the harness is gone
             browser.close()
     finally:
         if proc.poll() is None:
