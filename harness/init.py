@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -125,27 +126,6 @@ recover = "within 15s"           # end of the disturbance -> healthy again
 # inflight_max = 64              # with [metrics] inflight: the most ever in flight
 """
 
-_LOCUSTFILE = '''\
-"""Traffic for Spikegate, written by `spikegate init`: a plain Locust file.
-
-Spikegate drives it on its own arrival schedule (spikegate.toml, [load]): each arrival runs
-one task of the User class, chosen by the @task weights, so wait_time only matters when you
-run the file with plain `locust -f locustfile.py`. Add tasks for your service's routes;
-give id-carrying URLs a name= so that they count as one route:
-    self.client.get(f"/items/{item_id}", name="/items/[id]")
-"""
-
-from locust import HttpUser, between, task
-
-
-class WebsiteUser(HttpUser):
-    wait_time = between(1, 2)
-
-    @task
-    def index(self) -> None:
-        self.client.get("/")
-'''
-
 
 @dataclass(frozen=True)
 class Starter:
@@ -164,7 +144,14 @@ def starter_files(*, url: str = DEFAULT_URL, name: str = "my-service") -> Starte
             f"--url {url!r}: {reason}", hint="e.g. --url http://127.0.0.1:8000"
         ) from None
     scenario = _SCENARIO.format(name=json.dumps(name), url=json.dumps(url))
-    return Starter({SCENARIO_FILE: scenario, LOCUSTFILE: _LOCUSTFILE})
+    return Starter({SCENARIO_FILE: scenario, LOCUSTFILE: _starter_locustfile()})
+
+
+def _starter_locustfile() -> str:
+    """The starter locustfile's text (harness/templates/starter_locustfile.py.txt: a file
+    `init` writes, never imported here)."""
+    pkg = resources.files("spikegate.harness.templates")
+    return pkg.joinpath("starter_locustfile.py.txt").read_text(encoding="utf-8")
 
 
 def _name_for(directory: Path) -> str:
