@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, finish, rows
+from tests.e2e.conftest import ROOT, _env, finish, rows
 
 RESPONDER = textwrap.dedent(
     """
@@ -107,12 +107,6 @@ def hosts() -> Iterator[Hosts]:
     finally:
         for ns in made:  # deleting a namespace deletes its end of the veth pair, and the pair
             _ip("netns", "del", ns)
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return env
 
 
 def _start(argv: list[str], **kw: object) -> subprocess.Popen[str]:
