@@ -22,6 +22,7 @@ Two producers fill a second:
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -45,6 +46,7 @@ __all__ = [
     "BID",
     "ENDPOINTS",
     "IMPRESSION",
+    "LATE_BOUNDS_MS",
     "NAMES_CAP",
     "OTHER_NAME",
     "Merger",
@@ -69,6 +71,11 @@ HIST_LOWEST_US = 1
 HIST_HIGHEST_US = 600_000_000  # 10 min: above any client timeout
 HIST_DIGITS = 3
 _KEEP_BITS = 9
+# send lateness is counted per second between these bounds (ms): counts add exactly across
+# processes and workers, which a per-process maximum or percentile cannot
+LATE_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+_LATE_BOUNDS_S = tuple(b / 1000.0 for b in LATE_BOUNDS_MS)
+_LATE_SLOTS = len(LATE_BOUNDS_MS) + 1  # slot i: bounds[i-1] < late <= bounds[i]; last: above all
 NAMES_CAP = 100  # distinct request names a row keeps; the rest are summed under OTHER_NAME
 OTHER_NAME = "(other)"
 
@@ -198,6 +205,7 @@ class SecondStats:
         "intended",
         "lat_admitted",
         "lat_rejected",
+        "late_counts",
         "max_lateness_s",
         "names",
         "outcomes",
@@ -223,6 +231,7 @@ class SecondStats:
         self.hist_admitted: HdrHistogram | None = None
         self.hist_rejected: HdrHistogram | None = None
         self.max_lateness_s = 0.0
+        self.late_counts = [0] * _LATE_SLOTS  # sends by lateness slot (see LATE_BOUNDS_MS)
         self.cpu_percent: float | None = None
         self.cpu_warning = False
         self.processes = 1
@@ -260,6 +269,23 @@ class SecondStats:
             return
         q = quantize_us(latency_us)
         lat[q] = lat.get(q, 0) + 1
+
+    def note_late(self, late_s: float) -> None:
+        """One arrival sent `late_s` seconds after its scheduled instant."""
+        self.late_counts[bisect_left(_LATE_BOUNDS_S, late_s)] += 1
+        if late_s > self.max_lateness_s:
+            self.max_lateness_s = late_s
+
+    def lateness(self) -> dict[str, Any]:
+        """The row's lateness field: {"sends": sends noted, "over_ms": {bound: sends later
+        than bound ms}} (zero counts left out)."""
+        over: dict[str, int] = {}
+        later = 0
+        for i in range(len(LATE_BOUNDS_MS) - 1, -1, -1):
+            later += self.late_counts[i + 1]
+            if later:
+                over[str(LATE_BOUNDS_MS[i])] = later
+        return {"sends": sum(self.late_counts), "over_ms": dict(reversed(over.items()))}
 
     def record_request(
         self, name: str, outcome: int, decision: str | None, latency_us: int
@@ -324,6 +350,8 @@ class SecondStats:
         self.hist_admitted = _add(self.hist_admitted, other.hist_admitted)
         self.hist_rejected = _add(self.hist_rejected, other.hist_rejected)
         self.max_lateness_s = max(self.max_lateness_s, other.max_lateness_s)
+        for i in range(_LATE_SLOTS):
+            self.late_counts[i] += other.late_counts[i]
         if other.cpu_percent is not None:
             self.cpu_percent = max(self.cpu_percent or 0.0, other.cpu_percent)
         self.cpu_warning = self.cpu_warning or other.cpu_warning
@@ -348,6 +376,7 @@ class SecondStats:
             "hist_admitted": _encode(self.hist_admitted),
             "hist_rejected": _encode(self.hist_rejected),
             "max_lateness_s": self.max_lateness_s,
+            "late_counts": list(self.late_counts),
             "cpu_percent": self.cpu_percent,
             "cpu_warning": self.cpu_warning,
             "processes": self.processes,
@@ -374,6 +403,9 @@ class SecondStats:
         s.hist_admitted = _decode(data["hist_admitted"])
         s.hist_rejected = _decode(data["hist_rejected"])
         s.max_lateness_s = float(data["max_lateness_s"])
+        late = data.get("late_counts")  # absent from an older worker: nothing noted
+        if late is not None and len(late) == _LATE_SLOTS:
+            s.late_counts = [int(x) for x in late]
         cpu = data.get("cpu_percent")
         s.cpu_percent = None if cpu is None else float(cpu)
         s.cpu_warning = bool(data.get("cpu_warning", False))
@@ -407,6 +439,7 @@ class SecondStats:
             "admitted_p99_ms": _pct_ms(self.hist_admitted, 99.0),
             "rejected_p99_ms": _pct_ms(self.hist_rejected, 99.0),
             "max_lateness_ms": round(self.max_lateness_s * 1000.0, 3),
+            "lateness": self.lateness(),
             "cpu_percent": self.cpu_percent,
             "cpu_warning": self.cpu_warning,
             "processes": self.processes,

@@ -45,6 +45,13 @@ master/worker so there is exactly one row per second:
      "hist_rejected": "<same, for designed rejections>" | null,
      "admitted_p50_ms": f, "admitted_p99_ms": f, "rejected_p99_ms": f,   # convenience copies
      "max_lateness_ms": f,        # worst (actual send - intended send) in this second
+     "lateness": {"sends": n, "over_ms": {"10": n}},
+                                  # the arrivals whose send lateness was noted in this
+                                  # second, and how many of them were sent more than B ms
+                                  # late, for B in the recorder's LATE_BOUNDS_MS (1, 2, 5,
+                                  # 10, 20, 50, 100, 200, 500, 1000; zero counts left out);
+                                  # counts, so they add across processes and workers;
+                                  # absent from older run directories
      "cpu_percent": f | null,     # the generator's own CPU (max over its processes)
      "cpu_warning": bool,         # Locust's cpu_warning (> 90%) fired in this second
      "processes": n,              # processes that contributed (0 = none reported this second)
@@ -208,6 +215,7 @@ REQUEST_ROW_FIELDS = (
     "admitted_p99_ms",
     "rejected_p99_ms",
     "max_lateness_ms",
+    "lateness",
     "cpu_percent",
     "cpu_warning",
     "processes",

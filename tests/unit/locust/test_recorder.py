@@ -278,3 +278,69 @@ def test_rejections_without_a_valid_retry_after_survive_the_wire_and_merge() -> 
     merged.merge(SecondStats.from_wire(json.loads(json.dumps(b.seal().wire()))))
     assert merged.row()["retry_after_invalid"] == {"rate_limited": 5}
     assert SecondStats(5).seal().row()["retry_after_invalid"] == {}
+
+
+# --- send lateness ----------------------------------------------------------------------------
+
+
+def late_second(second: int, lates_ms: list[float]) -> SecondStats:
+    s = SecondStats(second)
+    for ms in lates_ms:
+        s.note_late(ms / 1000.0)
+    return s.seal()
+
+
+def test_note_late_counts_sends_over_each_bound_and_keeps_the_maximum() -> None:
+    """A send exactly on a bound is not over it; the maximum is still kept for the row."""
+    s = late_second(0, [0.0, 0.4, 1.0, 3.0, 10.0, 12.0, 2500.0])
+    row = s.row()
+    assert row["max_lateness_ms"] == 2500.0
+    assert row["lateness"] == {
+        "sends": 7,
+        "over_ms": {
+            "1": 4,
+            "2": 4,
+            "5": 3,
+            "10": 2,
+            "20": 1,
+            "50": 1,
+            "100": 1,
+            "200": 1,
+            "500": 1,
+            "1000": 1,
+        },
+    }
+
+
+def test_a_second_with_every_send_on_time_has_sends_and_no_over_counts() -> None:
+    row = late_second(0, [0.1] * 5).row()
+    assert row["lateness"] == {"sends": 5, "over_ms": {}}
+    assert SecondStats(1).seal().row()["lateness"] == {"sends": 0, "over_ms": {}}
+
+
+def test_lateness_of_two_processes_adds_exactly_over_the_wire() -> None:
+    """A per-process maximum or p99 cannot be merged; the counts add, so the merged second
+    says exactly how many of all sends were late (here 3 of 200 over 10 ms)."""
+    a = late_second(4, [0.5] * 99 + [15.0])
+    b = late_second(4, [2.0] * 98 + [11.0, 60.0])
+    merged = SecondStats.from_wire(json.loads(json.dumps(a.wire())))
+    merged.merge(SecondStats.from_wire(json.loads(json.dumps(b.wire()))))
+    row = merged.row()
+    assert row["lateness"]["sends"] == 200
+    assert row["lateness"]["over_ms"]["10"] == 3
+    assert row["lateness"]["over_ms"]["1"] == 101
+    assert row["lateness"]["over_ms"]["50"] == 1
+    assert row["max_lateness_ms"] == 60.0
+
+
+def test_a_wire_second_from_an_older_worker_without_lateness_counts_still_merges() -> None:
+    old = late_second(2, [30.0]).wire()
+    del old["late_counts"]
+    s = SecondStats.from_wire(old)
+    assert s.row()["lateness"] == {"sends": 0, "over_ms": {}}
+    assert s.row()["max_lateness_ms"] == 30.0
+    s.merge(late_second(2, [30.0]))
+    assert s.row()["lateness"] == {
+        "sends": 1,
+        "over_ms": {"1": 1, "2": 1, "5": 1, "10": 1, "20": 1},
+    }
