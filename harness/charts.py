@@ -367,32 +367,37 @@ CURVE_COLORS = {"on": "#2e7d32", "off": "#e53935"}
 
 
 def curve_figure(result: Mapping[str, Any]) -> Figure:
-    """Goodput and admitted latency against offered load (multiples of the measured
-    capacity), patterns on vs off, beside the ideal min(offered, capacity) and, when r/a was
-    measured, the bound (1 - k r/a) / (1 - r/a) x capacity."""
+    """Goodput (admitted bids answered within the deadline) and admitted latency against
+    offered load (multiples of the measured capacity), patterns on vs off; admitted bids/s
+    thin and dashed beside each goodput, whose known range (at least / at most) is shaded; the
+    ideal min(offered, capacity) and, when r/a was measured, the bound (1 - k r/a) / (1 - r/a)
+    x capacity."""
     fig = Figure(figsize=(11.0, 4.2), dpi=100)
     FigureCanvasAgg(fig)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.14, top=0.88, wspace=0.25)
     good, lat = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     cap = float(result.get("capacity", {}).get("bids_rps") or 0.0)
     pkey = f"admitted_p{_slo_pct(result)}_ms"
+    deadline = result.get("deadline_ms", result.get("slo_ms"))
+    within = f" in {deadline:g} ms" if isinstance(deadline, int | float) else ""
     points = list(result.get("points", []))
     ks = sorted({float(p["multiple"]) for p in points}) or [1.0]
     with matplotlib.rc_context(_RC):
         for patterns in ("on", "off"):
             mine = sorted((p for p in points if p["patterns"] == patterns), key=_k)
             xs = [_k(p) for p in mine]
-            label = f"patterns {patterns}"
-            good.plot(xs, [p.get("goodput_bids_rps") for p in mine], marker="o", lw=1.6,
-                      color=CURVE_COLORS[patterns], label=label)  # fmt: skip
-            late = [p for p in mine if p.get("slo_met") is False]
-            if late:  # goodput whose admitted latency broke the SLO: hollow
-                good.plot([_k(p) for p in late], [p.get("goodput_bids_rps") for p in late],
-                          ls="none", marker="o", ms=7, mfc="white", mec=CURVE_COLORS[patterns],
-                          mew=1.6, label=f"{label}: admitted p99 over the SLO")  # fmt: skip
+            color, label = CURVE_COLORS[patterns], f"patterns {patterns}"
+            lo = [_nan(p.get("goodput_bids_rps")) for p in mine]
+            hi = [_nan(p.get("goodput_bids_max_rps", p.get("goodput_bids_rps"))) for p in mine]
+            good.plot(xs, lo, marker="o", lw=1.6, color=color, label=f"{label}: goodput{within}")
+            if any(h > g for g, h in zip(lo, hi, strict=True)):
+                good.fill_between(xs, lo, hi, color=color, alpha=0.15, lw=0,
+                                  label=f"{label}: goodput at most")  # fmt: skip
+            good.plot(xs, [_nan(p.get("admitted_bids_rps")) for p in mine], ls="--", lw=0.9,
+                      marker=".", color=color, alpha=0.7, label=f"{label}: admitted")  # fmt: skip
             ys = [p.get(pkey) for p in mine]
             lat.plot(xs, [y if y is not None else math.nan for y in ys], marker="o", lw=1.6,
-                     color=CURVE_COLORS[patterns], label=label)  # fmt: skip
+                     color=color, label=label)  # fmt: skip
         if cap > 0:
             grid = sorted({0.5 * ks[0], 1.0, *ks, ks[-1] * 1.05})
             ideal = [min(k, 1.0) * cap for k in grid]
@@ -417,12 +422,16 @@ def curve_figure(result: Mapping[str, Any]) -> Figure:
             ax.set_xlabel("offered load (x measured capacity)")
             ax.grid(True, lw=0.3, alpha=0.6)
             ax.legend(fontsize=7, loc="best")
-        good.set_ylabel("goodput: admitted bids/s")
+        good.set_ylabel("bids/s: in time (goodput), admitted")
         good.set_ylim(bottom=0.0)
         lat.set_yscale("log")
         lat.set_ylabel(f"admitted p{_slo_pct(result)} (ms, log)")
         fig.suptitle(f"Goodput curve: {result.get('scenario', '')}", fontsize=10)
     return fig
+
+
+def _nan(v: Any) -> float:
+    return float(v) if isinstance(v, int | float) else math.nan
 
 
 def _k(p: Mapping[str, Any]) -> float:

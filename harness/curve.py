@@ -14,6 +14,20 @@ timeline (the curve is about load): "on" with every pattern on and each publishe
 sized to C / publishers (the edge sized to the knee; `keep_edge` keeps the scenario's), "off"
 with all four switched off (target.config.<pattern>.enabled, as `spikegate ablate` does).
 
+Goodput is useful work only: bids answered with a win or no-bid (admitted 2xx) within the
+deadline, the bound of the scenario's admitted-latency SLO (`checks.slo`, the figure the knee
+and the checker judge admitted answers by). It is counted from the generator's own per-second
+HDR histograms of admitted latency (`deadline_counts`), never from the target's numbers. A
+bid answered after it is worthless to the publisher (the exchange has moved on), and a target
+without backpressure admits everything and answers late: admitted bids/s stays beside
+goodput, with the late admitted answers, so the report shows both.
+
+The histogram holds bids and the impression notices that follow won bids together, so per
+second the bids in time are known to lie between admitted bids minus every late admitted
+answer (`goodput_bids_rps`, the figure quoted: never above the truth, equal to it when no
+impression answer was late) and the smaller of admitted bids and admitted answers in time
+(`goodput_bids_max_rps`, never below it).
+
 r/a (harness/curve_cost.py): the target's CPU per designed rejection against its CPU per
 admitted bid, fitted over every run's intervals; the chart draws the bound it puts on goodput.
 """
@@ -41,7 +55,7 @@ from spikegate.harness.curve_cost import (
     raw_samples,
 )
 from spikegate.harness.errors import InconclusiveRun, UsageError
-from spikegate.harness.figures import percentile_ms
+from spikegate.harness.figures import _decode, percentile_ms
 from spikegate.harness.history import RequestSecond, load_history
 from spikegate.harness.intended import recorded_bid_intended
 from spikegate.harness.scenario import Scenario, load_scenario, parse_scenario
@@ -53,6 +67,7 @@ __all__ = [
     "LevelPlan",
     "capacity_scenario",
     "curve",
+    "deadline_counts",
     "find_knee",
     "level_figures",
     "level_scenario",
@@ -222,7 +237,7 @@ def find_knee(
         win = {
             "t": w[0].t,
             "offered_bids_rps": round(intended / window_s, 1),
-            "goodput_bids_rps": round(bids / window_s, 1),
+            "admitted_bids_rps": round(bids / window_s, 1),
             "p_ms": None if p is None else round(p, 2),
             "broke": why,
         }
@@ -242,15 +257,58 @@ def find_knee(
 
 
 def _knee(last_ok: dict[str, Any], limited_by: str, windows: list[dict[str, Any]]) -> Knee:
-    capacity = min(last_ok["goodput_bids_rps"], last_ok["offered_bids_rps"])
+    capacity = min(last_ok["admitted_bids_rps"], last_ok["offered_bids_rps"])
     return Knee(capacity, last_ok["offered_bids_rps"], last_ok["t"], limited_by, tuple(windows))
 
 
 # --- one level's figures ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class DeadlineCounts:
+    """Admitted answers of some seconds against a deadline, from the generator's histograms."""
+
+    in_time: int  # admitted answers (bids and impressions) at or under the deadline
+    late: int  # admitted answers over it (and those of a second without a usable histogram)
+    bids_in_time_min: int  # per second max(0, admitted bids - late), summed: never above
+    bids_in_time_max: int  # per second min(admitted bids, in_time), summed: never below
+    exact: bool  # every second with admitted answers had a decodable histogram
+
+
+def deadline_counts(rows: Sequence[RequestSecond], deadline_ms: float) -> DeadlineCounts:
+    """Count each second's admitted latencies at or under `deadline_ms`, summed over `rows`.
+
+    A value counts when its HDR bucket starts at or under the deadline (a value of exactly the
+    deadline counts; the bucket's width, 1/1000 of its value, is the resolution). A second
+    with admitted answers but no decodable histogram counts them all late, one whose histogram
+    holds fewer values than its admitted answers counts the missing ones late (both inexact)."""
+    deadline_us = deadline_ms * 1000.0
+    in_time = late = lo = hi = 0
+    exact = True
+    for r in rows:
+        if r.admitted <= 0:
+            continue
+        h = _decode(r.hist_admitted)
+        w = 0
+        if h is None:
+            exact = False
+        else:
+            for item in h.get_recorded_iterator():
+                v = item.value_iterated_to
+                if h.get_lowest_equivalent_value(v) <= deadline_us:
+                    w += item.count_at_value_iterated_to
+            exact = exact and h.get_total_count() == r.admitted
+            w = min(w, r.admitted)
+        bids = bids_admitted(r)
+        in_time, late = in_time + w, late + (r.admitted - w)
+        lo += max(0, bids - (r.admitted - w))
+        hi += min(bids, w)
+    return DeadlineCounts(in_time, late, lo, hi, exact)
+
+
 def level_figures(rows: Sequence[RequestSecond], slo: LatencyBound) -> dict[str, Any]:
-    """Over steady rows: offered and sent bids/s, goodput (admitted bids/s), admitted
-    requests/s (bids and impressions, figures.py's goodput_rps), the SLO's percentile of
-    admitted answers, and the shares of all answers rejected by design and failed."""
+    """Over steady rows: offered and sent bids/s; goodput, bids/s answered admitted within
+    the SLO's bound (deadline_counts: at least / at most); admitted bids/s whatever their
+    latency; admitted answers/s (bids and impressions) in time and late; the SLO's percentile
+    of admitted answers; the shares of all answers rejected by design and failed."""
     n = len(rows)
     if n == 0:
         return {"seconds": 0}
@@ -259,13 +317,22 @@ def level_figures(rows: Sequence[RequestSecond], slo: LatencyBound) -> dict[str,
     total = sum(r.total for r in rows)
     p, count, exact = percentile_ms(rows, "admitted", slo.percentile)
     bids = sum(bids_admitted(r) for r in rows)
+    d = deadline_counts(rows, slo.bound_ms)
+    admitted = sum(r.admitted for r in rows)
     return {
         "seconds": n,
         "offered_bids_rps": round(intended / n, 1),
         "sent_bids_rps": round(sent / n, 1),
         "held": round(sent / intended, 4) if intended else None,
-        "goodput_bids_rps": round(bids / n, 1),  # admitted bids per second: the curve's y
-        "goodput_rps": round(sum(r.admitted for r in rows) / n, 1),  # figures.py: + impressions
+        "deadline_ms": slo.bound_ms,
+        "goodput_bids_rps": round(d.bids_in_time_min / n, 1),  # the curve's y
+        "goodput_bids_max_rps": round(d.bids_in_time_max / n, 1),
+        "goodput_exact": d.exact and d.bids_in_time_min == d.bids_in_time_max,
+        "admitted_bids_rps": round(bids / n, 1),  # in time or not
+        "admitted_rps": round(admitted / n, 1),  # bids and impressions (figures.py's goodput_rps)
+        "in_time_rps": round(d.in_time / n, 1),  # admitted answers within the deadline
+        "late_rps": round(d.late / n, 1),  # admitted answers past it
+        "late_share": round(d.late / admitted, 4) if admitted else None,
         f"admitted_p{slo.percentile:g}_ms": None if p is None else round(p, 2),
         "admitted_p_exact": exact,
         "slo_met": p is not None and slo.ok(p),
@@ -318,6 +385,8 @@ def curve(
         "seed": base.seed,
         "slo": str(slo),
         "slo_ms": slo.bound_ms,
+        "deadline_ms": slo.bound_ms,  # goodput counts admitted bids answered within it
+        "tmax_ms": base.load.tmax_ms,
         "levels": list(levels),
         "run_s": run_s,
         "warmup_s": warmup_s,
@@ -337,8 +406,10 @@ def curve(
         result["points"].append(point)
         _write_json(out_dir / "curve.json", {**result, "partial": True})
         console.print(
-            f"      goodput {point.get('goodput_bids_rps', 0):g} bids/s of "
-            f"{point.get('offered_bids_rps', 0):g} offered, admitted p{slo.percentile:g} "
+            f"      goodput {point.get('goodput_bids_rps', 0):g} bids/s in {slo.bound_ms:g} ms "
+            f"(admitted {point.get('admitted_bids_rps', 0):g}, "
+            f"late {_pct(point.get('late_share'))}) of {point.get('offered_bids_rps', 0):g} "
+            f"offered, admitted p{slo.percentile:g} "
             f"{point.get(f'admitted_p{slo.percentile:g}_ms')} ms, rejected "
             f"{_pct(point.get('rejected_share'))}, failed {_pct(point.get('failed_share'))}",
             highlight=False,

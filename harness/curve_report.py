@@ -51,8 +51,6 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
     """The curve as a markdown table, with the capacity and r/a above it."""
     cap = result.get("capacity", {})
     capacity = float(cap.get("bids_rps") or 0.0)
-    pct = str(result.get("slo", "p99")).split()[0]
-    key = f"admitted_{pct}_ms"
     lines = [
         f"# Goodput curve: {result.get('scenario', '?')}",
         "",
@@ -78,27 +76,7 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
             f"r/a not measured (a = {_fmt(cost.get('a_us'))} us, r = {_fmt(cost.get('r_us'))} "
             f"us over {cost.get('seconds', 0)} seconds)."
         )
-    lines += [
-        "",
-        "![goodput curve](curve.png)",
-        "",
-        f"| offered | rate/s | on: goodput/s | on: share of capacity | on: {pct} ms | on: rejected "
-        f"| off: goodput/s | off: share | off: {pct} ms | off: failed | bound: share |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    bound = result.get("bound") or {}
-    for k, pts in _by_level(result).items():
-        on, off = pts.get("on", {}), pts.get("off", {})
-        rate = on.get("offered_bids_rps", off.get("offered_bids_rps"))
-        row = [f"{k:g}x", _fmt(rate)]
-        for p, tail in ((on, "rejected_share"), (off, "failed_share")):
-            g = p.get("goodput_bids_rps")
-            share = g / capacity if isinstance(g, int | float) and capacity > 0 else None
-            late = " (over SLO)" if p.get("slo_met") is False else ""
-            row += [_fmt(g), _pct(share), _fmt(p.get(key)) + late, _pct(p.get(tail))]
-        b = bound.get(f"{k:g}")
-        row.append(_pct(b) if b is not None else "-")
-        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", _definition(result), "", "![goodput curve](curve.png)", "", *_table(result)]
     held = [
         f"{p['multiple']:g}x-{p['patterns']} {_pct(p.get('held'))}"
         for p in result.get("points", [])
@@ -114,6 +92,67 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
     else:
         lines.append("The generator held >= 95% of the offered rate at every level.")
     return "\n".join(lines) + "\n"
+
+
+def _definition(result: Mapping[str, Any]) -> str:
+    d = result.get("deadline_ms", result.get("slo_ms"))
+    deadline = f"{d:g}" if isinstance(d, int | float) else "?"
+    tmax = result.get("tmax_ms")
+    against_tmax = f" (the bids' tmax is {tmax} ms)" if tmax is not None else ""
+    return (
+        f"**Goodput** is useful work only: bids/s answered with a win or no-bid (admitted 2xx) "
+        f"within {deadline} ms, the bound of the SLO `{result.get('slo')}`{against_tmax}, "
+        "counted from the generator's own per-second histograms of admitted latency (a value "
+        "of exactly the deadline counts). A bid answered later is worthless to the publisher. "
+        "Those histograms hold bids and the impression notices after won bids together, so a "
+        "second's bids in time are known between its admitted bids minus all its late "
+        "admitted answers (the figure shown) and the smaller of its admitted bids and its "
+        "answers in time (shown as `<= n` where higher). **Admitted** is bids/s answered 2xx "
+        "whenever; **late** is the share of admitted answers past the deadline."
+    )
+
+
+def _table(result: Mapping[str, Any]) -> list[str]:
+    """One row per level: goodput, admitted, late, p99 and rejected/failed, on then off."""
+    capacity = float(result.get("capacity", {}).get("bids_rps") or 0.0)
+    pct = str(result.get("slo", "p99")).split()[0]
+    key = f"admitted_{pct}_ms"
+    head = ["offered", "rate/s"]
+    for side, tail in (("on", "rejected"), ("off", "failed")):
+        head += [f"{side}: goodput/s", f"{side}: share of capacity", f"{side}: admitted/s",
+                 f"{side}: late", f"{side}: {pct} ms", f"{side}: {tail}"]  # fmt: skip
+    head += ["off below on", "bound: share"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    bound = result.get("bound") or {}
+    for k, pts in _by_level(result).items():
+        on, off = pts.get("on", {}), pts.get("off", {})
+        rate = on.get("offered_bids_rps", off.get("offered_bids_rps"))
+        row = [f"{k:g}x", _fmt(rate)]
+        for p, tail in ((on, "rejected_share"), (off, "failed_share")):
+            g, g_max = p.get("goodput_bids_rps"), p.get("goodput_bids_max_rps")
+            share = g / capacity if isinstance(g, int | float) and capacity > 0 else None
+            cell = _fmt(g)
+            if isinstance(g, int | float) and isinstance(g_max, int | float) and g_max > g:
+                cell += f" (<= {_fmt(g_max)})"
+            over = " (over SLO)" if p.get("slo_met") is False else ""
+            admitted, late = _fmt(p.get("admitted_bids_rps")), _pct(p.get("late_share"))
+            row += [cell, _pct(share), admitted, late, _fmt(p.get(key)) + over, _pct(p.get(tail))]
+        row.append(_below(on, off))
+        b = bound.get(f"{k:g}")
+        row.append(_pct(b) if b is not None else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _below(on: Mapping[str, Any], off: Mapping[str, Any]) -> str:
+    """yes: off's most is under on's least; no: off's least reaches on's most; else overlap."""
+    nums = [p.get(k) for p in (on, off) for k in ("goodput_bids_rps", "goodput_bids_max_rps")]
+    if not all(isinstance(v, int | float) for v in nums):
+        return "-"
+    on_lo, on_hi, off_lo, off_hi = (float(v) for v in nums)  # type: ignore[arg-type]
+    if off_hi < on_lo:
+        return "yes"
+    return "no" if off_lo >= on_hi else "overlap"
 
 
 def write_report(result: Mapping[str, Any], out_dir: Path) -> list[Path]:

@@ -16,6 +16,7 @@ from spikegate.harness.curve import (
     LevelPlan,
     capacity_scenario,
     curve,
+    deadline_counts,
     find_knee,
     level_figures,
     level_scenario,
@@ -29,22 +30,33 @@ from spikegate.harness.history import RequestSecond, parse_request_row
 from spikegate.harness.scenario import Scenario, load_scenario
 from spikegate.harness.thresholds import parse_latency
 from tests.unit.harness.test_history import hist, write_run
+from tests.unit.harness.test_reports import hist as hist_of
 
 SLO = parse_latency("p99 < 150ms")
 CAPACITY = 400.0
 
 
-def row(t: float, offered: int, admitted: int, p99_ms: float, *, rejected: int = 0) -> dict:
-    """One second of requests: `admitted` bids answered 200, `rejected` 429s, the rest
-    timed out."""
+def row(
+    t: float,
+    offered: int,
+    admitted: int,
+    p99_ms: float,
+    *,
+    rejected: int = 0,
+    late: int = 0,
+    late_ms: float = 0.0,
+) -> dict:
+    """One second of requests: `admitted` bids answered 200 in `p99_ms` (`late` of them in
+    `late_ms` instead), `rejected` 429s, the rest timed out."""
     timeouts = max(0, offered - admitted - rejected)
+    answers = hist_of([p99_ms] * (admitted - late) + [late_ms] * late)
     return {
         "t": float(t), "intended": offered, "sent": offered,
         "outcomes": {"ok": admitted, "rate_limited": rejected, "timeout": timeouts},
         "endpoints": {"bid": {"ok": admitted, "rate_limited": rejected, "timeout": timeouts}},
-        "hist_admitted": hist(p99_ms, admitted) if admitted else None,
+        "hist_admitted": (answers if late else hist(p99_ms, admitted)) if admitted else None,
         "hist_rejected": hist(1.0, rejected) if rejected else None,
-        "admitted_p99_ms": p99_ms if admitted else None,
+        "admitted_p99_ms": (late_ms if late > admitted / 100 else p99_ms) if admitted else None,
         "max_lateness_ms": 1.0, "cpu_percent": 20.0, "processes": 1,
     }  # fmt: skip
 
@@ -165,9 +177,61 @@ def test_level_figures_of_an_overloaded_protected_target() -> None:
 
 
 def test_level_figures_of_a_collapsed_target() -> None:
+    """A target that admits 80 bids/s but answers them in 1.8 s has no goodput."""
     f = level_figures(parsed([row(t, 800, 80, 1800.0) for t in range(10)]), SLO)
-    assert f["goodput_bids_rps"] == 80.0 and f["failed_share"] == 0.9 and f["slo_met"] is False
+    assert f["goodput_bids_rps"] == 0.0 and f["admitted_bids_rps"] == 80.0
+    assert f["late_share"] == 1.0 and f["failed_share"] == 0.9 and f["slo_met"] is False
     assert level_figures([], SLO) == {"seconds": 0}
+
+
+def test_goodput_counts_bids_in_time_so_admitting_everything_late_is_below_rejecting() -> None:
+    """The defect of counting every admitted bid: at 2x capacity a target without backpressure
+    admits all 800 bids/s but answers 60% of them in 600 ms (past the 150 ms SLO, past tmax),
+    and looked better than the protected one, which rejects the excess and answers the rest
+    in 40 ms. Counted in time, its goodput is 40% of what it admitted, and below."""
+    off = level_figures(parsed([row(t, 800, 800, 90.0, late=480, late_ms=600.0)
+                                for t in range(15)]), SLO)  # fmt: skip
+    on = level_figures(parsed([row(t, 800, 400, 40.0, rejected=400) for t in range(15)]), SLO)
+    assert off["admitted_bids_rps"] == 800.0 > on["admitted_bids_rps"] == 400.0  # the old y
+    assert off["goodput_bids_rps"] == 320.0 == 0.4 * off["admitted_bids_rps"]
+    assert off["late_share"] == 0.6 and off["late_rps"] == 480.0 and off["in_time_rps"] == 320.0
+    assert on["goodput_bids_rps"] == 400.0 == on["admitted_bids_rps"] and on["late_share"] == 0.0
+    assert off["goodput_bids_rps"] < on["goodput_bids_rps"]
+    assert off["goodput_exact"] is True and on["goodput_exact"] is True
+
+
+def test_a_value_of_exactly_the_deadline_counts_and_one_just_past_it_does_not() -> None:
+    """Values at 149.9 and exactly 150.0 ms are in time; 150.1 and 150.5 ms are late (the
+    histogram's resolution at 150 ms is 0.128 ms: a `<` where `<=` was meant, or comparing a
+    bucket's upper edge, would drop the 150.0s; its next bucket must not count)."""
+    r = row(0, 10, 10, 20.0)
+    r["hist_admitted"] = hist_of([149.9] * 2 + [150.0] * 5 + [150.1] + [150.5] * 2)
+    d = deadline_counts(parsed([r]), 150.0)
+    assert (d.in_time, d.late, d.exact) == (7, 3, True)
+    assert deadline_counts(parsed([r]), 149.0).in_time == 0
+    assert deadline_counts(parsed([r]), 151.0).in_time == 10
+
+
+def test_a_second_without_its_histogram_counts_late_and_inexact() -> None:
+    r = row(0, 10, 10, 20.0)
+    r["hist_admitted"] = None
+    d = deadline_counts(parsed([r]), 150.0)
+    assert (d.in_time, d.late, d.exact) == (0, 10, False)
+
+
+def test_bids_in_time_are_bounded_when_impressions_share_the_histogram() -> None:
+    """300 bids and the 300 impressions after them, 100 answers late: whether the late ones
+    were bids or impressions the histogram cannot say, so goodput is at least 200 (every late
+    answer a bid) and at most 300; the truth (say 60 late bids: 240) lies between."""
+    r = row(0, 300, 300, 20.0)
+    r["endpoints"]["impression"] = {"accepted": 300}
+    r["outcomes"]["accepted"] = 300
+    r["intended"] = r["sent"] = 600
+    r["hist_admitted"] = hist_of([20.0] * 500 + [400.0] * 100)
+    f = level_figures(parsed([r]), SLO)
+    assert f["goodput_bids_rps"] == 200.0 and f["goodput_bids_max_rps"] == 300.0
+    assert f["goodput_exact"] is False and f["admitted_bids_rps"] == 300.0
+    assert f["in_time_rps"] == 500.0 and f["late_rps"] == 100.0
 
 
 # --- r/a -------------------------------------------------------------------------------------
@@ -252,10 +316,13 @@ def result_of(levels: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)) -> dict[str, Any
     for k in levels:
         for patterns in ("on", "off"):
             admitted, p99, rejected = system(k * CAPACITY, patterns)
-            offered = k * CAPACITY
+            offered, in_time = k * CAPACITY, p99 < 150.0
             points.append(
                 {"multiple": k, "patterns": patterns, "offered_bids_rps": offered,
-                 "goodput_bids_rps": float(admitted), "admitted_p99_ms": p99, "held": 1.0,
+                 "goodput_bids_rps": float(admitted) if in_time else 0.0,
+                 "goodput_bids_max_rps": float(admitted) if in_time else 0.0,
+                 "admitted_bids_rps": float(admitted), "late_share": 0.0 if in_time else 1.0,
+                 "admitted_p99_ms": p99, "held": 1.0,
                  "rejected_share": rejected / offered, "slo_met": p99 < 150.0,
                  "failed_share": (offered - admitted - rejected) / offered}
             )  # fmt: skip
@@ -276,8 +343,10 @@ def test_the_report_writes_json_chart_and_summary(tmp_path: Path) -> None:
     assert json.loads(paths[0].read_text())["capacity"]["bids_rps"] == CAPACITY
     md = paths[2].read_text()
     assert "**400/s**" in md and "r/a = 0.100" in md and "![goodput curve](curve.png)" in md
+    assert "**Goodput** is useful work only" in md and "within 150 ms" in md
     line = (
-        "| 2x | 800.0 | 400.0 | 100.0% | 40.0 | 50.0% | 40.0 | 10.0% | 1,800.0 (over SLO) | 95.0% |"
+        "| 2x | 800.0 | 400.0 | 100.0% | 400.0 | 0.0% | 40.0 | 50.0% "
+        "| 0 | 0.0% | 40.0 | 100.0% | 1,800.0 (over SLO) | 95.0% | yes | 88.9% |"
     )
     assert line in md
 
@@ -379,9 +448,10 @@ def test_offered_load_counts_bid_arrivals_not_the_impressions_that_follow() -> N
     r["endpoints"]["impression"] = {"accepted": 280, "shed": 20}
     r["outcomes"]["accepted"], r["outcomes"]["shed"] = 280, 20
     r["intended"] = r["sent"] = 600
+    r["hist_admitted"] = hist(20.0, 580)
     f = level_figures(parsed([r]), SLO)
     assert f["offered_bids_rps"] == 300.0 and f["sent_bids_rps"] == 300.0
-    assert f["goodput_bids_rps"] == 300.0 and f["goodput_rps"] == 580.0
+    assert f["goodput_bids_rps"] == 300.0 and f["admitted_rps"] == 580.0
     knee_rows = parsed([{**r, "t": float(t)} for t in range(5)])
     knee = find_knee(knee_rows, SLO)
     assert knee is not None and knee.capacity_rps == 300.0
