@@ -18,6 +18,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from spikegate.contract.outcomes import ADMITTED_OUTCOMES, DESIGNED_REJECTIONS, FAILURES, OUTCOMES
+from spikegate.contract.rundir import LATE_BOUNDS_MS
 from spikegate.harness.history import RequestSecond, Sample
 
 
@@ -182,6 +183,53 @@ class Totals:
 
     def share(self, n: int) -> float:
         return n / self.sent if self.sent else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SendLateness:
+    """The generator's send lateness over some seconds: the rows' counts summed (they add
+    exactly across seconds, processes and workers; a maximum or a percentile would not)."""
+
+    sends: int  # arrivals whose send lateness was noted
+    over_ms: dict[int, int]  # bound of LATE_BOUNDS_MS -> sends later than it
+    seconds_without: int  # seconds whose row carries no lateness counts
+
+    @staticmethod
+    def of(rows: Iterable[RequestSecond]) -> SendLateness | None:
+        """None when no row carries the counts (an older recorder, a user's own one)."""
+        sends = without = 0
+        over: dict[int, int] = {}
+        for r in rows:
+            if r.late_sends is None:
+                without += 1
+                continue
+            sends += r.late_sends
+            for bound, n in r.late_over_ms.items():
+                over[bound] = over.get(bound, 0) + n
+        if sends == 0 and not over and without:
+            return None
+        return SendLateness(sends, over, without)
+
+    @staticmethod
+    def bound_for(threshold_ms: float) -> int:
+        """The bound the counts are read at for `threshold_ms`: itself when it is a bound,
+        else the nearest bound below it. Sends later than that bound include every send
+        later than the threshold, so the share read there can only overstate lateness: a
+        generator is never taken to hold a rate it may not have held (thresholds start at
+        the smallest bound, see Thresholds)."""
+        below = [b for b in LATE_BOUNDS_MS if b <= threshold_ms]
+        return below[-1] if below else LATE_BOUNDS_MS[0]
+
+    def share_over(self, bound_ms: int) -> float:
+        """The share of noted sends later than `bound_ms` (a bound of LATE_BOUNDS_MS)."""
+        return self.over_ms.get(bound_ms, 0) / self.sends if self.sends else 0.0
+
+    def p99_at_most_ms(self) -> int | None:
+        """The smallest bound the p99 send lateness is within (at most 1% of sends later),
+        None when it is over the largest bound or nothing was noted."""
+        if not self.sends:
+            return None
+        return next((b for b in LATE_BOUNDS_MS if self.share_over(b) <= 0.01), None)
 
 
 def _r(v: float | None, nd: int = 2) -> float | None:

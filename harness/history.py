@@ -29,6 +29,7 @@ from spikegate.contract.outcomes import ADMITTED_OUTCOMES, DESIGNED_REJECTIONS
 from spikegate.contract.rundir import (
     EVENTS_FILE,
     IMPRESSIONS_FILE,
+    LATE_BOUNDS_MS,
     META_FILE,
     REQUESTS_FILE,
     SAMPLES_FILE,
@@ -80,6 +81,11 @@ class RequestSecond:
     rejected_p99_ms: float | None = None
     cpu_percent: float | None = None
     max_lateness_ms: float | None = None
+    # the row's "lateness": arrivals whose send lateness was noted (None: a row without the
+    # field, an older recorder or a user's own one) and, per bound of LATE_BOUNDS_MS (ms),
+    # how many of them were sent later than it (bounds with no late send left out)
+    late_sends: int | None = None
+    late_over_ms: Mapping[int, int] = field(default_factory=dict)
     # designed rejections without Retry-After as integer seconds >= 1, by outcome
     retry_after_invalid: Mapping[str, int] = field(default_factory=dict)
     line: int = 0
@@ -414,6 +420,26 @@ class _Where:
             raise self.fail(f"field {key!r} must be an object of counts, got {v!r}")
         return {str(k): self.count(v, k) for k in v}
 
+    def lateness(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """RequestSecond's late_sends / late_over_ms from the row's "lateness" (absent: {})."""
+        v = row.get("lateness")
+        if v is None:
+            return {}
+        form = '{"sends": n, "over_ms": {"<bound ms>": n}}'
+        if not isinstance(v, dict) or not isinstance(v.get("over_ms", {}), dict):
+            raise self.fail(f"field 'lateness' must be {form}, got {v!r}")
+        over = self.counts(v, "over_ms")
+        bad = [k for k in over if not k.isdigit() or int(k) not in LATE_BOUNDS_MS]
+        if bad:
+            raise self.fail(
+                f"field 'lateness'.over_ms: {bad[0]!r} is not one of the bounds "
+                f"{', '.join(map(str, LATE_BOUNDS_MS))} (ms)"
+            )
+        return {
+            "late_sends": self.count(v, "sends"),
+            "late_over_ms": {int(k): n for k, n in over.items()},
+        }
+
     def nested(self, row: Mapping[str, Any], key: str) -> dict[str, dict[str, int]]:
         v = row.get(key)
         if v is None:
@@ -481,6 +507,7 @@ def parse_request_row(row: Mapping[str, Any], where: _Where) -> RequestSecond:
         rejected_p99_ms=where.num(row, "rejected_p99_ms"),
         cpu_percent=where.num(row, "cpu_percent"),
         max_lateness_ms=where.num(row, "max_lateness_ms"),
+        **where.lateness(row),
         retry_after_invalid=where.counts(row, "retry_after_invalid"),
         line=where.line,
     )

@@ -36,7 +36,15 @@ from spikegate.contract.outcomes import (
     FAILURES,
 )
 from spikegate.harness.evidence import clock_gap, server_admitted_over
-from spikegate.harness.figures import Totals, _decode, _pct, _r, _second_p99, percentile_ms
+from spikegate.harness.figures import (
+    SendLateness,
+    Totals,
+    _decode,
+    _pct,
+    _r,
+    _second_p99,
+    percentile_ms,
+)
 from spikegate.harness.history import FaultWindow, RequestSecond
 from spikegate.harness.intended import comparable, expected_arrivals, schedule_tolerance
 from spikegate.harness.judging import (
@@ -137,6 +145,9 @@ def valid_run(c: _Ctx) -> list[Verdict]:
                     f"bound {th.generator_cpu.op} {th.cpu_max_percent:g}%)",
                 )
             )
+        late_part, late_data = _lateness_part(p.name, rows, th.generator_lateness_p99_ms)
+        if late_part is not None:
+            parts.append(late_part)
         st, msg = _combine([(PASS, f"generator held {_pct(held or 0)} of arrivals"), *parts])
         out.append(
             _v(
@@ -151,10 +162,52 @@ def valid_run(c: _Ctx) -> list[Verdict]:
                 sent=tot.sent,
                 held=_r(held, 4),
                 cpu_p90_percent=cpu90,
+                **late_data,
                 **(schedule[1] if schedule is not None else {}),
             )
         )
     return out
+
+
+LATENESS_UNRECORDED = (
+    "not judged: the rows carry no send-lateness counts (an older run directory, or a "
+    "recorder that does not keep them)"
+)
+LATENESS_UNNOTED = "not judged: the generator noted the lateness of no send in this phase"
+
+
+def _lateness_part(
+    phase: str, rows: Sequence[RequestSecond], p99_ms: float
+) -> tuple[tuple[Status, str] | None, dict[str, Any]]:
+    """The generator sent on schedule: its p99 send lateness within `p99_ms`, i.e. at most
+    1% of the phase's sends later than it. A generator near its limit sends everything,
+    late, and its own delay would be judged as the service's latency."""
+    late = SendLateness.of(rows)
+    data: dict[str, Any] = {"lateness_p99_bound_ms": p99_ms}
+    if late is None or late.sends == 0:
+        data["lateness"] = LATENESS_UNRECORDED if late is None else LATENESS_UNNOTED
+        return None, data
+    bound = SendLateness.bound_for(p99_ms)
+    share = late.share_over(bound)
+    data.update(
+        lateness_sends=late.sends,
+        late_sends=late.over_ms.get(bound, 0),
+        late_share=_r(share, 4),
+        lateness_read_at_ms=bound,
+        lateness_p99_at_most_ms=late.p99_at_most_ms(),
+    )
+    if late.seconds_without:
+        data["lateness_seconds_unrecorded"] = late.seconds_without
+    if share <= 0.01:
+        return None, data
+    read_at = "" if bound == p99_ms else f", read at the {bound} ms bound below it"
+    return (
+        INCONCLUSIVE,
+        f"the generator sent {_pct(share)} of its {late.sends} arrivals in {phase} more than "
+        f"{bound} ms late: its p99 send lateness is over checks.generator_lateness_p99_ms "
+        f"= {p99_ms:g} ms{read_at}, so its own delay would count as the service's latency "
+        "(add --processes or workers, or lower the rate)",
+    ), data
 
 
 def _latencies_disagree(rows: Sequence[RequestSecond]) -> str | None:

@@ -27,6 +27,7 @@ Every key, its default and its meaning (the README copies this table):
 | `hold`              | `3`             | healthy seconds that count as recovered; relapse (6)     |
 | `generator_min`     | `">= 95%"`      | sent / intended per judged phase, else inconclusive      |
 | `generator_cpu`     | `"< 90%"`       | generator CPU p90 (one core = 100%), else inconclusive   |
+| `generator_lateness_p99_ms` | `10` | generator p99 send lateness (ms), else inconclusive (12) |
 | `min_seconds`       | `3`             | seconds of data a judged phase needs, else inconclusive  |
 | `min_requests`      | `50`            | samples a latency percentile needs, else inconclusive    |
 | `isolation`         | `"rate < 5%"`   | non-admitted share of each non-hot publisher in a spike  |
@@ -89,6 +90,13 @@ Every key, its default and its meaning (the README copies this table):
     them and a fault hits a dependency (layer.breaker); layer.edge has no mapping. What
     cannot be judged is reported skipped with its reason: never passed, never deciding the
     run. No default bound: the service's limits are its own.
+(12) read per judged phase from the generator's per-second lateness counts (sends later
+    than 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000 ms, summed over its processes and
+    workers): the p99 is over the bound when more than 1% of the phase's sends were later
+    than it. A bound between those is read at the nearest one below, which can only
+    overstate lateness (a generator that may not have held is never taken to have held);
+    the least accepted is 1. Rows without the counts (an older run directory, a recorder of
+    your own) leave this part out, saying so in the evidence.
 
 Accepted forms: a latency bound `pNN[.N] (<|<=) N(us|ms|s)` (also `p(99)`), a rate
 `rate (<|<=) N%`, a floor `(>=|>) N%`, a duration `within N(ms|s|m)`, a size
@@ -441,6 +449,7 @@ class Thresholds(BaseModel):
     hold: Hold = 3
     generator_min: FloorT = parse_floor(">= 95%")
     generator_cpu: Cpu = RateBound("<", 0.90)
+    generator_lateness_p99_ms: float = Field(default=10.0, ge=1, le=60_000)
     min_seconds: int = Field(default=3, ge=1, le=86_400)
     min_requests: int = Field(default=50, ge=1)
     isolation: Rate = parse_rate("rate < 5%")
@@ -478,6 +487,7 @@ _FORMS = {
     "goodput_floor": '">= 80%"',
     "generator_min": '">= 95%"',
     "generator_cpu": '"< 90%"',
+    "generator_lateness_p99_ms": "a number of ms, at least 1 (the least lateness counted), e.g. 10",
     "detect": '"within 5s"',
     "settle": '"within 1s"',
     "recover": '"within 15s"',

@@ -41,6 +41,7 @@ from spikegate.contract.outcomes import (
     OutcomeRules,
     classify,
 )
+from spikegate.contract.rundir import LATE_BOUNDS_MS
 
 __all__ = [
     "BID",
@@ -71,9 +72,8 @@ HIST_LOWEST_US = 1
 HIST_HIGHEST_US = 600_000_000  # 10 min: above any client timeout
 HIST_DIGITS = 3
 _KEEP_BITS = 9
-# send lateness is counted per second between these bounds (ms): counts add exactly across
-# processes and workers, which a per-process maximum or percentile cannot
-LATE_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+# send lateness is counted per second between LATE_BOUNDS_MS (the contract's): counts add
+# exactly across processes and workers, which a per-process maximum or percentile cannot
 _LATE_BOUNDS_S = tuple(b / 1000.0 for b in LATE_BOUNDS_MS)
 _LATE_SLOTS = len(LATE_BOUNDS_MS) + 1  # slot i: bounds[i-1] < late <= bounds[i]; last: above all
 NAMES_CAP = 100  # distinct request names a row keeps; the rest are summed under OTHER_NAME

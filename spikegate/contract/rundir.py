@@ -48,8 +48,8 @@ master/worker so there is exactly one row per second:
      "lateness": {"sends": n, "over_ms": {"10": n}},
                                   # the arrivals whose send lateness was noted in this
                                   # second, and how many of them were sent more than B ms
-                                  # late, for B in the recorder's LATE_BOUNDS_MS (1, 2, 5,
-                                  # 10, 20, 50, 100, 200, 500, 1000; zero counts left out);
+                                  # late, for B in LATE_BOUNDS_MS (1, 2, 5, 10, 20, 50, 100,
+                                  # 200, 500, 1000; zero counts left out);
                                   # counts, so they add across processes and workers;
                                   # absent from older run directories
      "cpu_percent": f | null,     # the generator's own CPU (max over its processes)
@@ -166,6 +166,7 @@ __all__ = [
     "EVENTS_FILE",
     "EVENT_KINDS",
     "IMPRESSIONS_FILE",
+    "LATE_BOUNDS_MS",
     "LOAD_CONTROL_FILE",
     "LOAD_EVENT_KINDS",
     "LOGS_DIR",
@@ -200,6 +201,8 @@ T0_FILE = "control/t0.json"
 # the generator's record misses what it sent, so the run is inconclusive, never judged
 WORKER_CRASH_PREFIX = "locust worker "
 
+# RequestRow "lateness": the bounds (ms) its over_ms counts are kept for
+LATE_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 # the keys of every RequestRow, in the order documented above
 REQUEST_ROW_FIELDS = (
     "t",

@@ -1134,3 +1134,75 @@ def test_a_publisher_whose_burst_was_rejected_then_went_idle_is_owed_no_more() -
     ]  # fmt: skip
     v = verdict(check(history(rows=rows, samples=served(FAST))), "layer.edge")
     assert v.status == "pass", v.message
+
+
+# --- the generator's send lateness (valid_run) ----------------------------------------------
+def _late(sends: int, over_ms: Mapping[int, int]) -> Callable[[RequestSecond], RequestSecond]:
+    """Rows whose generator noted `sends` arrivals, `over_ms[b]` of them later than b ms."""
+    return lambda r: dataclasses.replace(r, late_sends=sends, late_over_ms=dict(over_ms))
+
+
+def _lateness_history(stress_over: Mapping[int, int], **checks: Any) -> History:
+    """Every second's bids noted (100/s; 200/s in stress, beside 100 impression notices,
+    whose lateness is not noted): a little over 1 ms late, stress lateness as given."""
+    rows = between(healthy_rows(), 0, 60, _late(100, {1: 2}))
+    return history(rows=between(rows, 20, 35, _late(200, stress_over)))
+
+
+def _judged(h: History, **checks: Any) -> CheckResult:
+    return check(h, thresholds_from_checks({"slo": "p99 < 150ms", **checks}))
+
+
+def test_a_generator_that_sends_everything_but_late_is_inconclusive_naming_the_phase() -> None:
+    """A CPU-starved generator keeps sent == intended but sends 5% of the spike's arrivals
+    over 10 ms late: its own delay would be judged as the service's stress latency."""
+    result = check(_lateness_history({1: 80, 2: 50, 5: 30, 10: 10, 20: 3}))
+    v = verdict(result, "valid_run", "stress")
+    assert v.status == "inconclusive"
+    assert "stress" in v.message and "5.00%" in v.message and "10 ms" in v.message
+    assert "add --processes or workers, or lower the rate" in v.message
+    assert v.evidence["late_share"] == 0.05 and v.evidence["held"] == 1.0
+    assert v.evidence["lateness_sends"] == 15 * 200 and v.evidence["lateness_p99_at_most_ms"] == 50
+    assert verdict(result, "valid_run", "baseline").status == "pass"
+    assert result.exit_code == 3
+
+
+def test_a_generator_with_half_a_percent_late_holds_its_rate() -> None:
+    """0.5% of sends over 10 ms (1 in 200 each second) is within a 10 ms p99."""
+    v = verdict(check(_lateness_history({1: 40, 2: 20, 5: 4, 10: 1})), "valid_run", "stress")
+    assert v.status == "pass", v.message
+    assert v.evidence["late_share"] == 0.005
+    assert v.evidence["lateness_p99_at_most_ms"] == 10
+
+
+def test_a_lateness_bound_between_the_counted_ones_is_read_at_the_one_below() -> None:
+    """15 ms is not counted: it is read at 10 ms, overstating lateness, never understating
+    it (2% over 10 ms, none over 20 ms: the p99 may be over 15 ms, so not held)."""
+    h = _lateness_history({1: 30, 10: 4})
+    v = verdict(_judged(h, generator_lateness_p99_ms=15), "valid_run", "stress")
+    assert v.status == "inconclusive"
+    assert "read at the 10 ms bound below it" in v.message
+    assert v.evidence["lateness_read_at_ms"] == 10 and v.evidence["lateness_p99_bound_ms"] == 15
+
+
+def test_a_tightened_lateness_bound_turns_pass_into_inconclusive() -> None:
+    h = _lateness_history({1: 40, 2: 20, 5: 4, 10: 1})
+    assert verdict(check(h), "valid_run", "stress").status == "pass"
+    v = verdict(_judged(h, generator_lateness_p99_ms=2), "valid_run", "stress")
+    assert v.status == "inconclusive" and "more than 2 ms late" in v.message
+
+
+def test_rows_without_lateness_counts_skip_the_part_and_say_so() -> None:
+    """An older run directory or a user's recorder: judged as before, never failed."""
+    result = check(history())
+    for phase in ("baseline", "stress", "recovery", "post"):
+        v = verdict(result, "valid_run", phase)
+        assert v.status == "pass"
+        assert "no send-lateness counts" in v.evidence["lateness"]
+        assert "late_share" not in v.evidence
+
+
+def test_a_recorder_that_noted_no_send_skips_the_part_and_says_so() -> None:
+    rows = between(healthy_rows(), 0, 60, _late(0, {}))
+    v = verdict(check(history(rows=rows)), "valid_run", "stress")
+    assert v.status == "pass" and "noted the lateness of no send" in v.evidence["lateness"]

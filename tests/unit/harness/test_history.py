@@ -24,6 +24,7 @@ from spikegate.harness.history import (
     load_history,
 )
 from spikegate.harness.scenario import Scenario, parse_scenario
+from spikegate.locustfiles.recorder import SecondStats
 
 SMOKE: dict[str, Any] = {
     "name": "mini",
@@ -212,6 +213,46 @@ def test_proxy_bytes_and_connections_load_and_older_rows_without_them_too(
     assert h.samples[4].proxy_bytes == {} and h.samples[4].proxy_connections == {}
 
 
+def test_lateness_counts_load_and_older_rows_without_them_too(tmp_path: Path) -> None:
+    """A row of today's recorder carries its send-lateness counts; an older row (or a
+    user's recorder) has none, which is not the same as none late."""
+    rows = [request_row(t) for t in range(20)]
+    rows[5]["lateness"] = {"sends": 60, "over_ms": {"1": 9, "2": 4, "10": 1}}
+    rows[6]["lateness"] = {"sends": 60, "over_ms": {}}
+    h = load_history(write_run(tmp_path / "run", requests=rows))
+    assert (h.requests[5].late_sends, h.requests[5].late_over_ms) == (60, {1: 9, 2: 4, 10: 1})
+    assert (h.requests[6].late_sends, h.requests[6].late_over_ms) == (60, {})
+    assert (h.requests[4].late_sends, h.requests[4].late_over_ms) == (None, {})
+
+
+def _late_generator_row(t: int) -> dict[str, Any]:
+    """A second of two generator processes as the recorder writes it: 60 bids noted, one
+    process CPU-starved in the post phase (6 of its 30 sends over 10 ms late)."""
+    procs = [SecondStats(t), SecondStats(t)]
+    for i, proc in enumerate(procs):
+        starved = i == 1 and t >= 17
+        for n in range(30):
+            proc.note_late(0.025 if starved and n < 6 else 0.0005)
+    procs[0].merge(procs[1].seal())
+    return {**request_row(t), "lateness": procs[0].seal().row()["lateness"]}
+
+
+def test_spikegate_check_names_a_late_generator_in_console_and_junit(tmp_path: Path) -> None:
+    """The recorder's merged counts reach the verdict through the run directory: the post
+    phase (t >= 17) is inconclusive with the figure, the rest of the run judged as usual."""
+    d = write_run(tmp_path / "run", requests=[_late_generator_row(t) for t in range(20)])
+    console = _console()
+    result = check_run(d, [], console)
+    assert result.exit_code == 3
+    post = next(v for v in result.verdicts if (v.name, v.phase) == ("valid_run", "post"))
+    assert post.status == "inconclusive" and post.evidence["late_share"] == 0.1
+    baseline = next(v for v in result.verdicts if (v.name, v.phase) == ("valid_run", "baseline"))
+    assert baseline.status == "pass" and baseline.evidence["late_share"] == 0.0
+    assert "more than 10 ms late" in console.export_text()
+    junit = (d / "junit.xml").read_text()
+    assert "10.00% of its 180 arrivals in post more than 10 ms late" in junit
+
+
 def test_rows_of_a_service_without_a_metrics_path_load_as_not_scraped(tmp_path: Path) -> None:
     rows = [{"t": float(t), "ok": False, "scraped": False, "error": "no metrics path",
              "proxy_bytes": {"db": {"received": t, "sent": 0}}} for t in range(20)]  # fmt: skip
@@ -292,6 +333,13 @@ BROKEN: list[tuple[str, Callable[[Path], None], list[str]]] = [
      lambda d: _corrupt_line(d, "requests.jsonl", 7,
                              '{"t": 6.0, "sent": 1, "outcomes": {"ok": 1}, "hist_admitted": "xx"}'),
      ["requests.jsonl:7", "hist_admitted"]),
+    ("a lateness bound the recorder does not count",
+     lambda d: _corrupt_line(d, "requests.jsonl", 7, '{"t": 6.0, "sent": 1, "outcomes": '
+                             '{"ok": 1}, "lateness": {"sends": 1, "over_ms": {"7": 1}}}'),
+     ["requests.jsonl:7", "lateness", "'7'", "1, 2, 5, 10"]),
+    ("lateness not an object",
+     lambda d: _corrupt_line(d, "requests.jsonl", 7, '{"t": 6.0, "sent": 1, "outcomes": '
+                             '{"ok": 1}, "lateness": 3}'), ["requests.jsonl:7", "'lateness'"]),
     ("breakers not a mapping",
      lambda d: _corrupt_line(d, "samples.jsonl", 2, '{"t": 1.0, "ok": true, "breakers": [1]}'),
      ["samples.jsonl:2", "breakers"]),

@@ -185,3 +185,18 @@ def test_client_reject_defaults_to_p90_under_10ms_and_is_settable() -> None:
     assert th.to_json()["client_reject"] == "p95 < 5ms"
     with pytest.raises(UsageError, match=r"checks\.client_reject.*latency bound"):
         thresholds_from_checks({"client_reject": "10ms"})
+
+
+def test_generator_lateness_p99_defaults_to_10ms_and_is_settable() -> None:
+    assert Thresholds().generator_lateness_p99_ms == 10.0
+    th = thresholds_from_checks({"generator_lateness_p99_ms": 20})
+    assert th.generator_lateness_p99_ms == 20.0
+    assert th.to_json()["generator_lateness_p99_ms"] == 20.0
+
+
+@pytest.mark.parametrize("bad", [0.5, 0, -3, "10ms", True])
+def test_bad_generator_lateness_p99_names_the_key_and_the_form(bad: Any) -> None:
+    """Below 1 ms the recorder's counts cannot tell (its smallest bound is 1 ms)."""
+    with pytest.raises(UsageError) as info:
+        thresholds_from_checks({"generator_lateness_p99_ms": bad})
+    assert "checks.generator_lateness_p99_ms" in info.value.message
