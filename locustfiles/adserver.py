@@ -72,6 +72,7 @@ _CONN_ERROR = OUTCOME_INDEX[CONN_ERROR]
 _SUCCESS = frozenset(OUTCOME_INDEX[o] for o in ADMITTED_OUTCOMES | DESIGNED_REJECTIONS)
 _DESIGNED = frozenset(OUTCOME_INDEX[o] for o in DESIGNED_REJECTIONS)
 _TIMEOUTS = (TimeoutError, gevent.Timeout)  # socket timeouts are TimeoutError
+_DECISION = DECISION_HEADER.lower()  # Reply's header names are lower-cased
 _NAMES = ("/bid", "/impression")  # by endpoint (BID, IMPRESSION): Locust's request names
 perf_counter = time.perf_counter
 wall = time.time
@@ -237,13 +238,10 @@ class AdServerUser(FastHttpUser):
         start = perf_counter()
         try:
             resp = self._wire.post(self._paths[endpoint], headers, body)
-            try:
-                content = resp.read()
-            finally:
-                resp.release()  # back to the pool when complete, closed otherwise
+            content = resp.content
             status = resp.status_code
-            decision = resp.get(DECISION_HEADER)
-            retry_after = resp.get("retry-after") if status in (429, 503) else None
+            decision = resp.headers.get(_DECISION)
+            retry_after = resp.headers.get("retry-after") if status in (429, 503) else None
         except GreenletExit:
             # killed at shutdown: it never got an answer (and Locust never hears of it)
             latency_us = int((perf_counter() - start) * 1e6)
@@ -252,8 +250,6 @@ class AdServerUser(FastHttpUser):
         except Exception as exc:
             error = exc
         elapsed = perf_counter() - start
-        if isinstance(decision, list):  # a repeated header: the last one counts
-            decision = decision[-1]
         if error is None:
             outcome = OUTCOME_INDEX[classify(status, decision)]
         else:

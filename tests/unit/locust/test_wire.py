@@ -3,14 +3,14 @@ keep-alive pool (a real socket on 127.0.0.1:0, gevent's own server; hard timeout
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import gevent
 import pytest
 from gevent.server import StreamServer
 from geventhttpclient import HTTPClient
 
-from spikegate.locustfiles.wire import Wire
+from spikegate.locustfiles.wire import Wire, read_reply
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Spikegate-Decision: admit\r\n\r\nok"
 
@@ -143,3 +143,81 @@ def test_an_idle_socket_the_server_closed_is_not_reused(
             resp.release()
             gevent.sleep(0.01)  # let the FIN arrive while the socket sits in the pool
     assert rec.connections == 3 and len(rec.requests) == 3
+
+
+def feeder(*chunks: bytes) -> Callable[[int], bytes]:
+    """A recv() that hands out `chunks` one per call, then b"" (the peer's close)."""
+    queue = list(chunks)
+
+    def recv(_size: int) -> bytes:
+        return queue.pop(0) if queue else b""
+
+    return recv
+
+
+@pytest.mark.parametrize(
+    ("chunks", "content", "reusable"),
+    [
+        ([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"], b"ok", True),
+        ([b"HTTP/1.1 200 OK\r\nCont", b"ent-Length: 5\r\n\r", b"\nab", b"cde"], b"abcde", True),
+        (
+            [b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"],
+            b"x",
+            True,
+        ),
+        ([b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx"], b"x", False),
+        ([b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx"], b"x", False),
+        ([b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx"], b"x", True),
+        ([b"HTTP/1.1 200 OK\r\n\r\nto the ", b"close"], b"to the close", False),
+        ([b"HTTP/1.1 204 No Content\r\n\r\n"], b"", True),
+        ([b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxy"], b"x", False),  # stray bytes
+        (
+            [
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+                b"2;x=1\r\nde\r\n0\r\n\r\n",
+            ],
+            b"abcde",
+            True,
+        ),
+        (
+            [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nT: 1\r\n\r\n"],
+            b"a",
+            True,
+        ),
+    ],
+)
+def test_read_reply_takes_the_body_by_its_framing_and_says_if_the_connection_is_reusable(
+    chunks: list[bytes], content: bytes, reusable: bool
+) -> None:
+    reply, keep = read_reply(feeder(*chunks))
+    assert (reply.content, keep) == (content, reusable)
+
+
+def test_read_reply_lower_cases_header_names_and_a_repeated_header_keeps_its_last_value() -> None:
+    head = b"HTTP/1.1 429 Too Many\r\nX-Spikegate-Decision: a\r\nx-spikegate-decision: shed\r\n"
+    reply, _ = read_reply(feeder(head + b"Retry-After:  2 \r\nContent-Length: 0\r\n\r\n"))
+    assert reply.status_code == 429
+    assert reply.headers == {
+        "x-spikegate-decision": "shed",
+        "retry-after": "2",
+        "content-length": "0",
+    }
+    assert reply.get("Retry-After") == "2" and reply.read() == b""
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [],
+        [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab"],
+        [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"],
+    ],
+)
+def test_read_reply_raises_connection_error_when_the_peer_closes_early(chunks: list[bytes]) -> None:
+    with pytest.raises(ConnectionError):
+        read_reply(feeder(*chunks))
+
+
+def test_read_reply_refuses_what_is_not_an_http_answer() -> None:
+    with pytest.raises(ValueError, match="status line"):
+        read_reply(feeder(b"SSH-2.0-OpenSSH\r\n\r\n"))
