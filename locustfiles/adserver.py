@@ -152,8 +152,7 @@ class AdServerUser(FastHttpUser):
         b, rel = job
         rt = self.rt
         late = wall() - (rt.t0 + rel)
-        if late > b.max_lateness_s:
-            b.max_lateness_s = late
+        b.note_late(late)
         self._bid(b.second, rt.shape.hot_share_at(rel))
 
     # --- closed (benchmark) mode -------------------------------------------------------------

@@ -228,8 +228,7 @@ class Driver:
                 b.intended += 1  # the shortfall: an arrival (at least one request) not sent
                 continue
             b.task_counts[1] += 1
-            if late > b.max_lateness_s:
-                b.max_lateness_s = late
+            b.note_late(late)
             b.tasks_open += 1
             rt.inflight += 1
             spawn(self._arrival, b)

@@ -21,6 +21,11 @@ gives the request count, the bench reads the child's CPU time at each table; rat
 per request between the table at ~2 s and the last one before the run time ends.
 Target (issue 5): ours >= 85% of plain (median over repeats; compare same-run ratios:
 other work on the machine moves the absolute figures).
+
+Open-model section: ``--open-model`` also runs tests/bench/open_model.py's measurement (the
+open model at fixed arrival rates beside k6, its docstring says what it measures) and puts
+its document under "open_model"; ``--open-model-args "--k6 PATH --rates 3000 --repeats 3"``
+passes it its own arguments (default: --no-search).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -45,6 +51,9 @@ import psutil
 REPO = Path(__file__).resolve().parents[2]
 LOCUST = Path(sys.executable).parent / "locust"
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import open_model  # noqa: E402  (the open-model section: --open-model)
 
 from spikegate.contract.rundir import REQUESTS_FILE, read_jsonl  # noqa: E402
 from spikegate.harness.services import free_port  # noqa: E402
@@ -180,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--open-model", action="store_true", help="also open_model.py's section")
+    ap.add_argument("--open-model-args", default="--no-search", help="open_model.py's arguments")
     args = ap.parse_args(argv)
     if args.quick:
         args.seconds, args.repeats = 5.0, 1
@@ -261,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         "target_ratio": 0.85,
         "meets_target": ratio >= 0.85,
     }
+    if args.open_model:
+        log("open-model section: open_model.py " + args.open_model_args)
+        out["open_model"] = open_model.measure(shlex.split(args.open_model_args))
     print(json.dumps(out, indent=2))
     return 0
 

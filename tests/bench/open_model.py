@@ -304,6 +304,13 @@ def search(
 
 
 def main(argv: list[str] | None = None) -> int:
+    print(json.dumps(measure(argv), indent=2))
+    return 0
+
+
+def measure(argv: list[str] | None = None) -> dict[str, Any]:
+    """The whole benchmark for these command-line arguments: the document main() prints
+    (generator.py --open-model includes it)."""
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--k6", type=Path, default=None, help="the k6 binary (skipped without)")
     ap.add_argument("--rates", default="1000,2000,3000,4000")
@@ -415,8 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         "searches": searches,
         "runs": {name: {f"{r:g}": v for r, v in by.items()} for name, by in results.items()},
     }
-    print(json.dumps(out, indent=2))
-    return 0
+    return out
 
 
 def _brief(res: dict[str, Any]) -> str:
