@@ -53,8 +53,6 @@ LOCUST = Path(sys.executable).parent / "locust"
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import open_model  # noqa: E402  (the open-model section: --open-model)
-
 from spikegate.contract.rundir import REQUESTS_FILE, read_jsonl  # noqa: E402
 from spikegate.harness.services import free_port  # noqa: E402
 
@@ -273,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         "meets_target": ratio >= 0.85,
     }
     if args.open_model:
+        # imported here: open_model imports bench_user_recorder, which imports this module
+        import open_model
+
         log("open-model section: open_model.py " + args.open_model_args)
         out["open_model"] = open_model.measure(shlex.split(args.open_model_args))
     print(json.dumps(out, indent=2))
