@@ -645,7 +645,8 @@ class DspBidders(ManagedProcess):
 
 
 class TargetServer(ManagedProcess):
-    """The reference ad server under uvicorn (`target.app:create_app_from_env` factory)."""
+    """The reference ad server under uvicorn (`python -m spikegate.target`: the app from
+    `target.app:create_app_from_env`, the edge's rejections answered in the HTTP protocol)."""
 
     name = "target"
     title = "target (uvicorn)"
@@ -678,13 +679,11 @@ class TargetServer(ManagedProcess):
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "uvicorn",
-            "--factory", "spikegate.target.app:create_app_from_env",
+            sys.executable, "-m", "spikegate.target",  # uvicorn, with lean_http's edge protocol
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--timeout-graceful-shutdown", str(self.graceful_shutdown_s),
             "--access-log" if self.access_log else "--no-access-log",
-            "--no-proxy-headers",  # loopback only; saves a middleware on every request
         ]  # fmt: skip
 
     def env(self) -> dict[str, str]:

@@ -141,6 +141,7 @@ def create_app(config: TargetConfig) -> FastAPI:
         lifespan=_lifespan(config),
         **_NO_TELEMETRY,
     )
+    app.state.config = config  # before the lifespan too: `python -m spikegate.target` reads it
     app.add_middleware(EdgeMiddleware)
     edge_gate.install(app)  # 401/429 answered before any of FastAPI's layers
 

@@ -18,6 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -84,6 +85,7 @@ class Rejections:
     def __init__(self, max_entries: int = 4096) -> None:
         self.max_entries = max_entries
         self._cache: dict[tuple[str | None, str, str], tuple[int, tuple[Any, ...], bytes]] = {}
+        self._wired: dict[tuple[int, tuple[Any, ...], bytes], bytes] = {}  # entry -> head
 
     def encoded(
         self, pub_id: str | None, decision: Decision
@@ -106,6 +108,20 @@ class Rejections:
                 self._cache.clear()
             entry = self._cache[key] = (status, tuple(headers), body)
         return entry
+
+    def wire(self, pub_id: str | None, decision: Decision) -> tuple[int, bytes, bytes]:
+        """(status, status line and headers, body) of the same answer as HTTP/1.1 bytes, for
+        lean_http; the head ends after the last header line, before the blank line."""
+        entry = self.encoded(pub_id, decision)
+        status, headers, body = entry
+        wired = self._wired.get(entry)  # equal entries are equal answers
+        if wired is None:
+            wired = b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())
+            wired += b"".join(b"%s: %s\r\n" % pair for pair in headers)
+            if len(self._wired) >= self.max_entries:
+                self._wired.clear()
+            self._wired[entry] = wired
+        return status, wired, body
 
     async def send(self, send: Send, pub_id: str | None, decision: Decision) -> int:
         """Answer a rejected `decision`; returns the status sent."""

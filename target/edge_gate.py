@@ -39,7 +39,12 @@ class EdgeGate:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/bid" or scope["method"] != "POST":
+        if (
+            scope["type"] != "http"
+            or scope["path"] != "/bid"
+            or scope["method"] != "POST"
+            or PUBLISHER_SCOPE_KEY in scope  # lean_http's protocol admitted it already
+        ):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()

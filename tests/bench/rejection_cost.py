@@ -217,9 +217,14 @@ def bench(rate: float, window_s: float, rounds: int, compare_src: Path | None) -
         """The same uvicorn command, with `spikegate.target` from `compare_src`."""
 
         def command(self) -> list[str]:
-            cmd = super().command()
-            assert cmd[1:3] == ["-m", "uvicorn"] and compare_src is not None
-            return [cmd[0], "-c", _LAUNCHER, str(compare_src), *cmd[3:]]
+            """uvicorn's own CLI with the app factory, as the target ran before lean_http."""
+            assert compare_src is not None
+            return [
+                sys.executable, "-c", _LAUNCHER, str(compare_src),
+                "--factory", "spikegate.target.app:create_app_from_env",
+                "--host", "127.0.0.1", "--port", str(self.port),
+                "--no-access-log", "--no-proxy-headers",
+            ]  # fmt: skip
 
     tmp = Path(tempfile.mkdtemp(prefix="spikegate-rcost-"))
     result: dict[str, Any] = {

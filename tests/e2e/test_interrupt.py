@@ -165,7 +165,14 @@ def _wait_processes(token: str, pattern: str, count: int, timeout_s: float) -> N
         time.sleep(0.1)
 
 
-COMPONENTS = ("chaos.server", "target.dsp", "redis-server", "tansu", "uvicorn", "locust")
+COMPONENTS = (
+    "chaos.server",
+    "target.dsp",
+    "redis-server",
+    "tansu",
+    "-m spikegate.target --",
+    "locust",
+)
 
 
 @pytest.mark.timeout(150)

@@ -1,0 +1,187 @@
+"""lean_http's EdgeProtocol under a real uvicorn on a loopback port: the edge's 401/429
+answered inside the HTTP protocol with EdgeGate's bytes, the framework never entered for them,
+the bucket charged once, keep-alive, pipelining, split bodies and `Connection: close` kept."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
+
+from spikegate.target.lean_http import EdgeProtocol, protocol_for
+from tests.unit.target.test_edge_gate import _app, assert_counted
+
+pytestmark = pytest.mark.timeout(20)
+
+
+class _Served:
+    """`app` under uvicorn in a thread; `calls` counts the requests uvicorn handed to ASGI."""
+
+    def __init__(self, app: Starlette, lean: bool) -> None:
+        self.app = app
+        self.calls = 0
+
+        async def counted(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http":
+                self.calls += 1
+            await app(scope, receive, send)
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            counted,
+            http=protocol_for(app) if lean else "httptools",
+            lifespan="off",
+            log_level="warning",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]})
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def served() -> Iterator[_Served]:
+    app, reached, entered = _app()
+    app.state.reached, app.state.entered = reached, entered
+    s = _Served(app, lean=True)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def _bid(key: str | None = "k", body: bytes = b"{}", close: bool = False) -> bytes:
+    head = b"POST /bid HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+    if key is not None:
+        head += b"x-api-key: " + key.encode() + b"\r\n"
+    if close:
+        head += b"connection: close\r\n"
+    return head + b"content-length: %d\r\n\r\n" % len(body) + body
+
+
+def _read(sock: socket.socket, n: int) -> list[tuple[int, dict[str, str], bytes]]:
+    """The next `n` responses on `sock`: (status, headers, body)."""
+    buf, out = b"", []
+    while len(out) < n:
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {len(out)} of {n} responses"
+            buf += chunk
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
+        size = int(headers["content-length"])
+        while len(buf) < size:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed inside a body"
+            buf += chunk
+        out.append((int(lines[0].split()[1]), headers, buf[:size]))
+        buf = buf[size:]
+    return out
+
+
+def _each(sock: socket.socket, requests: list[bytes]) -> list[tuple[int, dict[str, str], bytes]]:
+    """Each request after the previous answer, as an HTTP/1.1 client does."""
+    out = []
+    for request in requests:
+        sock.sendall(request)
+        out += _read(sock, 1)
+    return out
+
+
+def _conn(s: _Served) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", s.port), timeout=5)
+
+
+def test_rejections_are_answered_in_the_protocol_and_admissions_reach_the_route(
+    served: _Served,
+) -> None:
+    with _conn(served) as sock:
+        got = _each(sock, [_bid()] * 4)
+    assert [g[0] for g in got] == [200, 200, 429, 429]
+    assert served.app.state.reached == ["p", "p"]  # one token per admission, checked once
+    assert served.app.state.entered == ["/bid", "/bid"]  # the 429s never entered the app
+    assert served.calls == 2  # nor ASGI at all: no task, no scope, no cycle
+    _, headers, body = got[-1]
+    assert headers["x-spikegate-decision"] == "rate_limited"
+    assert headers["retry-after"].isdigit() and int(headers["retry-after"]) >= 1
+    assert b'"decision": "rate_limited"' in body
+    assert "date" in headers and headers["server"] == "uvicorn"
+    assert_counted(served.app.state.metrics, rejected=2)
+
+
+def test_the_answers_are_edge_gates_answers_byte_for_byte() -> None:
+    """Same status, headers (date aside) and body as the ASGI path, for 401s and 429s."""
+    answers, calls = [], []
+    for lean in (True, False):
+        app, _, _ = _app()
+        s = _Served(app, lean=lean)
+        try:
+            with _conn(s) as sock:
+                got = _each(sock, [_bid(key) for key in ("k", "k", "k", None, "unknown")])
+        finally:
+            s.stop()
+        calls.append(s.calls)
+        answers.append([(st, {k: v for k, v in h.items() if k != "date"}, b) for st, h, b in got])
+    assert [a[0] for a in answers[0]] == [200, 200, 429, 401, 401]
+    assert answers[0] == answers[1]
+    assert calls == [2, 5]  # lean: the 3 rejections never became ASGI requests
+
+
+def test_pipelined_requests_are_answered_in_order(served: _Served) -> None:
+    """Admitted, then rejected, in one packet: the 429 must not overtake the running 200."""
+    with _conn(served) as sock:
+        sock.sendall(_bid() + _bid() + _bid() + _bid("unknown"))
+        got = _read(sock, 4)
+    assert [g[0] for g in got] == [200, 200, 429, 401]
+    assert served.app.state.reached == ["p", "p"]
+
+
+def test_a_rejected_body_split_across_packets_is_read_and_dropped(served: _Served) -> None:
+    with _conn(served) as sock:
+        _each(sock, [_bid(), _bid()])
+        request = _bid(body=b'{"id": "' + b"x" * 5000 + b'"}')
+        cut = request.index(b"\r\n\r\n") + 10
+        sock.sendall(request[:cut])
+        time.sleep(0.05)
+        sock.sendall(request[cut:])
+        assert _read(sock, 1)[0][0] == 429
+        assert _each(sock, [_bid("unknown")])[0][0] == 401  # still in step after it
+    assert served.calls == 2
+
+
+def test_connection_close_is_honoured(served: _Served) -> None:
+    with _conn(served) as sock:
+        _each(sock, [_bid(), _bid()])
+        sock.sendall(_bid(close=True))
+        [(status, headers, _)] = _read(sock, 1)
+        assert status == 429 and headers["connection"] == "close"
+        assert sock.recv(10) == b""  # closed by the server
+
+
+def test_a_query_string_goes_the_asgi_way_with_the_same_decision(served: _Served) -> None:
+    with _conn(served) as sock:
+        got = _each(sock, [_bid().replace(b"/bid ", b"/bid?x=1 ", 1)] * 3)
+    assert [g[0] for g in got] == [200, 200, 429]  # EdgeGate decided the third
+    assert served.calls == 3
+
+
+def test_protocol_for_binds_the_app_to_its_own_class() -> None:
+    a, b = Starlette(), Starlette()
+    pa, pb = protocol_for(a), protocol_for(b)
+    assert issubclass(pa, EdgeProtocol) and pa.app_for_edge is a and pb.app_for_edge is b
