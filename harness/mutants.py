@@ -328,14 +328,13 @@ CATALOG: tuple[Mutant, ...] = (
     ),
     _m(
         "recorder-clock-after-send",
-        "latency is timed from when the response headers arrived, not from the send",
+        "latency is timed from when the answer arrived, not from the send",
         "lying recorder",
         ("graceful_degradation", "layer.edge"),
         Edit(
             "locustfiles/adserver.py",
-            "            try:\n                content = resp.read()\n",
-            "            start = perf_counter()\n"
-            "            try:\n                content = resp.read()\n",
+            "            content = resp.content\n",
+            "            start = perf_counter()\n            content = resp.content\n",
         ),
     ),
     _m(
