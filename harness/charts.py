@@ -426,7 +426,15 @@ def curve_figure(result: Mapping[str, Any]) -> Figure:
         good.set_ylim(bottom=0.0)
         lat.set_yscale("log")
         lat.set_ylabel(f"admitted p{_slo_pct(result)} (ms, log)")
-        fig.suptitle(f"Goodput curve: {result.get('scenario', '')}", fontsize=10)
+        limits = result.get("limits") or {}
+        sized = (
+            f"  (capacity: the server's knee, patterns off; on: buckets "
+            f"{limits['publisher_rate_per_s']:g}/s per publisher, auction limit "
+            f"{limits['auction_limit']})"
+            if "auction_limit" in limits
+            else ""
+        )
+        fig.suptitle(f"Goodput curve: {result.get('scenario', '')}{sized}", fontsize=10)
     return fig
 
 

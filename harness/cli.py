@@ -369,6 +369,13 @@ def curve_command(
         bool,
         typer.Option("--keep-edge", help="keep the scenario's edge rate (default: the knee)"),
     ] = False,
+    keep_limits: Annotated[
+        bool,
+        typer.Option(
+            "--keep-limits",
+            help="keep the scenario's auction concurrency limit (default: sized from the knee)",
+        ),
+    ] = False,
 ) -> None:
     """Goodput and admitted p99 from 0.5x to 10x the measured capacity, patterns on vs off."""
     from spikegate.harness.curve import curve, parse_levels
@@ -387,6 +394,7 @@ def curve_command(
         ramp_s=ramp_s,
         ramp_to=ramp_to,
         keep_edge=keep_edge,
+        keep_limits=keep_limits,
     )
     if code:
         raise typer.Exit(code)

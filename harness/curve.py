@@ -1,18 +1,28 @@
 """The goodput curve: goodput and admitted p99 against offered load, patterns on versus off.
 
-    scenario --capacity ramp (patterns on, edge open)--> find_knee --> capacity C
+    scenario --capacity ramp (all patterns off)--> find_knee --> capacity C, knee window
+             --size_limits: edge = C / publishers, auction limit from the knee's in-flight
              --for k in levels, for on/off: steady k*C for run_s--> level_figures
              --target CPU (curve_cost.CpuTrace) + its request counters--> fit_cost (r/a)
                                                         --> curve.json, curve.png, curve.md
 
-The capacity is found, not declared: one `ramp_to_knee` run from the scenario's base rate to
-`ramp_to`, all patterns on except the edge (a publisher's bucket is a policy, not a capacity),
-and `find_knee` takes the highest offered rate at which admitted bids keep up with the offered
-rate (>= 95%), admitted p99 meets the scenario's SLO and the generator holds its schedule.
+The capacity is the server's, found, not declared: one `ramp_to_knee` run from the
+scenario's base rate to `ramp_to` with every pattern switched off, so that no designed
+rejection (a bucket, a bulkhead sized for Redis faults) can cap admissions, and `find_knee`
+takes the highest offered rate at which admitted bids keep up with the offered rate (>= 95%),
+admitted p99 meets the scenario's SLO and the generator holds its schedule. Past it the
+server itself ran out: latency, or errors (timeouts, 5xx, its own 503s when Redis or the
+deadline could not be met). A window whose shortfall is a pattern's rejection (the target's
+`bulkhead_full` / `rate_limited` counters) is "capped": the ramp measured a configured limit,
+not the server, and the curve refuses it (exit 3) rather than quote it as the capacity.
+
 Each level then runs the scenario's target at k x C on a steady shape without its fault
-timeline (the curve is about load): "on" with every pattern on and each publisher's bucket
-sized to C / publishers (the edge sized to the knee; `keep_edge` keeps the scenario's), "off"
-with all four switched off (target.config.<pattern>.enabled, as `spikegate ablate` does).
+timeline (the curve is about load): "on" with every pattern on and the limits that would
+otherwise cap below C sized from the knee (`size_limits`: each publisher's bucket C /
+publishers, `keep_edge` keeps the scenario's; the auction's concurrency limit from the
+in-flight Redis work the target measured in the knee window, `keep_limits` keeps the
+scenario's), the shedder and the breakers as the scenario has them; "off" with all four
+switched off (target.config.<pattern>.enabled, as `spikegate ablate` does).
 
 Goodput is useful work only: bids answered with a win or no-bid (admitted 2xx) within the
 deadline, the bound of the scenario's admitted-latency SLO (`checks.slo`, the figure the knee
@@ -43,7 +53,7 @@ from typing import Any
 
 from rich.console import Console
 
-from spikegate.contract.outcomes import NO_BID, OK
+from spikegate.contract.outcomes import DESIGNED_REJECTIONS, NO_BID, OK
 from spikegate.harness.ablate import PATTERNS, Runner, _orchestrator_runner
 from spikegate.harness.curve_cost import (
     CpuTrace,
@@ -56,15 +66,17 @@ from spikegate.harness.curve_cost import (
 )
 from spikegate.harness.errors import InconclusiveRun, UsageError
 from spikegate.harness.figures import _decode, percentile_ms
-from spikegate.harness.history import RequestSecond, load_history
+from spikegate.harness.history import RequestSecond, Sample, load_history
 from spikegate.harness.intended import recorded_bid_intended
 from spikegate.harness.scenario import Scenario, load_scenario, parse_scenario
 from spikegate.harness.thresholds import LatencyBound
 
 __all__ = [
     "DEFAULT_LEVELS",
+    "RAMP",
     "Knee",
     "LevelPlan",
+    "Limits",
     "capacity_scenario",
     "curve",
     "deadline_counts",
@@ -73,11 +85,17 @@ __all__ = [
     "level_scenario",
     "parse_levels",
     "plan_levels",
+    "size_limits",
 ]
 
 DEFAULT_LEVELS = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
 KEEP_UP = 0.95  # admitted bids / offered, and sent / intended, at or below the knee
 CPU_FILE = "target_cpu.json"  # beside each run directory: <label>.target_cpu.json
+RAMP = "all patterns off (target.config.<edge|auction|impressions|breaker>.enabled = false)"
+# The target's decisions that are a pattern refusing work it could have done (a bucket, the
+# bulkhead), as against its own 503s when Redis or the deadline could not be met.
+CAPPING = ("rate_limited", "bulkhead_full")
+LIMIT_HEADROOM = 2.0  # auction limit = headroom x the Redis work in flight at the knee
 
 
 # --- input -----------------------------------------------------------------------------------
@@ -140,12 +158,14 @@ def _steady(data: dict[str, Any], rate: float, run_s: float, warmup_s: float) ->
 
 
 def capacity_scenario(base: Scenario, ramp_to: float, ramp_s: float, warmup_s: float) -> Scenario:
-    """The capacity ramp: base_rps -> ramp_to over ramp_s, patterns on but the edge."""
+    """The capacity ramp: base_rps -> ramp_to over ramp_s, every pattern off (RAMP), so that
+    only the server itself running out (latency, errors) can end it."""
     data = base.model_dump(mode="json")
     _steady(data, base.load.base_rps, ramp_s, warmup_s)
     data["load"].update(shape="ramp_to_knee", peak_rps=float(ramp_to))
     config = data["target"].setdefault("config", {})
-    config["edge"] = {**config.get("edge", {}), "enabled": False}
+    for p in PATTERNS:
+        config[p] = {**config.get(p, {}), "enabled": False}
     data["name"] = f"{base.name}-capacity"[:64]
     return parse_scenario(data, source=f"{base.name} (capacity ramp)")
 
@@ -153,20 +173,21 @@ def capacity_scenario(base: Scenario, ramp_to: float, ramp_s: float, warmup_s: f
 def level_scenario(
     base: Scenario,
     level: LevelPlan,
-    capacity_rps: float,
     run_s: float,
     warmup_s: float,
     *,
-    keep_edge: bool = False,
+    limits: Limits | None = None,
 ) -> Scenario:
-    """One point of the curve: steady k x capacity, all patterns on or all off."""
+    """One point of the curve: steady k x capacity, all patterns on (with `limits`, sized
+    from the knee; None keeps the scenario's) or all off."""
     data = base.model_dump(mode="json")
     _steady(data, level.rate_rps, run_s, warmup_s)
     config = data["target"].setdefault("config", {})
     for p in PATTERNS:
         config[p] = {**config.get(p, {}), "enabled": level.patterns == "on"}
-    if level.patterns == "on" and not keep_edge:
-        data["target"]["publisher_rate_per_s"] = round(capacity_rps / base.load.publishers, 3)
+    if level.patterns == "on" and limits is not None:
+        data["target"]["publisher_rate_per_s"] = limits.publisher_rate_per_s
+        config["auction"]["limit"] = limits.auction_limit
     data["name"] = f"{base.name}-{level.label}"[:64]
     return parse_scenario(data, source=f"{base.name} ({level.label})")
 
@@ -189,13 +210,48 @@ def bids_sent(r: RequestSecond) -> int:
     return sum(int(n) for n in (r.endpoints.get("bid") or {}).values())
 
 
+def bids_rejected(r: RequestSecond) -> int:
+    """Bids answered 429/503 with a decision: by a pattern, or the target's own 503s."""
+    bid = r.endpoints.get("bid") or {}
+    return sum(int(n) for k, n in bid.items() if k in DESIGNED_REJECTIONS)
+
+
 @dataclass(frozen=True, slots=True)
 class Knee:
     capacity_rps: float  # admitted bids/s of the last window that kept up (<= its offered)
     offered_bids_rps: float  # that window's mean offered bid rate
     at_s: float  # where that window starts in the ramp
-    limited_by: str  # what broke first past it: goodput | latency | generator | not reached
+    limited_by: str  # what broke first past it: errors | latency | generator | capped | not
+    #                  reached ("+"-joined when several broke in the same window)
     windows: tuple[dict[str, Any], ...]  # every window, for the report
+    window: Mapping[str, Any]  # the knee's own window (its p_ms, inflight_max, ...)
+
+    @property
+    def capped(self) -> bool:
+        """A pattern's rejection ended the ramp: the knee is a configured limit's, not the
+        server's, and is no capacity."""
+        return "capped" in self.limited_by.split("+")
+
+
+def _window_target(samples: Sequence[Sample], t0: float, t1: float) -> dict[str, Any]:
+    """What the target itself counted over [t0, t1]: the most Redis work in flight (each
+    scrape's peak since the previous one, so the scrapes in (t0, t1]), and the rise of its
+    pattern-rejection counters (CAPPING) between the last scrape at or before t0 and the last
+    at or before t1. Empty when no good scrape bounds the window."""
+    good = [s for s in samples if s.ok]
+    inside = [s.auction_inflight_max for s in good if t0 < s.t <= t1 + 0.5]
+    peaks = [v for v in inside if v is not None]
+    out: dict[str, Any] = {"inflight_max": max(peaks) if peaks else None}
+    before = [s for s in good if s.t <= t0 + 0.5]
+    upto = [s for s in good if s.t <= t1 + 0.5]
+    if before and upto and upto[-1].t > before[-1].t:
+        a, b = before[-1].decisions_total, upto[-1].decisions_total
+        out["capped"] = {
+            k: b[k] - a.get(k, 0.0)
+            for k in b
+            if k.rpartition(":")[2] in CAPPING and b[k] - a.get(k, 0.0) > 0
+        }
+    return out
 
 
 def find_knee(
@@ -206,6 +262,7 @@ def find_knee(
     window_s: int = 3,
     hold: int = 2,
     keep_up: float = KEEP_UP,
+    samples: Sequence[Sample] = (),
 ) -> Knee | None:
     """The goodput of the highest offered rate that kept up before `hold` windows in a row
     did not (a window at 1.03x capacity may keep up within `keep_up`: its goodput says how much
@@ -213,8 +270,12 @@ def find_knee(
 
     Windows of `window_s` seconds slide one second at a time over the ramp's rows from
     `start_s`. A window keeps up when admitted bids >= keep_up x intended, the generator sent
-    >= keep_up x intended, and the admitted percentile of the SLO meets it. None when the very
-    first window fails (the capacity is below the ramp's start)."""
+    >= keep_up x intended, and the admitted percentile of the SLO meets it. A shortfall of
+    admitted bids is named by its cause: "capped" when a pattern refused at least half of it
+    (the target's CAPPING counters in `samples`; without samples, every bid answered 429/503
+    with a decision counts as a pattern's: the harness cannot tell, and a capped knee must
+    never pass for the server's), else "errors" (timeouts, 5xx, the server's own 503s).
+    None when the very first window fails (the capacity is below the ramp's start)."""
     rows = [r for r in rows if r.t >= start_s]
     windows: list[dict[str, Any]] = []
     last_ok: dict[str, Any] | None = None
@@ -226,19 +287,25 @@ def find_knee(
             continue
         sent = sum(bids_sent(r) for r in w)
         bids = sum(bids_admitted(r) for r in w)
+        rejected = sum(bids_rejected(r) for r in w)
         p, _, _ = percentile_ms(w, "admitted", slo.percentile)
+        target = _window_target(samples, w[0].t, w[-1].t + 1.0) if samples else {}
+        capped = sum(target["capped"].values()) if "capped" in target else rejected
         why = []
         if sent < keep_up * intended:
             why.append("generator")
         if bids < keep_up * intended:
-            why.append("goodput")
+            why.append("capped" if capped > 0 and 2 * capped >= sent - bids else "errors")
         if p is None or not slo.ok(p):
             why.append("latency")
         win = {
             "t": w[0].t,
             "offered_bids_rps": round(intended / window_s, 1),
             "admitted_bids_rps": round(bids / window_s, 1),
+            "rejected_bids_rps": round(rejected / window_s, 1),
+            "failed_bids_rps": round((sent - bids - rejected) / window_s, 1),
             "p_ms": None if p is None else round(p, 2),
+            **target,
             "broke": why,
         }
         windows.append(win)
@@ -258,7 +325,73 @@ def find_knee(
 
 def _knee(last_ok: dict[str, Any], limited_by: str, windows: list[dict[str, Any]]) -> Knee:
     capacity = min(last_ok["admitted_bids_rps"], last_ok["offered_bids_rps"])
-    return Knee(capacity, last_ok["offered_bids_rps"], last_ok["t"], limited_by, tuple(windows))
+    return Knee(
+        capacity, last_ok["offered_bids_rps"], last_ok["t"], limited_by, tuple(windows), last_ok
+    )
+
+
+# --- the patterns-on limits, sized from the knee ---------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The limits of every patterns-on level, and where each came from (for the report)."""
+
+    publisher_rate_per_s: float
+    edge_basis: str
+    auction_limit: int
+    auction_basis: str
+
+
+def size_limits(
+    base: Scenario, knee: Knee, *, keep_edge: bool = False, keep_limits: bool = False
+) -> Limits:
+    """The edge: each publisher's bucket = capacity / publishers (the edge admits what the
+    server can serve, and refuses the rest; `keep_edge` keeps the scenario's rate).
+
+    The auction's concurrency limit, unless `keep_limits`: LIMIT_HEADROOM x the Redis work the
+    target had in flight in the knee window (its own `auction_inflight_max` gauge, counted with
+    the limit switched off), never below the scenario's limit (one that does not cap is kept).
+    Why that figure: the limit bounds exactly that count, Redis work in flight, and at the knee
+    the server was as busy as it can usefully be. Little's law on the bid latency the generator
+    measured (capacity x admitted p99) would oversize it several times, since a bid's latency
+    also holds the DSP fan-out and the HTTP stack outside the bulkhead (at a knee p99 of 100 ms
+    and 600/s it gives 60 where a few are in flight); it is the fallback when the target has no
+    gauge. The headroom is there because the gauge's peak over a 3 s window understates the
+    bursts of a steady run's Poisson arrivals, and with max_wait_ms = 0 one burst above the
+    limit is refused at once; a limit of 2x the knee's peak still caps the Redis work the
+    bulkhead exists to bound."""
+    auction = base.target.config.get("auction", {})
+    scenario_limit = int(auction.get("limit", 64))
+    if keep_edge:
+        rate = base.target.publisher_rate_per_s
+        edge = f"the scenario's {rate:g}/s per publisher (--keep-edge)"
+    else:
+        pubs = base.load.publishers
+        rate = round(knee.capacity_rps / pubs, 3)
+        edge = (
+            f"capacity {knee.capacity_rps:g}/s / {pubs} publishers "
+            f"(the scenario's: {base.target.publisher_rate_per_s:g}/s)"
+        )
+    if keep_limits:
+        return Limits(
+            rate, edge, scenario_limit, f"the scenario's {scenario_limit} (--keep-limits)"
+        )
+    peak, p_ms = knee.window.get("inflight_max"), knee.window.get("p_ms")
+    if isinstance(peak, int | float) and peak > 0:
+        need = math.ceil(LIMIT_HEADROOM * peak)
+        how = f"{LIMIT_HEADROOM:g} x the {peak:g} Redis calls in flight at the knee"
+    elif isinstance(p_ms, int | float) and p_ms > 0:
+        need = math.ceil(LIMIT_HEADROOM * knee.capacity_rps * p_ms / 1000.0)
+        how = (
+            f"{LIMIT_HEADROOM:g} x capacity {knee.capacity_rps:g}/s x the knee's admitted "
+            f"p99 {p_ms:g} ms (Little's law; the target reported no in-flight gauge)"
+        )
+    else:
+        return Limits(rate, edge, scenario_limit, f"the scenario's {scenario_limit} (no figure)")
+    if need <= scenario_limit:
+        return Limits(
+            rate, edge, scenario_limit, f"the scenario's {scenario_limit} (>= {how}: {need})"
+        )
+    return Limits(rate, edge, need, f"{how} (the scenario's: {scenario_limit})")
 
 
 # --- one level's figures ---------------------------------------------------------------------
@@ -366,6 +499,7 @@ def curve(
     ramp_s: float = 40.0,
     ramp_to: float | None = None,
     keep_edge: bool = False,
+    keep_limits: bool = False,
     runner: Runner | None = None,
     report: Callable[[dict[str, Any], Path], list[Path]] | None = None,
 ) -> int:
@@ -391,12 +525,27 @@ def curve(
         "run_s": run_s,
         "warmup_s": warmup_s,
         "keep_edge": keep_edge,
+        "keep_limits": keep_limits,
+        "ramp": RAMP,
         "points": [],
     }
     cost_points: list[Interval] = []
-    capacity = _capacity(run, base, out_dir, console, result, cost_points, n, ramp_s, top)
-    for level in plan_levels(levels, capacity):
-        sc = level_scenario(base, level, capacity, run_s, warmup_s, keep_edge=keep_edge)
+    knee = _capacity(run, base, out_dir, console, result, cost_points, n, ramp_s, top)
+    limits = size_limits(base, knee, keep_edge=keep_edge, keep_limits=keep_limits)
+    result["limits"] = {
+        **asdict(limits),
+        "scenario_publisher_rate_per_s": base.target.publisher_rate_per_s,
+        "scenario_auction_limit": int(base.target.config.get("auction", {}).get("limit", 64)),
+        "auction_max_wait_ms": base.target.config.get("auction", {}).get("max_wait_ms"),
+    }
+    console.print(
+        f"      patterns-on limits: each publisher's bucket {limits.publisher_rate_per_s:g}/s "
+        f"({limits.edge_basis}); auction limit {limits.auction_limit} ({limits.auction_basis})",
+        highlight=False,
+    )
+    _write_json(out_dir / "curve.json", {**result, "partial": True})
+    for level in plan_levels(levels, knee.capacity_rps):
+        sc = level_scenario(base, level, run_s, warmup_s, limits=limits)
         console.print(
             f"[{level.index}/{n}] {level.multiple:g}x patterns-{level.patterns}: "
             f"{level.rate_rps:g}/s for {run_s:g} s",
@@ -464,11 +613,11 @@ def _capacity(
     n: int,
     ramp_s: float,
     top: float,
-) -> float:
+) -> Knee:
     """Step 1 of n: the ramp, its knee into result["capacity"], its CPU into cost_points."""
     slo, warmup_s = base.checks.slo, float(result["warmup_s"])
     console.print(
-        f"[1/{n}] capacity ramp, patterns on (edge open): {base.load.base_rps:g} -> {top:g}/s "
+        f"[1/{n}] capacity ramp, all patterns off: {base.load.base_rps:g} -> {top:g}/s "
         f"over {ramp_s:g} s",
         highlight=False,
     )
@@ -476,7 +625,7 @@ def _capacity(
         run, capacity_scenario(base, top, ramp_s, warmup_s), out_dir / "capacity", console
     )
     history = load_history(cap_dir)
-    knee = find_knee(history.requests, slo, start_s=warmup_s)
+    knee = find_knee(history.requests, slo, start_s=warmup_s, samples=history.samples)
     cost_points += cost_seconds(raw_samples(cap_dir), cap_cpu, warmup_s, ramp_s)
     if knee is None:
         raise InconclusiveRun(
@@ -485,26 +634,62 @@ def _capacity(
             hint="lower load.base_rps (--set load.base_rps=...) so the ramp starts below it",
         )
     capacity = knee.capacity_rps
+    broke = broke_first(knee, slo)
     result["capacity"] = {
         "bids_rps": capacity,
         "offered_bids_rps": knee.offered_bids_rps,
         "at_s": knee.at_s,
         "limited_by": knee.limited_by,
+        "broke_first": broke,
+        "ramp": RAMP,
         "ramp_to": top,
         "run_dir": str(cap_dir),
         "windows": list(knee.windows),
     }
+    _write_json(out_dir / "curve.json", {**result, "partial": True})
+    if knee.capped:
+        raise InconclusiveRun(
+            f"the capacity ramp was capped by a pattern, not by the server: {broke}",
+            hint="the ramp runs with every pattern off; a refusal there means the target "
+            "refused by design anyway (check --set target.config... and the target's build)",
+        )
     console.print(
-        f"      capacity (knee) {capacity:g}/s at {knee.at_s:g} s; past it: {knee.limited_by}",
+        f"      capacity (knee) {capacity:g}/s at {knee.at_s:g} s; past it: {broke}",
         highlight=False,
     )
-    _write_json(out_dir / "curve.json", {**result, "partial": True})
     if knee.limited_by == "not reached":
         console.print(
             "      [yellow]the ramp never left the SLO: the capacity is at least this; "
             "raise --ramp-to[/]"
         )
-    return capacity
+    return knee
+
+
+def broke_first(knee: Knee, slo: LatencyBound) -> str:
+    """What broke first past the knee, in words, from the first window that did not keep up."""
+    after = [w for w in knee.windows if w["t"] > knee.at_s and w["broke"]]
+    if not after:
+        return "nothing: the ramp never left the SLO (the capacity is at least this)"
+    w = after[0]
+    at = f"at {w['offered_bids_rps']:g} bids/s offered ({w['t']:g} s)"
+    parts = []
+    for why in w["broke"]:
+        if why == "latency":
+            parts.append(
+                f"latency (admitted p{slo.percentile:g} {w['p_ms']} ms > {slo.bound_ms:g})"
+            )
+        elif why == "errors":
+            parts.append(
+                f"errors (admitted {w['admitted_bids_rps']:g}/s; failed "
+                f"{w['failed_bids_rps']:g}/s, the server's own 503s {w['rejected_bids_rps']:g}/s)"
+            )
+        elif why == "capped":
+            caps = w.get("capped") or {"bids answered 429/503": w["rejected_bids_rps"]}
+            what = ", ".join(f"{k} {v:g}" for k, v in caps.items())
+            parts.append(f"capped by a pattern ({what}; admitted {w['admitted_bids_rps']:g}/s)")
+        elif why == "generator":
+            parts.append("the generator (sent < 95% of the schedule)")
+    return "; ".join(parts) + " " + at
 
 
 def _level(

@@ -17,7 +17,7 @@ import matplotlib
 
 from spikegate.harness.charts import _RC, curve_figure
 
-__all__ = ["summary_markdown", "write_report"]
+__all__ = ["GOALS", "goals", "summary_markdown", "write_report"]
 
 
 def _fmt(v: Any, unit: str = "") -> str:
@@ -51,15 +51,28 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
     """The curve as a markdown table, with the capacity and r/a above it."""
     cap = result.get("capacity", {})
     capacity = float(cap.get("bids_rps") or 0.0)
+    ramp = cap.get("ramp", result.get("ramp", "patterns on, edge open"))
     lines = [
         f"# Goodput curve: {result.get('scenario', '?')}",
         "",
-        f"Capacity (knee, found on a ramp with patterns on, edge open): **{capacity:g}/s** "
-        f"at {_fmt(cap.get('at_s'))} s of the ramp; past it: {cap.get('limited_by', '?')}. "
+        f"Capacity (the server's knee, found on a ramp with {ramp}): **{capacity:g}/s** "
+        f"at {_fmt(cap.get('at_s'))} s of the ramp; what broke first past it: "
+        f"{cap.get('broke_first', cap.get('limited_by', '?'))}. "
         f"SLO `{result.get('slo')}`. Each level: steady {_fmt(result.get('run_s'))} s, "
         f"judged after {_fmt(result.get('warmup_s'))} s of warmup; no faults.",
         "",
     ]
+    limits = result.get("limits")
+    if isinstance(limits, Mapping):
+        lines += [
+            "Patterns on: every pattern on; each publisher's bucket "
+            f"**{_fmt(limits.get('publisher_rate_per_s'))}/s** ({limits.get('edge_basis')}); "
+            f"the auction's concurrency limit **{limits.get('auction_limit')}** "
+            f"({limits.get('auction_basis')}), max_wait_ms "
+            f"{_fmt(limits.get('auction_max_wait_ms'))} as the scenario's; the impression "
+            "shedder and the breakers as the scenario has them. Patterns off: all four off.",
+            "",
+        ]
     cost = result.get("cost") or {}
     if cost.get("ratio") is not None:
         lines.append(
@@ -77,6 +90,7 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
             f"us over {cost.get('seconds', 0)} seconds)."
         )
     lines += ["", _definition(result), "", "![goodput curve](curve.png)", "", *_table(result)]
+    lines += ["", *goals(result)]
     held = [
         f"{p['multiple']:g}x-{p['patterns']} {_pct(p.get('held'))}"
         for p in result.get("points", [])
@@ -142,6 +156,32 @@ def _table(result: Mapping[str, Any]) -> list[str]:
         row.append(_pct(b) if b is not None else "-")
         lines.append("| " + " | ".join(row) + " |")
     return lines
+
+
+GOALS = ((2.0, 0.9), (5.0, 0.7))  # the issue's: patterns-on goodput >= share x capacity at k
+
+
+def goals(result: Mapping[str, Any]) -> list[str]:
+    """The issue's goals, each met or not from the figures: patterns-on goodput >= 0.9x the
+    capacity at 2x and >= 0.7x at 5x, patterns-off below both (off's most under on's least)."""
+    capacity = float(result.get("capacity", {}).get("bids_rps") or 0.0)
+    by = _by_level(result)
+    out = []
+    for k, share in GOALS:
+        on, off = by.get(k, {}).get("on", {}), by.get(k, {}).get("off", {})
+        g = on.get("goodput_bids_rps")
+        if not isinstance(g, int | float) or capacity <= 0:
+            out.append(f"- at {k:g}x: not measured")
+            continue
+        met = "met" if g >= share * capacity else "NOT met"
+        line = f"- at {k:g}x: on {g / capacity:.2f}x capacity (goal >= {share:g}x): {met}"
+        below = _below(on, off)
+        off_g = off.get("goodput_bids_rps")
+        if isinstance(off_g, int | float):
+            verdict = {"yes": "met", "no": "NOT met", "overlap": "NOT shown (ranges overlap)"}
+            line += f"; off {off_g / capacity:.2f}x, below on: {verdict.get(below, below)}"
+        out.append(line)
+    return ["Goals:", *out]
 
 
 def _below(on: Mapping[str, Any], off: Mapping[str, Any]) -> str:

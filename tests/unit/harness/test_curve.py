@@ -13,7 +13,9 @@ from rich.console import Console
 
 from spikegate.harness.cli import main
 from spikegate.harness.curve import (
+    Knee,
     LevelPlan,
+    broke_first,
     capacity_scenario,
     curve,
     deadline_counts,
@@ -22,14 +24,15 @@ from spikegate.harness.curve import (
     level_scenario,
     parse_levels,
     plan_levels,
+    size_limits,
 )
 from spikegate.harness.curve_cost import bound_share, cost_seconds, cpu_at, fit_cost, server_counts
-from spikegate.harness.curve_report import summary_markdown, write_report
+from spikegate.harness.curve_report import goals, summary_markdown, write_report
 from spikegate.harness.errors import InconclusiveRun, UsageError
-from spikegate.harness.history import RequestSecond, parse_request_row
+from spikegate.harness.history import RequestSecond, Sample, parse_request_row
 from spikegate.harness.scenario import Scenario, load_scenario
 from spikegate.harness.thresholds import parse_latency
-from tests.unit.harness.test_history import hist, write_run
+from tests.unit.harness.test_history import hist, sample_row, write_run
 from tests.unit.harness.test_reports import hist as hist_of
 
 SLO = parse_latency("p99 < 150ms")
@@ -43,19 +46,21 @@ def row(
     p99_ms: float,
     *,
     rejected: int = 0,
+    overloaded: int = 0,
     late: int = 0,
     late_ms: float = 0.0,
 ) -> dict:
     """One second of requests: `admitted` bids answered 200 in `p99_ms` (`late` of them in
-    `late_ms` instead), `rejected` 429s, the rest timed out."""
-    timeouts = max(0, offered - admitted - rejected)
+    `late_ms` instead), `rejected` 429s, `overloaded` 503s with a decision, the rest timed
+    out."""
+    timeouts = max(0, offered - admitted - rejected - overloaded)
     answers = hist_of([p99_ms] * (admitted - late) + [late_ms] * late)
+    bid = {"ok": admitted, "rate_limited": rejected, "overloaded": overloaded, "timeout": timeouts}
     return {
-        "t": float(t), "intended": offered, "sent": offered,
-        "outcomes": {"ok": admitted, "rate_limited": rejected, "timeout": timeouts},
-        "endpoints": {"bid": {"ok": admitted, "rate_limited": rejected, "timeout": timeouts}},
+        "t": float(t), "intended": offered, "sent": offered, "outcomes": dict(bid),
+        "endpoints": {"bid": bid},
         "hist_admitted": (answers if late else hist(p99_ms, admitted)) if admitted else None,
-        "hist_rejected": hist(1.0, rejected) if rejected else None,
+        "hist_rejected": hist(1.0, rejected + overloaded) if rejected + overloaded else None,
         "admitted_p99_ms": (late_ms if late > admitted / 100 else p99_ms) if admitted else None,
         "max_lateness_ms": 1.0, "cpu_percent": 20.0, "processes": 1,
     }  # fmt: skip
@@ -65,6 +70,12 @@ def parsed(rows: list[dict]) -> list[RequestSecond]:
     from spikegate.harness.history import _Where
 
     return [parse_request_row(r, _Where("test", i + 1)) for i, r in enumerate(rows)]
+
+
+def load_samples(rows: list[dict]) -> list[Sample]:
+    from spikegate.harness.history import _Where, parse_sample_row
+
+    return [parse_sample_row(r, _Where("test", i + 1)) for i, r in enumerate(rows)]
 
 
 def system(offered: float, patterns: str = "on") -> tuple[int, float, int]:
@@ -97,29 +108,42 @@ def test_each_level_runs_on_then_off_after_the_capacity_ramp() -> None:
     ]  # fmt: skip
 
 
+def knee_at(capacity: float, **window: Any) -> Knee:
+    """A knee of `capacity` whose window measured `window` (p_ms, inflight_max)."""
+    win = {"t": 10.0, "offered_bids_rps": capacity, "admitted_bids_rps": capacity, **window}
+    return Knee(capacity, capacity, 10.0, "latency", (win,), win)
+
+
 def test_a_level_is_steady_without_faults_and_switches_every_pattern() -> None:
     base = load_scenario("perfect-storm")
-    on = level_scenario(base, LevelPlan(2, 2.0, "on", 800.0), 400.0, 20.0, 5.0)
-    off = level_scenario(base, LevelPlan(3, 2.0, "off", 800.0), 400.0, 20.0, 5.0)
+    limits = size_limits(base, knee_at(400.0, inflight_max=6.0, p_ms=40.0))
+    on = level_scenario(base, LevelPlan(2, 2.0, "on", 800.0), 20.0, 5.0, limits=limits)
+    off = level_scenario(base, LevelPlan(3, 2.0, "off", 800.0), 20.0, 5.0, limits=limits)
     for sc in (on, off):
         assert sc.load.shape == "steady" and sc.load.base_rps == 800.0
         assert sc.load.duration_s == 20.0 and sc.load.warmup_s == 5.0 and sc.faults == []
     assert all(on.target.config[p]["enabled"] is True for p in ("edge", "auction", "breaker"))
     assert all(off.target.config[p]["enabled"] is False for p in ("edge", "auction", "breaker"))
     assert off.target.config["impressions"]["enabled"] is False
-    assert off.target.config["auction"]["limit"] == 4  # the rest of the config is kept
+    assert off.target.config["auction"]["limit"] == 4  # off: the scenario's config is kept
+    assert off.target.config["auction"]["max_wait_ms"] == 0
     assert on.target.publisher_rate_per_s == 100.0  # the edge sized to the knee: 400 / 4
-    kept = level_scenario(base, LevelPlan(2, 2.0, "on", 800.0), 400.0, 20.0, 5.0, keep_edge=True)
-    assert kept.target.publisher_rate_per_s == base.target.publisher_rate_per_s
+    assert on.target.config["auction"]["limit"] == 12  # 2 x the 6 in flight at the knee
+    assert on.target.config["auction"]["max_wait_ms"] == 0  # the rest as the scenario's
+    assert on.target.config["impressions"]["max_depth"] == 300
+    kept = size_limits(base, knee_at(400.0, inflight_max=6.0), keep_edge=True)
+    assert kept.publisher_rate_per_s == base.target.publisher_rate_per_s
     assert on.name == "perfect-storm-2x-on"
 
 
-def test_the_capacity_ramp_rises_with_the_edge_open_and_the_rest_on() -> None:
+def test_the_capacity_ramp_rises_with_every_pattern_off() -> None:
+    """No designed rejection can cap the ramp's admissions: the bulkhead of 4 sized for
+    Redis faults measured 387.7/s as the capacity when the ramp ran with it on."""
     sc = capacity_scenario(load_scenario("perfect-storm"), 1800.0, 40.0, 5.0)
     assert sc.load.shape == "ramp_to_knee" and sc.load.peak_rps == 1800.0
     assert sc.load.base_rps == 100.0 and sc.faults == []
-    assert sc.target.config["edge"]["enabled"] is False
-    assert sc.target.config["auction"].get("enabled", True) is True
+    for p in ("edge", "auction", "impressions", "breaker"):
+        assert sc.target.config[p]["enabled"] is False, p
 
 
 # --- the knee --------------------------------------------------------------------------------
@@ -133,11 +157,57 @@ def ramp(top: float = 1000.0, seconds: int = 40) -> list[RequestSecond]:
 
 
 def test_the_knee_is_the_last_offered_rate_that_kept_up() -> None:
-    knee = find_knee(ramp(), SLO)
-    assert knee is not None
+    rows = []
+    for t in range(40):
+        offered = 100.0 + 900.0 * t / 40
+        admitted, p99, _ = system(offered, "off")
+        rows.append(row(t, round(offered), admitted, p99))
+    knee = find_knee(parsed(rows), SLO)
+    assert knee is not None and not knee.capped
     assert 340.0 <= knee.capacity_rps <= 400.0
-    assert knee.limited_by == "goodput"
+    assert knee.limited_by == "latency"  # past 400/s it answers late, then times out
     assert knee.windows[0]["broke"] == []
+    assert knee.window["t"] == knee.at_s
+
+
+def bulkhead_ramp(decision: str = "auction:bulkhead_full") -> tuple[list[dict], list[dict]]:
+    """A ramp 100 -> 1000/s over 40 s whose auction refuses 6% of the bids at 390/s (all it
+    can hold: 366/s), answering the rest in 20 ms, well within the SLO; the target counts the
+    refusals under `decision`."""
+    rows, samples, refused = [], [], 0.0
+    for t in range(40):
+        offered = round(100.0 + 900.0 * t / 40)
+        admitted = min(offered, 366)
+        rows.append(row(t, offered, admitted, 20.0, overloaded=offered - admitted))
+        samples.append({**sample_row(t), "decisions_total": {decision: refused}})
+        refused += offered - admitted
+    return rows, samples
+
+
+def test_a_bulkhead_refusing_within_the_slo_is_no_knee() -> None:
+    """The defect measured: the ramp ran with the bulkhead of 4 on, it refused 6% at 390/s
+    while latency stayed within the SLO, and 366/s was quoted as the capacity: a configured
+    limit, not where the server runs out. Now the window is "capped" and the knee is flagged,
+    by the target's bulkhead_full counter or, without its samples, by the 503s themselves."""
+    rows, samples = bulkhead_ramp()
+    smp = load_samples(samples)
+    for knee in (find_knee(parsed(rows), SLO, samples=smp), find_knee(parsed(rows), SLO)):
+        assert knee is not None and knee.capped and knee.limited_by == "capped"
+        assert 355.0 <= knee.capacity_rps <= 366.0  # what the old rule quoted as capacity
+    knee = find_knee(parsed(rows), SLO, samples=smp)
+    assert knee is not None
+    first = next(w for w in knee.windows if w["broke"])
+    assert first["capped"]["auction:bulkhead_full"] > 0
+    assert "bulkhead_full" in broke_first(knee, SLO)
+
+
+def test_the_servers_own_503s_are_its_knee_not_a_cap() -> None:
+    """The same shortfall answered by the target's redis_unavailable (Redis could not keep
+    up with the patterns off) is the server running out: "errors", a capacity."""
+    rows, samples = bulkhead_ramp("auction:redis_unavailable")
+    knee = find_knee(parsed(rows), SLO, samples=load_samples(samples))
+    assert knee is not None and not knee.capped and knee.limited_by == "errors"
+    assert "the server's own 503s" in broke_first(knee, SLO)
 
 
 def test_a_latency_knee_is_named_as_such() -> None:
@@ -455,3 +525,139 @@ def test_offered_load_counts_bid_arrivals_not_the_impressions_that_follow() -> N
     knee_rows = parsed([{**r, "t": float(t)} for t in range(5)])
     knee = find_knee(knee_rows, SLO)
     assert knee is not None and knee.capacity_rps == 300.0
+
+
+# --- the patterns-on limits sized from the knee ----------------------------------------------
+def test_the_auction_limit_is_sized_from_the_redis_work_in_flight_at_the_knee() -> None:
+    """At the knee the target had 7 Redis calls in flight: limit 14 (headroom 2), where the
+    scenario's bulkhead of 4 would cap the patterns-on levels below the capacity."""
+    base = load_scenario("perfect-storm")
+    limits = size_limits(base, knee_at(600.0, inflight_max=7.0, p_ms=40.0))
+    assert limits.auction_limit == 14 and "7 Redis calls in flight" in limits.auction_basis
+    assert limits.publisher_rate_per_s == 150.0 and "600/s / 4 publishers" in limits.edge_basis
+
+
+def test_without_the_gauge_the_limit_comes_from_littles_law() -> None:
+    """600 bids/s x 25 ms admitted p99 = 15 in flight at most; headroom 2: 30."""
+    limits = size_limits(load_scenario("perfect-storm"), knee_at(600.0, p_ms=25.0))
+    assert limits.auction_limit == 30 and "Little's law" in limits.auction_basis
+
+
+def test_a_scenario_limit_that_does_not_cap_is_kept() -> None:
+    base = load_scenario("perfect-storm", ["target.config.auction.limit=64"])
+    limits = size_limits(base, knee_at(600.0, inflight_max=7.0))
+    assert limits.auction_limit == 64 and limits.auction_basis.startswith("the scenario's 64")
+
+
+def test_keep_limits_keeps_the_scenarios_bulkhead_and_keep_edge_its_buckets() -> None:
+    base = load_scenario("perfect-storm")
+    limits = size_limits(base, knee_at(600.0, inflight_max=7.0), keep_edge=True, keep_limits=True)
+    assert limits.auction_limit == 4 and "--keep-limits" in limits.auction_basis
+    assert limits.publisher_rate_per_s == 35.0 and "--keep-edge" in limits.edge_basis
+    on = level_scenario(base, LevelPlan(4, 2.0, "on", 1200.0), 20.0, 5.0, limits=limits)
+    assert on.target.config["auction"]["limit"] == 4 and on.target.publisher_rate_per_s == 35.0
+
+
+# --- the command against a target whose server outruns its bulkhead -----------------------------
+SERVER = 600.0  # where the server itself runs out
+HOLD_S = 0.0109  # each auction holds a Redis call this long: a bulkhead of L admits L/HOLD_S/s
+
+
+def server_runner(calls: list[str]) -> Any:
+    """A target that serves 600 bids/s within 20 ms and collapses past it, behind an edge
+    (publisher buckets, 429) and a bulkhead (L / 10.9 ms per second, 503 bulkhead_full), each
+    switchable as the scenario says; its samples count its refusals and Redis work in flight."""
+
+    def run(sc: Scenario, out: Path, console: Console) -> Path:
+        calls.append(sc.name)
+        load, cfg = sc.load, sc.target.config
+        rows, samples, refused = [], [], {"edge:rate_limited": 0.0, "auction:bulkhead_full": 0.0}
+        for t in range(int(load.duration_s)):
+            rate = load.base_rps
+            if load.shape == "ramp_to_knee":
+                span = load.duration_s - load.warmup_s
+                rate += (load.peak_rps - load.base_rps) * max(0.0, t - load.warmup_s) / span
+            samples.append({**sample_row(t), "decisions_total": dict(refused)})
+            n = offered = round(rate)
+            limited = overloaded = 0
+            if cfg.get("edge", {}).get("enabled", True):
+                limited = max(0, n - round(sc.target.publisher_rate_per_s * load.publishers))
+                n -= limited
+            if cfg.get("auction", {}).get("enabled", True):
+                overloaded = max(0, n - round(cfg["auction"]["limit"] / HOLD_S))
+                n -= overloaded
+            refused["edge:rate_limited"] += limited
+            refused["auction:bulkhead_full"] += overloaded
+            admitted, p99 = n, 20.0
+            if n > SERVER:
+                admitted, p99 = round(SERVER * max(0.1, 2.0 - n / SERVER)), 1800.0
+            samples[-1]["auction_inflight_max"] = float(round(min(n, SERVER) * HOLD_S))
+            rows.append(row(t, offered, admitted, p99, rejected=limited, overloaded=overloaded))
+        return write_run(out, sc, requests=rows, samples=samples)
+
+    return run
+
+
+def test_the_capacity_is_the_servers_and_the_limits_are_sized_from_its_knee(
+    tmp_path: Path,
+) -> None:
+    """The measured defect, end to end: with the ramp's bulkhead of 4 on, the knee was 366/s
+    and patterns-off served 2x it within the SLO. With the ramp all off, the capacity is where
+    the server runs out (~600/s), the bulkhead is sized from its 7 calls in flight (14), and at
+    2x patterns-on holds the capacity while off collapses; with --keep-limits the scenario's
+    bulkhead of 4 caps on at 366/s, 0.61x, and the report says the goal is not met."""
+    calls: list[str] = []
+    console = Console(record=True, width=200, force_terminal=False)
+    kwargs: dict[str, Any] = dict(
+        levels=(2.0,), run_s=12.0, warmup_s=2.0, ramp_s=30.0, ramp_to=1500.0
+    )
+    curve("perfect-storm", [], console, tmp_path / "c", runner=server_runner(calls), **kwargs)
+    result = json.loads((tmp_path / "c" / "curve.json").read_text())
+    cap = result["capacity"]
+    assert 540.0 <= cap["bids_rps"] <= SERVER and "latency" in cap["limited_by"]
+    assert (
+        cap["ramp"].startswith("all patterns off") and "latency (admitted p99" in cap["broke_first"]
+    )
+    assert result["limits"]["auction_limit"] == 14
+    assert result["limits"]["publisher_rate_per_s"] == pytest.approx(cap["bids_rps"] / 4)
+    by = {p["patterns"]: p for p in result["points"]}
+    assert by["on"]["goodput_bids_rps"] >= 0.9 * cap["bids_rps"]
+    assert by["off"]["goodput_bids_rps"] < by["on"]["goodput_bids_rps"]
+    md = (tmp_path / "c" / "curve.md").read_text()
+    assert "all patterns off" in md and "limit **14**" in md
+    assert "at 2x: on 1.00x capacity (goal >= 0.9x): met" in md and "below on: met" in md
+    assert "[1/3] capacity ramp, all patterns off" in console.export_text()
+
+    curve(
+        "perfect-storm", [], Console(file=None), tmp_path / "k",
+        runner=server_runner([]), keep_limits=True, **kwargs,
+    )  # fmt: skip
+    kept = json.loads((tmp_path / "k" / "curve.json").read_text())
+    assert kept["limits"]["auction_limit"] == 4
+    (on,) = [p for p in kept["points"] if p["patterns"] == "on"]
+    assert on["goodput_bids_rps"] == pytest.approx(4 / HOLD_S, abs=1)
+    assert "(goal >= 0.9x): NOT met" in (tmp_path / "k" / "curve.md").read_text()
+
+
+def test_a_ramp_capped_by_a_pattern_is_inconclusive_not_a_capacity(tmp_path: Path) -> None:
+    """Were the ramp to run with the bulkhead on (a target that ignores its switch, say), its
+    refusals end it: exit 3 naming bulkhead_full, not a 366/s capacity."""
+
+    def ignoring_switches(sc: Scenario, out: Path, console: Console) -> Path:
+        data = sc.model_dump(mode="json")
+        data["target"]["config"]["auction"]["enabled"] = True
+        return server_runner([])(Scenario.model_validate(data), out, console)
+
+    with pytest.raises(InconclusiveRun, match="bulkhead_full") as err:
+        curve(
+            "perfect-storm", [], Console(file=None), tmp_path / "c", levels=(2.0,), run_s=12.0,
+            warmup_s=2.0, ramp_s=30.0, ramp_to=1500.0, runner=ignoring_switches,
+        )  # fmt: skip
+    assert err.value.exit_code == 3
+
+
+def test_goals_are_judged_from_the_figures() -> None:
+    lines = goals(result_of((2.0, 5.0)))
+    assert lines[1] == "- at 2x: on 1.00x capacity (goal >= 0.9x): met; off 0.00x, below on: met"
+    assert lines[2].startswith("- at 5x: on 1.00x capacity (goal >= 0.7x): met")
+    assert goals(result_of((1.0,)))[1:] == ["- at 2x: not measured", "- at 5x: not measured"]
