@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(20)
 class _Served:
     """`app` under uvicorn in a thread; `calls` counts the requests uvicorn handed to ASGI."""
 
-    def __init__(self, app: Starlette, lean: bool) -> None:
+    def __init__(self, app: Starlette, lean: bool, keep_alive_s: int = 5) -> None:
         self.app = app
         self.calls = 0
 
@@ -40,6 +40,7 @@ class _Served:
             http=protocol_for(app) if lean else "httptools",
             lifespan="off",
             log_level="warning",
+            timeout_keep_alive=keep_alive_s,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]})
@@ -185,3 +186,59 @@ def test_protocol_for_binds_the_app_to_its_own_class() -> None:
     a, b = Starlette(), Starlette()
     pa, pb = protocol_for(a), protocol_for(b)
     assert issubclass(pa, EdgeProtocol) and pa.app_for_edge is a and pb.app_for_edge is b
+
+
+def _served(keep_alive_s: int = 5) -> _Served:
+    app, reached, entered = _app()
+    app.state.reached, app.state.entered = reached, entered
+    return _Served(app, lean=True, keep_alive_s=keep_alive_s)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "X-API-KEY: k",  # header names in any case
+        "x-api-key:    k  ",  # optional whitespace around the value
+        "X-Api-Key: k\r\nX-Api-Key: other",  # the first one counts, as in api_key_of
+        "X-Api-Key: k\r\nExpect: 100-continue",  # left to the parser: the same decision
+    ],
+)
+def test_whole_requests_are_read_like_the_parser_reads_them(variant: str) -> None:
+    s = _served()
+    try:
+        request = _bid(key=None).replace(b"\r\n\r\n", b"\r\n" + variant.encode() + b"\r\n\r\n")
+        with _conn(s) as sock:
+            got = _each(sock, [request] * 4)
+    finally:
+        s.stop()
+    assert [g[0] for g in got] == [200, 200, 429, 429]
+    assert s.app.state.reached == ["p", "p"]
+    assert s.calls == 2
+
+
+def test_a_chunked_request_goes_to_the_parser_and_gets_the_same_answer(served: _Served) -> None:
+    chunked = (
+        b"POST /bid HTTP/1.1\r\nhost: t\r\nx-api-key: k\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"2\r\n{}\r\n0\r\n\r\n"
+    )
+    with _conn(served) as sock:
+        got = _each(sock, [_bid(), _bid(), chunked, _bid()])
+    assert [g[0] for g in got] == [200, 200, 429, 429]
+    assert served.calls == 2
+
+
+def test_a_connection_answered_only_in_the_protocol_stays_open_while_used() -> None:
+    """uvicorn arms its keep-alive timer after an ASGI answer; requests answered without one
+    must not be cut by it while they keep coming, and the idle connection still closes."""
+    s = _served(keep_alive_s=1)
+    try:
+        with _conn(s) as sock:
+            _each(sock, [_bid(), _bid()])  # the last ASGI answer arms the 1 s timer
+            until = time.monotonic() + 2.5
+            while time.monotonic() < until:  # 429s only, every 0.1 s, past the timer
+                assert _each(sock, [_bid()])[0][0] == 429
+                time.sleep(0.1)
+            sock.settimeout(10)
+            assert sock.recv(10) == b""  # idle for 1 s: closed by the server
+    finally:
+        s.stop()
