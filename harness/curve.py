@@ -53,7 +53,13 @@ from typing import Any
 
 from rich.console import Console
 
-from spikegate.contract.outcomes import DESIGNED_REJECTIONS, NO_BID, OK
+from spikegate.contract.outcomes import (
+    BULKHEAD_FULL,
+    DESIGNED_REJECTIONS,
+    NO_BID,
+    OK,
+    RATE_LIMITED,
+)
 from spikegate.harness.ablate import PATTERNS, Runner, _orchestrator_runner
 from spikegate.harness.curve_cost import (
     CpuTrace,
@@ -94,7 +100,7 @@ CPU_FILE = "target_cpu.json"  # beside each run directory: <label>.target_cpu.js
 RAMP = "all patterns off (target.config.<edge|auction|impressions|breaker>.enabled = false)"
 # The target's decisions that are a pattern refusing work it could have done (a bucket, the
 # bulkhead), as against its own 503s when Redis or the deadline could not be met.
-CAPPING = ("rate_limited", "bulkhead_full")
+CAPPING = (RATE_LIMITED, BULKHEAD_FULL)
 LIMIT_HEADROOM = 2.0  # auction limit = headroom x the Redis work in flight at the knee
 
 
