@@ -166,12 +166,16 @@ class CostFit:
     idle_cores: float | None
     seconds: float  # the intervals' total length
     r2: float | None
+    unfit: str | None = None  # why a and r do not explain the CPU (then no ratio is given)
 
     @property
     def ratio(self) -> float | None:
-        if self.a_us is None or self.r_us is None or self.a_us <= 0:
+        if self.a_us is None or self.r_us is None or self.a_us <= 0 or self.unfit:
             return None
         return self.r_us / self.a_us
+
+
+MIN_R2 = 0.5  # below it the linear cost model does not explain the target's CPU
 
 
 def fit_cost(points: Sequence[Interval]) -> CostFit:
@@ -198,12 +202,22 @@ def fit_cost(points: Sequence[Interval]) -> CostFit:
     r2 = 1.0 - float((resid**2).sum()) / ss_tot if ss_tot > 0 else None
     a = float(coef[0]) * 1e6
     r = float(coef[1]) * 1e6 if with_r else None
+    # A target pinned near one core in every overloaded run gives CPU that no mix of
+    # answers explains: r comes out below zero, or the fit explains little of the CPU. A
+    # bound drawn from such a ratio would be a guess, so none is given (the isolated bench,
+    # tests/bench/rejection_cost.py, measures r/a instead).
+    unfit = None
+    if r is not None and r < 0:
+        unfit = f"the fit gave r = {r:.0f} us, below zero"
+    elif r2 is not None and r2 < MIN_R2:
+        unfit = f"the fit explains R^2 {r2:.2f} of the CPU (< {MIN_R2:g})"
     return CostFit(
         round(a, 1) if a > 0 else None,
         None if r is None else round(max(r, 0.0), 1),
         round(float(coef[-1]), 4),
         seconds,
         None if r2 is None else round(r2, 4),
+        unfit,
     )
 
 

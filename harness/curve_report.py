@@ -85,9 +85,11 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
             + "."
         )
     else:
+        why = f": {cost['unfit']}, so no bound is drawn" if cost.get("unfit") else ""
         lines.append(
             f"r/a not measured (a = {_fmt(cost.get('a_us'))} us, r = {_fmt(cost.get('r_us'))} "
-            f"us over {cost.get('seconds', 0)} seconds)."
+            f"us over {cost.get('seconds', 0)} seconds{why}; "
+            "`tests/bench/rejection_cost.py` measures it on its own)."
         )
     lines += ["", _definition(result), "", "![goodput curve](curve.png)", "", *_table(result)]
     lines += ["", *goals(result)]

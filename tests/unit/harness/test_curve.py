@@ -5,6 +5,7 @@ that writes the run directories a target with a known capacity would produce."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -347,6 +348,19 @@ def test_without_rejections_r_is_not_measured() -> None:
     assert fit.a_us == pytest.approx(1000.0, rel=0.01)
     assert fit.r_us is None and fit.ratio is None
     assert fit_cost([]).a_us is None
+
+
+def test_a_pinned_target_gives_no_ratio_and_no_bound() -> None:
+    """A target near one core in every overloaded run, whatever it answers: CPU that no mix
+    explains. The fit once drew a bound at r/a = 0 from it (r clamped from below zero)."""
+    mixes = [(700.0, 1400.0), (690.0, 3000.0), (650.0, 6100.0), (720.0, 0.0), (600.0, 4000.0)]
+    pinned = [(0.76 + 0.01 * (i % 2), b, r, 1.0) for i, (b, r) in enumerate(mixes * 4)]
+    fit = fit_cost(pinned)
+    assert fit.unfit is not None and fit.ratio is None
+    text = summary_markdown({"cost": {**asdict(fit), "ratio": fit.ratio}, "points": []})
+    assert "no bound is drawn" in text and fit.unfit in text
+    good = fit_cost(cost_seconds(*synthetic_cost(1500.0, 150.0), 0.0, 30.0))
+    assert good.unfit is None and good.ratio == pytest.approx(0.1, rel=0.02)
 
 
 def test_a_target_too_busy_for_its_metrics_still_gives_one_long_interval() -> None:
