@@ -148,9 +148,9 @@ def starter_files(*, url: str = DEFAULT_URL, name: str = "my-service") -> Starte
 
 
 def _starter_locustfile() -> str:
-    """The starter locustfile's text (harness/templates/starter_locustfile.py.txt: a file
-    `init` writes, never imported here)."""
-    pkg = resources.files("spikegate.harness.templates")
+    """The starter locustfile's text (locustfiles/starter_locustfile.py.txt: a locustfile
+    `init` writes, kept with the others and never imported here)."""
+    pkg = resources.files("spikegate.locustfiles")
     return pkg.joinpath("starter_locustfile.py.txt").read_text(encoding="utf-8")
 
 

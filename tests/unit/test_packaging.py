@@ -69,7 +69,7 @@ def test_the_wheel_ships_what_runs_from_it(wheel: zipfile.ZipFile) -> None:
         "spikegate/harness/templates/report.html.j2",
         "spikegate/harness/templates/uplot.min.js",
         "spikegate/harness/templates/uplot.min.css",
-        "spikegate/harness/templates/starter_locustfile.py.txt",
+        "spikegate/locustfiles/starter_locustfile.py.txt",
         "spikegate/contract/outcomes.py",
         "spikegate/chaos/server/__main__.py",
         "spikegate/target/dsp.py",
