@@ -102,6 +102,34 @@ def _tree_cpu_s(proc: psutil.Process) -> float:
     return total
 
 
+def _run_timed(
+    cmd: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    log: Path,
+    win_a: float,
+    win_b: float,
+    seconds: float,
+) -> tuple[int, dict[str, float]]:
+    """Run `cmd` (output to `log`) to its end, bounded by `seconds` + 60; (its exit code, its
+    process tree's CPU at the window's edges, as _cpu_window records it)."""
+    cpu: dict[str, float] = {}
+    with log.open("w") as out:
+        child = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        watcher = threading.Thread(
+            target=_cpu_window, args=(psutil.Process(child.pid), win_a, win_b, cpu)
+        )
+        watcher.start()
+        try:
+            rc = child.wait(timeout=seconds + 60)
+        finally:
+            if child.poll() is None:
+                child.terminate()
+                child.wait(10)
+            watcher.join(seconds + 5)
+    return rc, cpu
+
+
 def _cpu_window(proc: psutil.Process, start: float, end: float, out: dict[str, float]) -> None:
     """CPU seconds of the process tree between the epoch instants start and end."""
     for key, at in (("a", start), ("b", end)):
@@ -150,20 +178,7 @@ def run_ours(
         SPIKEGATE_T0=repr(t0),
     )
     win_a, win_b = t0 + WINDOW_START_S, t0 + seconds - WINDOW_END_BEFORE_S
-    cpu: dict[str, float] = {}
-    with (work / "locust.log").open("w") as out:
-        child = subprocess.Popen(cmd, env=env, cwd=work, stdout=out, stderr=subprocess.STDOUT)
-        watcher = threading.Thread(
-            target=_cpu_window, args=(psutil.Process(child.pid), win_a, win_b, cpu)
-        )
-        watcher.start()
-        try:
-            rc = child.wait(timeout=seconds + 60)
-        finally:
-            if child.poll() is None:
-                child.terminate()
-                child.wait(10)
-            watcher.join(seconds + 5)
+    rc, cpu = _run_timed(cmd, env, work, work / "locust.log", win_a, win_b, seconds)
     if rc != 0:
         tail = (work / "locust.log").read_text()[-3000:]
         raise SystemExit(f"locust failed ({rc}):\n{tail}")
@@ -227,26 +242,8 @@ def run_k6(
     cmd = [str(k6), "run", "--quiet", "--no-thresholds", "--summary-export", str(summary)]
     cmd += [str(script)]
     start = time.time()
-    cpu: dict[str, float] = {}
-    with (work / "k6.log").open("w") as out:
-        child = subprocess.Popen(cmd, env=env, cwd=work, stdout=out, stderr=subprocess.STDOUT)
-        watcher = threading.Thread(
-            target=_cpu_window,
-            args=(
-                psutil.Process(child.pid),
-                start + WINDOW_START_S,
-                start + seconds - WINDOW_END_BEFORE_S,
-                cpu,
-            ),
-        )
-        watcher.start()
-        try:
-            rc = child.wait(timeout=seconds + 60)
-        finally:
-            if child.poll() is None:
-                child.terminate()
-                child.wait(10)
-            watcher.join(seconds + 5)
+    win_a, win_b = start + WINDOW_START_S, start + seconds - WINDOW_END_BEFORE_S
+    rc, cpu = _run_timed(cmd, env, work, work / "k6.log", win_a, win_b, seconds)
     if rc != 0:
         raise SystemExit(f"k6 failed ({rc}):\n{(work / 'k6.log').read_text()[-3000:]}")
     metrics = json.loads(summary.read_text())["metrics"]
