@@ -166,6 +166,12 @@ class Edge:
                 registries[shape] = registry
             self._by_key[pub.api_key] = (pub_id, registry)
 
+    def route(self, api_key: str | None) -> tuple[str, BucketRegistry] | None:
+        """(publisher id, the registry holding its bucket) for a known key, else None. Fixed
+        for the life of the Edge, so a caller may keep it (lean_http keeps it per request
+        head) and, while `enabled`, call `registry.take(publisher id)`: what `check` does."""
+        return self._by_key.get(api_key) if api_key else None
+
     def check(self, api_key: str | None) -> tuple[str | None, Decision]:
         """(publisher id or None, decision): UNAUTHORIZED, RATE_LIMITED or admitted."""
         entry = self._by_key.get(api_key) if api_key else None

@@ -110,9 +110,9 @@ _REJECTION_BUCKETS = (
     0.025,
     0.1,
 )
-# Pending observations are folded at least this often: bounded memory without a scrape, and
-# the request that folds them holds the loop for ~64 x 4 us at most.
-_FLUSH_AT = 64
+FLUSH_AT = 64
+"""A batch is folded once it holds this many observations: bounded memory without a scrape,
+and the request that folds them holds the loop for ~64 x 4 us at most."""
 
 
 class LimitView(Protocol):
@@ -291,30 +291,45 @@ class Metrics:
             buckets=_REJECTION_BUCKETS,
             registry=self.registry,
         )
-        # Bound children, cached: label lookup is the expensive part of an update.
-        self._children: dict[tuple[str, int, str], Callable[[float], None]] = {}
-        # Observations not yet folded into the series: a request appends one pair; `flush`
-        # (every render, every _FLUSH_AT observations) applies them in one warm loop. One
-        # request's six locked prometheus updates cost several times more on a cold cache,
-        # which is every request at a few hundred per second (a rejection's cost, issue 14).
-        self._pending: list[tuple[Callable[[float], None], float]] = []
+        # Observations not yet folded into the series, one batch per (route, status,
+        # decision) with its bound series (label lookup is the expensive part of an update):
+        # a request appends its elapsed seconds to its batch, and `flush` (every render, and
+        # whenever a batch holds FLUSH_AT) applies them in one warm loop. One request's six
+        # locked prometheus updates cost several times more on a cold cache, which is every
+        # request at a few hundred per second (a rejection's cost, issue 14).
+        self._batches: dict[tuple[str, int, str], list[float]] = {}
+        self._recorders: list[tuple[Callable[[float], None], list[float]]] = []
+
+    def batch(self, route: str, status: int, decision: str) -> list[float]:
+        """The batch of (route, status, decision): the same list for the life of the app.
+        A caller may keep it and append elapsed seconds itself, calling `flush` once it holds
+        `FLUSH_AT` (what `observe` does); lean_http does so for the edge's rejections."""
+        key = (route, status, decision)
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = []
+            self._recorders.append((self._bind(route, status, decision), batch))
+        return batch
 
     def observe(self, route: str, status: int, decision: str, elapsed_s: float) -> None:
-        key = (route, status, decision)
-        record = self._children.get(key)
-        if record is None:
-            record = self._bind(route, status, decision)
-            self._children[key] = record
-        pending = self._pending
-        pending.append((record, elapsed_s))
-        if len(pending) >= _FLUSH_AT:
+        batch = self._batches.get((route, status, decision))
+        if batch is None:
+            batch = self.batch(route, status, decision)
+        batch.append(elapsed_s)
+        if len(batch) >= FLUSH_AT:
             self.flush()
+
+    def pending(self) -> int:
+        """Observations not yet folded into the series."""
+        return sum(len(batch) for batch in self._batches.values())
 
     def flush(self) -> None:
         """Fold every pending observation into the series (exact; `render` calls it)."""
-        pending, self._pending = self._pending, []
-        for record, elapsed_s in pending:
-            record(elapsed_s)
+        for record, batch in self._recorders:
+            if batch:
+                for elapsed_s in batch:
+                    record(elapsed_s)
+                batch.clear()
 
     def _bind(self, route: str, status: int, decision: str) -> Callable[[float], None]:
         layer = LAYER_OF.get(decision, "app")

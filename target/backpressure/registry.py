@@ -22,13 +22,18 @@ once `max_keys` publishers have spent tokens every new publisher is refused.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from itertools import islice
 
-from spikegate.target.backpressure.clock import NS_PER_S, Clock, monotonic_ns
-from spikegate.target.backpressure.decision import RATE_LIMITED, Decision
-from spikegate.target.backpressure.token_bucket import TokenBucket, check_burst, check_rate
+from spikegate.target.backpressure.clock import Clock, monotonic_ns
+from spikegate.target.backpressure.decision import ADMIT, RATE_LIMITED, Decision
+from spikegate.target.backpressure.token_bucket import (
+    NEVER_NS,
+    TokenBucket,
+    check_burst,
+    check_rate,
+    wait_after_s,
+)
 
 SWEEP = 16
 """How many least-recent buckets one insertion into a full registry looks at."""
@@ -74,15 +79,23 @@ class BucketRegistry:
     def decide(self, key: str, n: int = 1) -> Decision:
         """The decision of `key`'s bucket for `n` tokens; RATE_LIMITED for a new key that
         cannot be tracked (see the module docstring)."""
+        wait_ns = self.take(key, n)
+        if not wait_ns:
+            return ADMIT
+        return Decision(False, RATE_LIMITED, wait_after_s(wait_ns))
+
+    def take(self, key: str, n: int = 1) -> int:
+        """`decide` as `TokenBucket.take` answers: 0 if `key`'s bucket gave `n` tokens, else
+        the nanoseconds to wait (`NEVER_NS`: never), a refused new key included."""
         bucket = self._buckets.get(key)
         if bucket is not None:
             self._buckets.move_to_end(key)
-            return bucket.decide(n)
+            return bucket.take(n)
         wait_ns = self._make_room()
         if wait_ns:
             self.refusals += 1
-            return Decision(False, RATE_LIMITED, wait_ns / NS_PER_S if wait_ns > 0 else math.inf)
-        return self._add(key).decide(n)
+            return wait_ns if wait_ns > 0 else NEVER_NS
+        return self._add(key).take(n)
 
     def get(self, key: str) -> TokenBucket:
         """`key`'s bucket, created full if new. When the registry is full and nothing is

@@ -294,6 +294,39 @@ def test_retry_after_is_infinite_when_n_exceeds_burst_or_rate_is_zero() -> None:
     assert zero.decide().retry_after_s == math.inf
 
 
+@SETTINGS
+@given(
+    rate=RATES,
+    burst=BURSTS,
+    steps=st.lists(st.tuples(st.integers(0, NS_PER_S), st.integers(1, 25)), max_size=40),
+)
+def test_take_gives_the_exact_wait_until_n_tokens(
+    rate: float, burst: int, steps: list[tuple[int, int]]
+) -> None:
+    """`take` (the edge's lean path; `decide` is built on it): 0 and the tokens spent exactly
+    when the exact model admits, else the nanoseconds until n tokens, rounded up (NEVER_NS
+    when they never come), and nothing changes."""
+    clock = FakeClock()
+    bucket, model = TokenBucket(rate, burst, clock=clock), Model(rate, burst, clock())
+    for gap, n in steps:
+        clock.advance_ns(gap)
+        now = clock()
+        last, tokens = model.peek(now)
+        wait_ns = bucket.take(n)
+        if model.allow(now, n):
+            assert wait_ns == 0
+            continue
+        if n > burst or not model.rate:
+            assert wait_ns == NEVER_NS
+        else:
+            assert model.rate is not None
+            exact = Fraction(n - tokens) / model.rate * NS_PER_S
+            assert wait_ns == last - now + math.ceil(exact)
+        decision = bucket.decide(n)
+        assert not decision.admitted
+        assert decision.retry_after_s == (math.inf if wait_ns == NEVER_NS else wait_ns / NS_PER_S)
+
+
 # --- a refusal changes nothing --------------------------------------------------------------
 
 

@@ -14,6 +14,10 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
+from spikegate.target import lean_http
+from spikegate.target.backpressure.clock import FakeClock
+from spikegate.target.config import PublisherConfig
+from spikegate.target.edge import Edge
 from spikegate.target.lean_http import EdgeProtocol, protocol_for
 from tests.unit.target.test_edge_gate import _app, assert_counted
 
@@ -35,9 +39,10 @@ class _Served:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
+        self.protocol = protocol_for(app)
         config = uvicorn.Config(
             counted,
-            http=protocol_for(app) if lean else "httptools",
+            http=self.protocol if lean else "httptools",
             lifespan="off",
             log_level="warning",
             timeout_keep_alive=keep_alive_s,
@@ -242,3 +247,71 @@ def test_a_connection_answered_only_in_the_protocol_stays_open_while_used() -> N
             assert sock.recv(10) == b""  # idle for 1 s: closed by the server
     finally:
         s.stop()
+
+
+def test_retry_after_follows_the_bucket_while_the_head_and_answers_are_reused() -> None:
+    """The same head each time (read once, kept), and answers kept per Retry-After second:
+    each 429 still says when this publisher's tokens come back."""
+    app, reached, _ = _app()
+    clock = FakeClock()
+    app.state.edge = Edge(
+        {"p": PublisherConfig(api_key="k", rate_per_s=0.25, burst=1)}, clock=clock
+    )
+    app.state.reached, app.state.entered = reached, []
+    s = _Served(app, lean=True)
+    try:
+        with _conn(s) as sock:
+            got = []
+            for advance_s in (0, 0, 1.5, 0, 2.4, 0.1):  # waits: -, 4, 2.5, 2.5, 0.1, 0
+                clock.advance(advance_s)
+                got += _each(sock, [_bid()])
+    finally:
+        s.stop()
+    statuses = [status for status, _, _ in got]
+    assert statuses == [200, 429, 429, 429, 429, 200]
+    assert [h.get("retry-after") for _, h, _ in got[1:5]] == ["4", "3", "3", "1"]
+    assert s.calls == 2 and reached == ["p", "p"]
+    assert len(s.protocol.lean.heads) == 1  # one head, read once
+
+
+def test_answers_carry_uvicorns_current_default_headers() -> None:
+    """uvicorn renews its date header each second: a kept answer must not keep the old one."""
+    s = _served()
+    try:
+        with _conn(s) as sock:
+            first = _each(sock, [_bid(), _bid(), _bid()])[-1]
+            state = s.server.server_state
+            state.default_headers = [
+                (b"date", b"Thu, 01 Jan 2026 00:00:00 GMT"),
+                *[(n, v) for n, v in state.default_headers if n != b"date"],
+            ]
+            second = _each(sock, [_bid()])[0]
+    finally:
+        s.stop()
+    assert first[0] == second[0] == 429
+    assert first[1]["date"] != "Thu, 01 Jan 2026 00:00:00 GMT"
+    assert second[1]["date"] == "Thu, 01 Jan 2026 00:00:00 GMT"
+    assert second[1]["server"] == "uvicorn"
+
+
+def test_an_edge_switched_off_while_serving_admits_on_the_lean_path(served: _Served) -> None:
+    with _conn(served) as sock:
+        assert [g[0] for g in _each(sock, [_bid()] * 3)] == [200, 200, 429]
+        served.app.state.edge.enabled = False
+        assert [g[0] for g in _each(sock, [_bid()] * 2)] == [200, 200]
+        assert _each(sock, [_bid("unknown")])[0][0] == 401  # still an unknown key
+    assert served.app.state.reached == ["p"] * 4
+
+
+def test_the_kept_heads_and_answers_stay_bounded(
+    served: _Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Heads differ by Content-Length (and by any header a client varies): the cache starts
+    over past its bound instead of growing with them."""
+    monkeypatch.setattr(lean_http, "_MAX_ENTRIES", 4)
+    with _conn(served) as sock:
+        bodies = [b'{"id": "%s"}' % (b"x" * i) for i in range(12)]
+        got = _each(sock, [_bid(body=body) for body in bodies])
+    assert [g[0] for g in got] == [200, 200] + [429] * 10
+    assert 0 < len(served.protocol.lean.heads) <= 4
+    assert 0 < len(served.protocol.lean.answers) <= 4
