@@ -152,10 +152,12 @@ def goodput_bound(ratio: float, k: float) -> float:
     return max(0.0, (1 - k * ratio) / (1 - ratio))
 
 
-# Runs uvicorn with `spikegate.target` imported from argv[1] (a checkout's target/ folder)
-# instead of the installed one: the rest of spikegate stays this tree's.
+# Serves `spikegate.target` imported from argv[1] (a checkout's target/ folder) instead of the
+# installed one, the rest of spikegate staying this tree's: through the checkout's own
+# `python -m spikegate.target` when it has one (lean_http), else uvicorn's CLI with the app
+# factory (as the target ran before lean_http).
 _LAUNCHER = """
-import importlib.machinery, os, sys
+import importlib.machinery, os, runpy, sys
 src = os.path.abspath(sys.argv.pop(1))
 class Finder:
     @staticmethod
@@ -164,9 +166,14 @@ class Finder:
             return importlib.machinery.PathFinder.find_spec(name, [os.path.dirname(src)])
         return None
 sys.meta_path.insert(0, Finder)
-import uvicorn.main
-sys.argv[0] = "uvicorn"
-uvicorn.main.main()
+port = sys.argv[sys.argv.index("--port") + 1]
+if os.path.exists(os.path.join(src, "__main__.py")):
+    sys.argv[1:] = ["--host", "127.0.0.1", "--port", port, "--no-access-log"]
+    runpy.run_module("spikegate.target", run_name="__main__", alter_sys=True)
+else:
+    import uvicorn.main
+    sys.argv[0] = "uvicorn"
+    uvicorn.main.main()
 """
 
 
@@ -214,10 +221,10 @@ def bench(rate: float, window_s: float, rounds: int, compare_src: Path | None) -
     )
 
     class CheckoutTarget(TargetServer):
-        """The same uvicorn command, with `spikegate.target` from `compare_src`."""
+        """The target served with `spikegate.target` from `compare_src` (see _LAUNCHER)."""
 
         def command(self) -> list[str]:
-            """uvicorn's own CLI with the app factory, as the target ran before lean_http."""
+            """uvicorn's CLI arguments: _LAUNCHER uses them as they are, or takes the port."""
             assert compare_src is not None
             return [
                 sys.executable, "-c", _LAUNCHER, str(compare_src),
