@@ -53,6 +53,22 @@ def test_disabled_edge_still_authenticates_but_never_limits() -> None:
     assert not edge.check("zz")[1].admitted
 
 
+def test_route_resolves_the_registry_check_decides_on() -> None:
+    """lean_http answers through `route`, the ASGI path through `check`: one bucket, so a
+    publisher is charged once per request whichever path served it."""
+    clock = FakeClock()
+    edge = Edge(PUBS, clock=clock)
+    route = edge.route("kc")  # 1/s, burst 1
+    assert route is not None and edge.route("nope") is None and edge.route(None) is None
+    pub_id, registry = route
+    assert pub_id == "c"
+    assert registry.take(pub_id) == 0
+    assert not edge.check("kc")[1].admitted  # the token went to take()
+    clock.advance(1.0)
+    assert edge.check("kc")[1].admitted
+    assert registry.take(pub_id) == 1_000_000_000  # ... and this one to check()
+
+
 def test_retry_after_header_is_whole_seconds_at_least_one_and_finite() -> None:
     assert retry_after_header(Decision(False, "x", 0.0)) == "1"
     assert retry_after_header(Decision(False, "x", 1.2)) == "2"
