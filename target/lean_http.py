@@ -65,6 +65,7 @@ _LINE_END = len(_REQUEST_LINE) - 2  # the request line's own CRLF starts the hea
 _LEFT_TO_UVICORN = re.compile(rb"\r\n(?:transfer-encoding|connection|expect|upgrade):")
 _MAX_RETRY_S = 3600  # edge.retry_after_header's cap: the answers differ below it only
 _MAX_ENTRIES = 4096  # each cache starts over past this (heads vary by Content-Length)
+_MAX_HEAD_KEPT = 2048  # a longer head is read each time, so the kept heads hold <= 8 MiB
 
 # A request head read whole: (the whole message's length, the publisher or None for a
 # missing/unknown key, its registry). _LEAVE (never a read's length) hands it to the parser.
@@ -77,6 +78,8 @@ class _Lean:
 
     heads    request head bytes -> _Head: equal heads read equally, and a client repeats
              its head (only Content-Length varies), so a head is read once, not per request
+             (heads up to _MAX_HEAD_KEPT bytes: a client sending big, ever-different heads
+             gets them read each time, not kept)
     answers  (publisher, Retry-After seconds) -> (the whole answer's bytes, its metrics
              batch); the bytes hold uvicorn's default headers, so the cache starts over
              when uvicorn renews them (each second, for the date)
@@ -214,9 +217,10 @@ class EdgeProtocol(HttpToolsProtocol):
             length, key = read
             route = lean.edge.route(key)  # type: ignore[union-attr]
             entry = (length, None, None) if route is None else (length, *route)
-        if len(lean.heads) >= _MAX_ENTRIES:
-            lean.heads.clear()
-        lean.heads[head] = entry
+        if len(head) <= _MAX_HEAD_KEPT:
+            if len(lean.heads) >= _MAX_ENTRIES:
+                lean.heads.clear()
+            lean.heads[head] = entry
         return entry
 
     def _learn_answer(

@@ -315,3 +315,15 @@ def test_the_kept_heads_and_answers_stay_bounded(
     assert [g[0] for g in got] == [200, 200] + [429] * 10
     assert 0 < len(served.protocol.lean.heads) <= 4
     assert 0 < len(served.protocol.lean.answers) <= 4
+
+
+def test_a_long_head_is_answered_alike_but_not_kept(served: _Served) -> None:
+    """Heads past _MAX_HEAD_KEPT are read each time: big, ever-different heads cannot fill
+    the cache (4096 x up to 256 KiB per read)."""
+    pad = b"x-pad: " + b"p" * (lean_http._MAX_HEAD_KEPT) + b"\r\n"
+    long_bid = _bid().replace(b"\r\n\r\n", b"\r\n" + pad + b"\r\n", 1)
+    with _conn(served) as sock:
+        got = _each(sock, [long_bid] * 4)
+    assert [g[0] for g in got] == [200, 200, 429, 429]
+    assert served.calls == 2  # the 429s were still answered in the protocol
+    assert not served.protocol.lean.heads
