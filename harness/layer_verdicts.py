@@ -389,24 +389,32 @@ def layer_bulkhead(c: _Ctx) -> list[Verdict]:
 
 
 def _abandoning(c: _Ctx) -> list[tuple[float, float]]:
-    """Spans where a Redis latency fault delays answers (latency + jitter) by at least the
-    target's Redis timeout. The auction then abandons its Redis call at the timeout and
-    frees its permit (503 redis_unavailable), while the call stays outstanding at the proxy
-    until its late answer arrives: by design the proxy counts more than the auctions in
-    flight. Each span runs to the fault's end plus one delay and one sampling interval."""
+    """Spans where a Redis fault can hold a call past the target's Redis timeout. The auction
+    then abandons the call at the timeout and frees its permit (503 redis_unavailable), while
+    the proxy counts it outstanding until it ends: by design the proxy counts more than the
+    auctions in flight. Such faults are:
+
+    - a latency fault whose delay (latency + jitter) reaches the timeout;
+    - every other Redis fault (reset, down, timeout, bandwidth, slicer, limit_data): each
+      breaks or slows connections, and the client's reconnects then pass through the proxy
+      at over a hundred a second. On a loaded machine that churn can hold a call past the
+      timeout. Seen in failure-paths as a reset began: Redis had 7 requests outstanding while
+      the target reported 6 auctions in flight, with 119 connections accepted in that second.
+
+    A latency fault below the timeout is still judged. Each span runs to the fault's end, plus
+    the fault's delay (or its `timeout_ms`) and one sampling interval."""
     if c.target is None:
         return []
     timeout_ms = c.target.redis_timeout_ms
     out: list[tuple[float, float]] = []
     for w in c.h.faults:
-        if w.proxy != REDIS_PROXY or w.fault.rsplit("_", 1)[-1] != "latency":
+        if w.proxy != REDIS_PROXY:
             continue
-        delay_ms = sum(
-            float(v)
-            for k in ("latency_ms", "jitter_ms")
-            if isinstance(v := w.params.get(k, 0), int | float)
-        )
-        if delay_ms >= timeout_ms:
+        keys = ("latency_ms", "jitter_ms")
+        if w.fault.rsplit("_", 1)[-1] != "latency":
+            keys = ("timeout_ms",)
+        delay_ms = sum(float(v) for k in keys if isinstance(v := w.params.get(k, 0), int | float))
+        if keys == ("timeout_ms",) or delay_ms >= timeout_ms:
             out.append((w.start_s, w.end_s + delay_ms / 1000.0 + 1.0))
     return out
 
@@ -460,9 +468,11 @@ def _redis_agrees(
         why = ""
         if left_out:
             why = (
-                f"; {left_out} samples under a Redis delay >= its timeout "
-                f"({c.target.redis_timeout_ms if c.target else 0:g} ms) not compared: the "
-                "auction abandons those calls by design, the proxy still counts them"
+                f"; {left_out} samples in Redis faults that can hold a call past the "
+                f"auction's Redis timeout ({c.target.redis_timeout_ms if c.target else 0:g} "
+                "ms: a delay that long, or connections reset, refused or slowed) not "
+                "compared: the auction abandons those calls by design, the proxy still "
+                "counts them"
             )
         parts.append((PASS, f"Redis outstanding peak {peak.value:g} agrees (proxy){why}"))
     return parts

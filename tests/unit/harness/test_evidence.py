@@ -117,6 +117,13 @@ SLOW_REDIS = scenario(
 )  # fmt: skip
 
 
+# Redis connections reset from 22 s for 8 s: the client reconnects through the proxy at over
+# a hundred a second, and on a loaded machine a call can outlast the auction's timeout there.
+RESET_REDIS = scenario(
+    faults=[{"at_s": 22, "for_s": 8, "fault": "redis_reset", "params": {"timeout_ms": 0}}]
+)
+
+
 def _abandoned(sc: Any, *, at: tuple[float, float]) -> History:
     """Redis saw 12 at once (8 auctions in flight + 4 abandoned calls) in [at)."""
     return history(sc, samples=_redis(lambda t: 12.0 if at[0] <= t < at[1] else 8.0))
@@ -142,6 +149,12 @@ CASES: list[tuple[str, Callable[[], History], str, str, str]] = [
     ("the same gap while Redis answers within the timeout: in-flight under-reported",
      lambda: _abandoned(None, at=(22, 34)), "layer.bulkhead", "fail",
      "disagrees with the chaos proxy"),
+    ("Redis connections reset: a call held past the timeout in the reconnect churn",
+     lambda: _abandoned(RESET_REDIS, at=(22, 30)), "layer.bulkhead", "pass",
+     "abandons those calls by design"),
+    ("the same gap after the resets ended: in-flight under-reported",
+     lambda: _abandoned(RESET_REDIS, at=(40, 44)), "layer.bulkhead", "fail",
+     "at t=40s Redis had 12 requests outstanding"),
     ("the same gap after the slow Redis ended: in-flight under-reported",
      lambda: _abandoned(SLOW_REDIS, at=(40, 44)), "layer.bulkhead", "fail",
      "at t=40s Redis had 12 requests outstanding"),
