@@ -80,16 +80,16 @@ CATALOG: tuple[Mutant, ...] = (
             "        if tokens >= cost:\n"
             "            self._tokens = tokens - cost\n"
             "            self._last = at\n"
-            "            return ADMIT\n",
+            "            return 0\n",
             "        self._tokens = max(0, tokens - cost)\n"
             "        self._last = at\n"
             "        if tokens >= cost:\n"
-            "            return ADMIT\n",
+            "            return 0\n",
         ),
     ),
     _m(
         "edge-refill-us",
-        "decide() refills per microsecond elapsed at the per-nanosecond rate: 1000x too slow",
+        "take() refills per microsecond elapsed at the per-nanosecond rate: 1000x too slow",
         "unfair edge",
         ("layer.edge",),
         Edit(
