@@ -410,11 +410,10 @@ def _abandoning(c: _Ctx) -> list[tuple[float, float]]:
     for w in c.h.faults:
         if w.proxy != REDIS_PROXY:
             continue
-        keys = ("latency_ms", "jitter_ms")
-        if w.fault.rsplit("_", 1)[-1] != "latency":
-            keys = ("timeout_ms",)
+        latency = w.fault.rsplit("_", 1)[-1] == "latency"
+        keys: tuple[str, ...] = ("latency_ms", "jitter_ms") if latency else ("timeout_ms",)
         delay_ms = sum(float(v) for k in keys if isinstance(v := w.params.get(k, 0), int | float))
-        if keys == ("timeout_ms",) or delay_ms >= timeout_ms:
+        if not latency or delay_ms >= timeout_ms:
             out.append((w.start_s, w.end_s + delay_ms / 1000.0 + 1.0))
     return out
 
