@@ -98,14 +98,19 @@ class _Lean:
         self.edge: Edge | None = None
         self.metrics: Metrics | None = None
 
+    def renew(self, defaults: list[tuple[bytes, bytes]]) -> None:
+        """Take uvicorn's renewed default headers; the kept answers, built with the old ones,
+        start over."""
+        self.defaults = defaults
+        self.defaults_wire = b"".join(b"%s: %s\r\n" % pair for pair in defaults)
+        self.answers.clear()
+
     def wire(self, defaults: list[tuple[bytes, bytes]], head: bytes, body: bytes, *,
              keep_alive: bool) -> bytes:  # fmt: skip
         """The answer's bytes: `head` (status line and headers), uvicorn's `defaults`, and
         `connection: close` when the connection is not kept, then `body`."""
         if defaults is not self.defaults:
-            self.defaults = defaults
-            self.defaults_wire = b"".join(b"%s: %s\r\n" % pair for pair in defaults)
-            self.answers.clear()
+            self.renew(defaults)
         end = b"\r\n" if keep_alive else _CLOSE + b"\r\n"
         return b"".join((head, self.defaults_wire, end, body))
 
@@ -186,8 +191,9 @@ class EdgeProtocol(HttpToolsProtocol):
                     secs = -(-wait_ns // NS_PER_S) if wait_ns > 0 else 0
                     if secs > _MAX_RETRY_S:
                         secs = _MAX_RETRY_S
-                    if self.server_state.default_headers is not lean.defaults:
-                        lean.answers.clear()
+                    defaults = self.server_state.default_headers
+                    if defaults is not lean.defaults:
+                        lean.renew(defaults)
                     answer = lean.answers.get((pub_id, secs))
                     if answer is None:
                         answer = self._learn_answer(pub_id, wait_ns, secs)
@@ -235,8 +241,7 @@ class EdgeProtocol(HttpToolsProtocol):
         )
         status, head, body = state_rejections(state).wire(pub_id, decision)
         wire = lean.wire(self.server_state.default_headers, head, body, keep_alive=True)
-        metrics: Metrics = state.metrics
-        answer = (wire, metrics.batch("/bid", status, decision.reason))
+        answer = (wire, lean.metrics.batch("/bid", status, decision.reason))  # type: ignore[union-attr]
         if len(lean.answers) >= _MAX_ENTRIES:
             lean.answers.clear()
         lean.answers[pub_id, secs] = answer
