@@ -1,6 +1,7 @@
 """The goodput curve: goodput and admitted p99 against offered load, patterns on versus off.
 
-    scenario --capacity ramp (all patterns off)--> find_knee --> capacity C, knee window
+    scenario --capacity ramp (all patterns off)--> find_knee --> the ramp's knee K
+             --confirm: steady K, 0.95 K, ... (all off) until one holds--> capacity C
              --size_limits: edge = C / publishers, auction limit from the knee's in-flight
              --for k in levels, for on/off: steady k*C for run_s--> level_figures
              --target CPU (curve_cost.CpuTrace) + its request counters--> fit_cost (r/a)
@@ -15,6 +16,14 @@ server itself ran out: latency, or errors (timeouts, 5xx, its own 503s when Redi
 deadline could not be met). A window whose shortfall is a pattern's rejection (the target's
 `bulkhead_full` / `rate_limited` counters) is "capped": the ramp measured a configured limit,
 not the server, and the curve refuses it (exit 3) rather than quote it as the capacity.
+
+A ramp's knee overstates what the server sustains: a window of a few seconds on a rising
+rate ends before the queue of a rate at the edge has grown (measured: a knee of 862.7/s whose
+own 1x patterns-off level, steady 862.7/s, answered 11% of its admitted answers past the SLO).
+So the knee is only where the search starts: `confirm` runs it steady, with every pattern off,
+for a level's length, and steps down by CONFIRM_STEP until a rate holds (`holds`: the SLO met,
+admitted and sent both >= KEEP_UP of offered). The capacity is the highest rate that held;
+none holding within CONFIRM_TRIES makes the curve inconclusive (exit 3).
 
 Each level then runs the scenario's target at k x C on a steady shape without its fault
 timeline (the curve is about load): "on" with every pattern on and the limits that would
@@ -47,7 +56,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +93,12 @@ __all__ = [
     "LevelPlan",
     "Limits",
     "capacity_scenario",
+    "confirm_rates",
+    "confirm_scenario",
     "curve",
     "deadline_counts",
     "find_knee",
+    "holds",
     "level_figures",
     "level_scenario",
     "parse_levels",
@@ -102,6 +114,8 @@ RAMP = "all patterns off (target.config.<edge|auction|impressions|breaker>.enabl
 # bulkhead), as against its own 503s when Redis or the deadline could not be met.
 CAPPING = (RATE_LIMITED, BULKHEAD_FULL)
 LIMIT_HEADROOM = 2.0  # auction limit = headroom x the Redis work in flight at the knee
+CONFIRM_STEP = 0.95  # each steady run that does not hold lowers the rate by 5%
+CONFIRM_TRIES = 5  # the knee, then down to 0.95^4 = 0.81 of it
 
 
 # --- input -----------------------------------------------------------------------------------
@@ -169,11 +183,27 @@ def capacity_scenario(base: Scenario, ramp_to: float, ramp_s: float, warmup_s: f
     data = base.model_dump(mode="json")
     _steady(data, base.load.base_rps, ramp_s, warmup_s)
     data["load"].update(shape="ramp_to_knee", peak_rps=float(ramp_to))
+    _all_off(data)
+    data["name"] = f"{base.name}-capacity"[:64]
+    return parse_scenario(data, source=f"{base.name} (capacity ramp)")
+
+
+def confirm_scenario(
+    base: Scenario, rate: float, run_s: float, warmup_s: float, attempt: int
+) -> Scenario:
+    """One confirmation of the capacity: steady `rate` for a level's length, every pattern off
+    (as the ramp), no faults."""
+    data = base.model_dump(mode="json")
+    _steady(data, rate, run_s, warmup_s)
+    _all_off(data)
+    data["name"] = f"{base.name}-confirm-{attempt}"[:64]
+    return parse_scenario(data, source=f"{base.name} (capacity confirmation {attempt})")
+
+
+def _all_off(data: dict[str, Any]) -> None:
     config = data["target"].setdefault("config", {})
     for p in PATTERNS:
         config[p] = {**config.get(p, {}), "enabled": False}
-    data["name"] = f"{base.name}-capacity"[:64]
-    return parse_scenario(data, source=f"{base.name} (capacity ramp)")
 
 
 def level_scenario(
@@ -334,6 +364,27 @@ def _knee(last_ok: dict[str, Any], limited_by: str, windows: list[dict[str, Any]
     return Knee(
         capacity, last_ok["offered_bids_rps"], last_ok["t"], limited_by, tuple(windows), last_ok
     )
+
+
+def confirm_rates(knee_rps: float, tries: int = CONFIRM_TRIES) -> list[float]:
+    """The steady rates that confirm a ramp's knee, highest first: knee x CONFIRM_STEP^i."""
+    return [round(knee_rps * CONFIRM_STEP**i, 1) for i in range(tries)]
+
+
+def holds(figures: Mapping[str, Any], keep_up: float = KEEP_UP) -> list[str]:
+    """Why a steady patterns-off run did not hold its rate (level_figures): [] when it did.
+    The generator, the server's admissions and the SLO each named, as the knee names them."""
+    offered = figures.get("offered_bids_rps") or 0.0
+    why = []
+    if offered <= 0:
+        return ["no bids offered"]
+    if (figures.get("sent_bids_rps") or 0.0) < keep_up * offered:
+        why.append("generator")
+    if (figures.get("admitted_bids_rps") or 0.0) < keep_up * offered:
+        why.append("errors")
+    if not figures.get("slo_met"):
+        why.append("latency")
+    return why
 
 
 # --- the patterns-on limits, sized from the knee ---------------------------------------------
@@ -668,7 +719,61 @@ def _capacity(
             "      [yellow]the ramp never left the SLO: the capacity is at least this; "
             "raise --ramp-to[/]"
         )
-    return knee
+    return _confirm(run, base, knee, out_dir, console, result, cost_points, n)
+
+
+def _confirm(
+    run: Runner,
+    base: Scenario,
+    knee: Knee,
+    out_dir: Path,
+    console: Console,
+    result: dict[str, Any],
+    cost_points: list[Interval],
+    n: int,
+) -> Knee:
+    """Steady runs from the ramp's knee down (confirm_rates) until one holds: the knee with
+    that run's capacity (min of its offered and admitted bids/s), each try in
+    result["capacity"]["confirm"]. InconclusiveRun when none holds."""
+    slo, run_s, warmup_s = base.checks.slo, float(result["run_s"]), float(result["warmup_s"])
+    cap = result["capacity"]
+    cap["knee_bids_rps"], cap["confirm"] = knee.capacity_rps, []
+    rates = confirm_rates(knee.capacity_rps)
+    for i, rate in enumerate(rates, 1):
+        console.print(
+            f"[1/{n}] confirming the capacity: steady {rate:g}/s for {run_s:g} s, all patterns "
+            f"off (try {i} of {len(rates)})",
+            highlight=False,
+        )
+        sc = confirm_scenario(base, rate, run_s, warmup_s, i)
+        point = _steady_run(run, sc, out_dir / f"confirm-{i}", console, slo, cost_points)
+        why = holds(point)
+        cap["confirm"].append({"rate_rps": rate, "broke": why, **point})
+        p = point.get(f"admitted_p{slo.percentile:g}_ms")
+        said = (
+            f"admitted {point.get('admitted_bids_rps', 0):g}/s of "
+            f"{point.get('offered_bids_rps', 0):g} offered "
+            f"(sent {point.get('sent_bids_rps', 0):g}), admitted p{slo.percentile:g} {p} ms, "
+            f"late {_pct(point.get('late_share'))}"
+        )
+        if not why:
+            capacity = min(point["admitted_bids_rps"], point["offered_bids_rps"])
+            cap["bids_rps"] = capacity
+            _write_json(out_dir / "curve.json", {**result, "partial": True})
+            console.print(
+                f"      held: {said}; capacity {capacity:g}/s "
+                f"({capacity / knee.capacity_rps:.2f} of the ramp's knee)",
+                highlight=False,
+            )
+            return replace(knee, capacity_rps=capacity)
+        _write_json(out_dir / "curve.json", {**result, "partial": True})
+        console.print(f"      did not hold ({'+'.join(why)}): {said}", highlight=False)
+    raise InconclusiveRun(
+        f"no capacity confirmed: the server did not hold a steady rate within the SLO ({slo}) "
+        f"from the ramp's knee {knee.capacity_rps:g}/s down to {rates[-1]:g}/s",
+        hint="the ramp's knee is far above what the server sustains: see each try under "
+        f"{out_dir}/confirm-*; a longer --ramp-s rises more slowly",
+    )
 
 
 def broke_first(knee: Knee, slo: LatencyBound) -> str:
@@ -708,10 +813,26 @@ def _level(
     cost_points: list[Interval],
 ) -> dict[str, Any]:
     """One level's run and its figures; its CPU intervals are added to cost_points."""
+    return {
+        **asdict(level),
+        **_steady_run(run, sc, out_dir / level.label, console, slo, cost_points),
+    }
+
+
+def _steady_run(
+    run: Runner,
+    sc: Scenario,
+    run_dir: Path,
+    console: Console,
+    slo: LatencyBound,
+    cost_points: list[Interval],
+) -> dict[str, Any]:
+    """A steady run's figures after its warmup, with the target's CPU; its CPU intervals are
+    added to cost_points."""
     warmup_s, run_s = sc.load.warmup_s, sc.load.duration_s
-    run_dir, cpu, cpu_error = _measured_run(run, sc, out_dir / level.label, console)
+    run_dir, cpu, cpu_error = _measured_run(run, sc, run_dir, console)
     steady = [r for r in load_history(run_dir).requests if warmup_s <= r.t < run_s]
-    point = {**asdict(level), **level_figures(steady, slo), "run_dir": str(run_dir)}
+    point = {**level_figures(steady, slo), "run_dir": str(run_dir)}
     intervals = cost_seconds(raw_samples(run_dir), cpu, warmup_s, run_s)
     cost_points += intervals
     point.update(level_cpu(intervals, cpu_error))

@@ -47,19 +47,42 @@ def _cpu_at_capacity(result: Mapping[str, Any]) -> str:
     return f" (the target used {cores:.2f} cores at 1x, patterns on)"
 
 
-def summary_markdown(result: Mapping[str, Any]) -> str:
-    """The curve as a markdown table, with the capacity and r/a above it."""
+def _capacity_line(result: Mapping[str, Any]) -> str:
+    """Where the capacity came from: the ramp's knee, and the steady runs that confirmed it
+    (a curve from before them has only the knee)."""
     cap = result.get("capacity", {})
     capacity = float(cap.get("bids_rps") or 0.0)
     ramp = cap.get("ramp", result.get("ramp", "patterns on, edge open"))
+    knee = (
+        f"on a ramp with {ramp}, at {_fmt(cap.get('at_s'))} s; what broke first past it: "
+        f"{cap.get('broke_first', cap.get('limited_by', '?'))}"
+    )
+    tries = cap.get("confirm")
+    if not isinstance(tries, list) or not tries:
+        return f"Capacity (the server's knee, found {knee}): **{capacity:g}/s**."
+    pct = str(result.get("slo", "p99")).split()[0]
+    said = []
+    for t in tries:
+        how = "held" if not t.get("broke") else f"did not hold: {'+'.join(t['broke'])}"
+        said.append(
+            f"{_fmt(t.get('rate_rps'))}/s {how} (admitted {_fmt(t.get('admitted_bids_rps'))}/s, "
+            f"{pct} {_fmt(t.get(f'admitted_{pct}_ms'))} ms)"
+        )
+    return (
+        f"Capacity: **{capacity:g}/s**, the highest steady rate the server held with the same "
+        f"patterns off, confirmed on steady runs of a level's length from the ramp's knee "
+        f"{_fmt(cap.get('knee_bids_rps'))}/s down ({knee}): " + ", ".join(said) + "."
+    )
+
+
+def summary_markdown(result: Mapping[str, Any]) -> str:
+    """The curve as a markdown table, with the capacity and r/a above it."""
     lines = [
         f"# Goodput curve: {result.get('scenario', '?')}",
         "",
-        f"Capacity (the server's knee, found on a ramp with {ramp}): **{capacity:g}/s** "
-        f"at {_fmt(cap.get('at_s'))} s of the ramp; what broke first past it: "
-        f"{cap.get('broke_first', cap.get('limited_by', '?'))}. "
-        f"SLO `{result.get('slo')}`. Each level: steady {_fmt(result.get('run_s'))} s, "
-        f"judged after {_fmt(result.get('warmup_s'))} s of warmup; no faults.",
+        f"{_capacity_line(result)} SLO `{result.get('slo')}`. Each level: steady "
+        f"{_fmt(result.get('run_s'))} s, judged after {_fmt(result.get('warmup_s'))} s of "
+        "warmup; no faults.",
         "",
     ]
     limits = result.get("limits")

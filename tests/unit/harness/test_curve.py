@@ -14,13 +14,16 @@ from rich.console import Console
 
 from spikegate.harness.cli import main
 from spikegate.harness.curve import (
+    CONFIRM_TRIES,
     Knee,
     LevelPlan,
     broke_first,
     capacity_scenario,
+    confirm_rates,
     curve,
     deadline_counts,
     find_knee,
+    holds,
     level_figures,
     level_scenario,
     parse_levels,
@@ -477,8 +480,8 @@ def test_the_curve_finds_the_knee_and_runs_every_level(tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 0
     assert calls == [
-        "perfect-storm-capacity", "perfect-storm-0.5x-on", "perfect-storm-0.5x-off",
-        "perfect-storm-2x-on", "perfect-storm-2x-off",
+        "perfect-storm-capacity", "perfect-storm-confirm-1", "perfect-storm-0.5x-on",
+        "perfect-storm-0.5x-off", "perfect-storm-2x-on", "perfect-storm-2x-off",
     ]  # fmt: skip
     result = json.loads((tmp_path / "c" / "curve.json").read_text())
     cap = result["capacity"]["bids_rps"]
@@ -490,6 +493,105 @@ def test_the_curve_finds_the_knee_and_runs_every_level(tmp_path: Path) -> None:
     assert (tmp_path / "c" / "curve.png").is_file() and (tmp_path / "c" / "curve.md").is_file()
     text = console.export_text()
     assert "[1/5] capacity ramp" in text and "[5/5] 2x patterns-off" in text
+    assert "[1/5] confirming the capacity: steady" in text and "held:" in text
+    assert result["capacity"]["knee_bids_rps"] == cap  # held at the knee: nothing to lower
+
+
+SUSTAINS = 520.0  # what the server of sustained_runner holds steady; its ramp's knee is ~600
+
+
+def sustained_runner(calls: list[str], sustains: float = SUSTAINS) -> Any:
+    """A target whose ramp keeps up to 600/s (a queue has no time to grow in a ramp's window)
+    but which holds only `sustains` bids/s steady: past it, steady runs answer in 400 ms."""
+
+    def run(sc: Scenario, out: Path, console: Console) -> Path:
+        calls.append(sc.name)
+        load = sc.load
+        rows = []
+        for t in range(int(load.duration_s)):
+            if load.shape == "ramp_to_knee":
+                span = load.duration_s - load.warmup_s
+                rate = (
+                    load.base_rps
+                    + (load.peak_rps - load.base_rps) * max(0.0, t - load.warmup_s) / span
+                )
+                p99 = 20.0 if rate <= 600.0 else 1800.0
+            else:
+                rate = load.base_rps
+                p99 = 20.0 if rate <= sustains else 400.0
+            rows.append(row(t, round(rate), round(rate), p99))
+        return write_run(out, sc, requests=rows)
+
+    return run
+
+
+def test_a_knee_the_server_does_not_sustain_is_lowered_until_a_steady_run_holds(
+    tmp_path: Path,
+) -> None:
+    """The measured defect: a ramp's knee of 862.7/s whose own 1x patterns-off level, steady
+    at that rate, answered 11% late (p99 215 ms): the curve's capacity was a rate the server
+    does not sustain, and every level was sized from it. Now steady runs at the knee, 0.95x,
+    ... confirm it: the capacity is the first that holds, and its 1x-off level meets the SLO."""
+    calls: list[str] = []
+    console = Console(record=True, width=200, force_terminal=False)
+    curve(
+        "perfect-storm", [], console, tmp_path / "c", levels=(1.0,), run_s=12.0, warmup_s=2.0,
+        ramp_s=30.0, ramp_to=1000.0, runner=sustained_runner(calls),
+    )  # fmt: skip
+    result = json.loads((tmp_path / "c" / "curve.json").read_text())
+    cap = result["capacity"]
+    assert cap["knee_bids_rps"] > SUSTAINS  # the ramp's knee alone would be quoted
+    tries = cap["confirm"]
+    assert [t["broke"] for t in tries[:-1]] == [["latency"]] * (len(tries) - 1)
+    assert len(tries) >= 2 and tries[-1]["broke"] == []
+    assert tries[-1]["rate_rps"] <= SUSTAINS < tries[-2]["rate_rps"]
+    assert cap["bids_rps"] == pytest.approx(tries[-1]["rate_rps"], abs=1)
+    assert calls[: 1 + len(tries)] == ["perfect-storm-capacity"] + [
+        f"perfect-storm-confirm-{i}" for i in range(1, len(tries) + 1)
+    ]
+    by = {p["patterns"]: p for p in result["points"]}
+    assert by["off"]["slo_met"] is True and by["off"]["offered_bids_rps"] <= SUSTAINS
+    assert (tmp_path / "c" / "confirm-1").is_dir()
+    text = console.export_text()
+    assert "did not hold (latency)" in text and "of the ramp's knee" in text
+    assert "confirmed on steady runs" in (tmp_path / "c" / "curve.md").read_text()
+
+
+def test_a_knee_no_steady_run_holds_is_inconclusive(tmp_path: Path) -> None:
+    calls: list[str] = []
+    with pytest.raises(InconclusiveRun, match="no capacity confirmed") as err:
+        curve(
+            "perfect-storm", [], Console(file=None), tmp_path / "c", levels=(2.0,), run_s=12.0,
+            warmup_s=2.0, ramp_s=30.0, ramp_to=1000.0, runner=sustained_runner(calls, 100.0),
+        )  # fmt: skip
+    assert err.value.exit_code == 3
+    assert calls[1:] == [f"perfect-storm-confirm-{i}" for i in range(1, CONFIRM_TRIES + 1)]
+    assert not any("x-o" in c for c in calls)  # no level runs from an unconfirmed capacity
+
+
+@pytest.mark.parametrize(
+    ("figures", "why"),
+    [
+        ({"offered_bids_rps": 500.0, "sent_bids_rps": 500.0, "admitted_bids_rps": 499.0,
+          "slo_met": True}, []),
+        ({"offered_bids_rps": 500.0, "sent_bids_rps": 400.0, "admitted_bids_rps": 400.0,
+          "slo_met": True}, ["generator", "errors"]),
+        ({"offered_bids_rps": 500.0, "sent_bids_rps": 500.0, "admitted_bids_rps": 450.0,
+          "slo_met": True}, ["errors"]),
+        ({"offered_bids_rps": 500.0, "sent_bids_rps": 500.0, "admitted_bids_rps": 500.0,
+          "slo_met": False}, ["latency"]),
+        ({"seconds": 0}, ["no bids offered"]),
+    ],
+)  # fmt: skip
+def test_a_steady_run_holds_when_sent_admitted_and_the_slo_all_keep_up(
+    figures: dict[str, Any], why: list[str]
+) -> None:
+    assert holds(figures) == why
+
+
+def test_confirm_rates_step_down_from_the_knee() -> None:
+    assert confirm_rates(800.0, 3) == [800.0, 760.0, 722.0]
+    assert len(confirm_rates(800.0)) == CONFIRM_TRIES
 
 
 def test_a_directory_that_holds_a_curve_is_refused_before_anything_runs(tmp_path: Path) -> None:
