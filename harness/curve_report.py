@@ -75,6 +75,59 @@ def _capacity_line(result: Mapping[str, Any]) -> str:
     )
 
 
+def _edge_tries(limits: Mapping[str, Any], pct: str) -> str:
+    """The edge's calibration runs, in words ("" for a curve without them)."""
+    tries = limits.get("edge_tries")
+    if not isinstance(tries, list) or not tries:
+        return ""
+    said = []
+    for t in tries:
+        how = "held" if not t.get("broke") else f"did not hold: {'+'.join(t['broke'])}"
+        said.append(
+            f"{_fmt(t.get('share'))} x capacity {how} (admitted "
+            f"{_fmt(t.get('admitted_bids_rps'))}/s, {pct} {_fmt(t.get(f'admitted_{pct}_ms'))} "
+            f"ms, late {_pct(t.get('late_share'))})"
+        )
+    return (
+        f" The edge's calibration, patterns on at {_fmt(tries[0].get('multiple', 2.0))}x the "
+        "capacity: " + ", ".join(said) + "."
+    )
+
+
+def _cost_line(result: Mapping[str, Any]) -> str:
+    """r/a and where it came from: measured on the target alone (a curve's `cost.method`), or
+    fitted over the levels (curves from before), or why there is none."""
+    cost = result.get("cost") or {}
+    bound = (
+        "Bound on goodput at k x capacity: (1 - k r/a) / (1 - r/a), where the capacity is "
+        "where the target's CPU runs out" + _cpu_at_capacity(result) + "."
+    )
+    if cost.get("method") and cost.get("ratio") is not None:
+        fit = cost.get("fit") or {}
+        fitted = fit.get("unfit") or f"r/a {_fmt(fit.get('ratio'))}, R^2 {_fmt(fit.get('r2'))}"
+        return (
+            f"Target CPU, measured on {cost['method']}: per admitted /bid a = "
+            f"{_fmt(cost.get('a_us'))} us, per edge 429 r = {_fmt(cost.get('r_us'))} us, per "
+            f"shed 503 {_fmt(cost.get('shed_us'))} us: **r/a = {cost['ratio']:.3f}** (raw, "
+            f"with its idle {_fmt(cost.get('idle_cores'))} cores: {_fmt(cost.get('ratio_raw'))}; "
+            f"shed/a {_fmt(cost.get('shed_ratio'))}). {bound} The levels' own target CPU, "
+            f"fitted against its answers, does not give it ({fitted}): on a machine shared "
+            "with the generator the target's CPU is capped by the others in every overloaded "
+            "level."
+        )
+    if cost.get("ratio") is not None:
+        return (
+            f"Target CPU per admitted /bid a = {_fmt(cost.get('a_us'))} us, per designed "
+            f"rejection r = {_fmt(cost.get('r_us'))} us: **r/a = {cost['ratio']:.3f}** "
+            f"(least squares over {cost.get('seconds')} seconds, R^2 {_fmt(cost.get('r2'))}, "
+            f"idle {_fmt(cost.get('idle_cores'))} cores). {bound}"
+        )
+    why = f": {cost['unfit']}, so no bound is drawn" if cost.get("unfit") else ""
+    return (
+        f"r/a not measured (a = {_fmt(cost.get('a_us'))} us, r = {_fmt(cost.get('r_us'))} us{why})."
+    )
+
+
 def summary_markdown(result: Mapping[str, Any]) -> str:
     """The curve as a markdown table, with the capacity and r/a above it."""
     lines = [
@@ -93,27 +146,11 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
             f"the auction's concurrency limit **{limits.get('auction_limit')}** "
             f"({limits.get('auction_basis')}), max_wait_ms "
             f"{_fmt(limits.get('auction_max_wait_ms'))} as the scenario's; the impression "
-            "shedder and the breakers as the scenario has them. Patterns off: all four off.",
+            "shedder and the breakers as the scenario has them. Patterns off: all four off."
+            + _edge_tries(limits, str(result.get("slo", "p99")).split()[0]),
             "",
         ]
-    cost = result.get("cost") or {}
-    if cost.get("ratio") is not None:
-        lines.append(
-            f"Target CPU per admitted /bid a = {_fmt(cost.get('a_us'))} us, per designed "
-            f"rejection r = {_fmt(cost.get('r_us'))} us: **r/a = {cost['ratio']:.3f}** "
-            f"(least squares over {cost.get('seconds')} seconds, R^2 {_fmt(cost.get('r2'))}, "
-            f"idle {_fmt(cost.get('idle_cores'))} cores). Bound on goodput at k x capacity: "
-            "(1 - k r/a) / (1 - r/a), where the capacity is where the target's CPU runs out"
-            + _cpu_at_capacity(result)
-            + "."
-        )
-    else:
-        why = f": {cost['unfit']}, so no bound is drawn" if cost.get("unfit") else ""
-        lines.append(
-            f"r/a not measured (a = {_fmt(cost.get('a_us'))} us, r = {_fmt(cost.get('r_us'))} "
-            f"us over {cost.get('seconds', 0)} seconds{why}; "
-            "`tests/bench/rejection_cost.py` measures it on its own)."
-        )
+    lines += [_cost_line(result)]
     lines += ["", _definition(result), "", "![goodput curve](curve.png)", "", *_table(result)]
     lines += ["", *goals(result)]
     held = [

@@ -15,13 +15,16 @@ from rich.console import Console
 from spikegate.harness.cli import main
 from spikegate.harness.curve import (
     CONFIRM_TRIES,
+    EDGE_SHARES,
     Knee,
     LevelPlan,
     broke_first,
     capacity_scenario,
     confirm_rates,
+    cost_figures,
     curve,
     deadline_counts,
+    edge_holds,
     find_knee,
     holds,
     level_figures,
@@ -30,10 +33,18 @@ from spikegate.harness.curve import (
     plan_levels,
     size_limits,
 )
-from spikegate.harness.curve_cost import bound_share, cost_seconds, cpu_at, fit_cost, server_counts
+from spikegate.harness.curve_cost import (
+    CostFit,
+    bound_share,
+    cost_seconds,
+    cpu_at,
+    fit_cost,
+    server_counts,
+)
 from spikegate.harness.curve_report import goals, summary_markdown, write_report
 from spikegate.harness.errors import InconclusiveRun, UsageError
 from spikegate.harness.history import RequestSecond, Sample, parse_request_row
+from spikegate.harness.rejection_cost import summarize
 from spikegate.harness.scenario import Scenario, load_scenario
 from spikegate.harness.thresholds import parse_latency
 from tests.unit.harness.test_history import hist, sample_row, write_run
@@ -471,17 +482,50 @@ def fake_runner(calls: list[str]) -> Any:
     return run
 
 
+IDLE_CORES = 0.004  # the fake target's background CPU
+
+
+def cost_window(us: float, status: str | None, n: int = 3000, wall_s: float = 10.0) -> dict:
+    """One window of rejection_cost's load: n requests costing `us` each, answered `status`."""
+    cpu = IDLE_CORES * wall_s + n * us / 1e6
+    return {"cpu_s": cpu, "wall_s": wall_s, "n": n, "statuses": {status: n} if status else {}}
+
+
+def measured(
+    a: float = 1200.0, r: float = 50.0, shed: float = 330.0, answered: dict | None = None
+) -> dict:
+    """rejection_cost.measure's result for a target costing a / r / shed us net per request
+    (3 rounds, 10 s at 300/s); `answered` overrides the status a kind was answered with."""
+    st = {"admitted": "200", "429": "429", "shed": "503", **(answered or {})}
+    runs = {
+        "admitted": [cost_window(a, st["admitted"]) for _ in range(3)],
+        "429": [cost_window(r, st["429"]) for _ in range(3)],
+        "shed": [cost_window(shed, st["shed"]) for _ in range(3)],
+        "idle": [cost_window(0.0, None, n=0) for _ in range(3)],
+    }
+    return {"rate_per_s": 300.0, "window_s": 10.0, "rounds": 3, "this_tree": summarize(runs)}
+
+
+def fake_cost(log_dir: Path, console: Console) -> dict:
+    return measured()
+
+
+NO_FIT = CostFit(None, None, None, 0.0, None, "the fit gave r = -20 us, below zero")
+
+
 def test_the_curve_finds_the_knee_and_runs_every_level(tmp_path: Path) -> None:
     calls: list[str] = []
     console = Console(record=True, width=200, force_terminal=False)
     code = curve(
         "perfect-storm", [], console, tmp_path / "c", levels=(0.5, 2.0), run_s=12.0,
         warmup_s=2.0, ramp_s=30.0, ramp_to=1000.0, runner=fake_runner(calls),
+        cost_probe=fake_cost,
     )  # fmt: skip
     assert code == 0
     assert calls == [
-        "perfect-storm-capacity", "perfect-storm-confirm-1", "perfect-storm-0.5x-on",
-        "perfect-storm-0.5x-off", "perfect-storm-2x-on", "perfect-storm-2x-off",
+        "perfect-storm-capacity", "perfect-storm-confirm-1", "perfect-storm-edge-1",
+        "perfect-storm-0.5x-on", "perfect-storm-0.5x-off", "perfect-storm-2x-on",
+        "perfect-storm-2x-off",
     ]  # fmt: skip
     result = json.loads((tmp_path / "c" / "curve.json").read_text())
     cap = result["capacity"]["bids_rps"]
@@ -492,21 +536,25 @@ def test_the_curve_finds_the_knee_and_runs_every_level(tmp_path: Path) -> None:
     assert by[(2.0, "off")]["slo_met"] is False
     assert (tmp_path / "c" / "curve.png").is_file() and (tmp_path / "c" / "curve.md").is_file()
     text = console.export_text()
-    assert "[1/5] capacity ramp" in text and "[5/5] 2x patterns-off" in text
-    assert "[1/5] confirming the capacity: steady" in text and "held:" in text
+    assert "[1/6] capacity ramp" in text and "[5/6] 2x patterns-off" in text
+    assert "[1/6] confirming the capacity: steady" in text and "held:" in text
+    assert "[6/6] r/a on the target alone" in text
     assert result["capacity"]["knee_bids_rps"] == cap  # held at the knee: nothing to lower
 
 
 SUSTAINS = 520.0  # what the server of sustained_runner holds steady; its ramp's knee is ~600
 
 
-def sustained_runner(calls: list[str], sustains: float = SUSTAINS) -> Any:
+def sustained_runner(calls: list[str], sustains: float = SUSTAINS, reject_cost: float = 0.0) -> Any:
     """A target whose ramp keeps up to 600/s (a queue has no time to grow in a ramp's window)
-    but which holds only `sustains` bids/s steady: past it, steady runs answer in 400 ms."""
+    but which holds only `sustains` units of work/s steady: past it, steady runs answer in
+    400 ms. An admitted bid is one unit, a refusal at its edge (patterns on: the publishers'
+    buckets) `reject_cost` of one."""
 
     def run(sc: Scenario, out: Path, console: Console) -> Path:
         calls.append(sc.name)
         load = sc.load
+        edge = sc.target.config.get("edge", {}).get("enabled", True)
         rows = []
         for t in range(int(load.duration_s)):
             if load.shape == "ramp_to_knee":
@@ -515,11 +563,15 @@ def sustained_runner(calls: list[str], sustains: float = SUSTAINS) -> Any:
                     load.base_rps
                     + (load.peak_rps - load.base_rps) * max(0.0, t - load.warmup_s) / span
                 )
+                admitted = round(rate)
                 p99 = 20.0 if rate <= 600.0 else 1800.0
             else:
                 rate = load.base_rps
-                p99 = 20.0 if rate <= sustains else 400.0
-            rows.append(row(t, round(rate), round(rate), p99))
+                cap = sc.target.publisher_rate_per_s * load.publishers if edge else rate
+                admitted = round(min(rate, cap))
+                work = admitted + reject_cost * (round(rate) - admitted)
+                p99 = 20.0 if work <= sustains else 400.0
+            rows.append(row(t, round(rate), admitted, p99, rejected=round(rate) - admitted))
         return write_run(out, sc, requests=rows)
 
     return run
@@ -536,7 +588,7 @@ def test_a_knee_the_server_does_not_sustain_is_lowered_until_a_steady_run_holds(
     console = Console(record=True, width=200, force_terminal=False)
     curve(
         "perfect-storm", [], console, tmp_path / "c", levels=(1.0,), run_s=12.0, warmup_s=2.0,
-        ramp_s=30.0, ramp_to=1000.0, runner=sustained_runner(calls),
+        ramp_s=30.0, ramp_to=1000.0, runner=sustained_runner(calls), cost_probe=fake_cost,
     )  # fmt: skip
     result = json.loads((tmp_path / "c" / "curve.json").read_text())
     cap = result["capacity"]
@@ -555,6 +607,81 @@ def test_a_knee_the_server_does_not_sustain_is_lowered_until_a_steady_run_holds(
     text = console.export_text()
     assert "did not hold (latency)" in text and "of the ramp's knee" in text
     assert "confirmed on steady runs" in (tmp_path / "c" / "curve.md").read_text()
+
+
+def test_the_edge_is_calibrated_at_2x_to_the_rate_the_protected_target_holds_in_time(
+    tmp_path: Path,
+) -> None:
+    """The measured defect: buckets sized to the whole capacity ran the target at its knee,
+    and the refusals of a 2x load pushed it past: admitted p99 205 ms, 12% of the admitted
+    answers late, goodput 0.79x (twice, at capacities of 862.7 and 888.1/s). Here a refusal
+    costs a tenth of an admission: at 2x an edge at C or 0.95 C does not hold the SLO, 0.9 C
+    does, and every on-level runs with it."""
+    calls: list[str] = []
+    console = Console(record=True, width=200, force_terminal=False)
+    curve(
+        "perfect-storm", [], console, tmp_path / "c", levels=(2.0, 5.0), run_s=12.0,
+        warmup_s=2.0, ramp_s=30.0, ramp_to=1000.0, cost_probe=fake_cost,
+        runner=sustained_runner(calls, reject_cost=0.1),
+    )  # fmt: skip
+    result = json.loads((tmp_path / "c" / "curve.json").read_text())
+    cap = result["capacity"]["bids_rps"]
+    tries = result["limits"]["edge_tries"]
+    assert [(t["share"], t["broke"]) for t in tries] == [
+        (1.0, ["latency"]), (0.95, ["latency"]), (0.9, []),
+    ]  # fmt: skip
+    assert tries[0]["admitted_p99_ms"] == pytest.approx(400.0, rel=0.01)  # the old edge, late
+    assert result["limits"]["publisher_rate_per_s"] == pytest.approx(0.9 * cap / 4, rel=1e-3)
+    assert "0.9 x capacity" in result["limits"]["edge_basis"]
+    confirms = len(result["capacity"]["confirm"])
+    assert calls[1 + confirms : 4 + confirms] == [
+        "perfect-storm-edge-1", "perfect-storm-edge-2", "perfect-storm-edge-3",
+    ]  # fmt: skip
+    by = {(p["multiple"], p["patterns"]): p for p in result["points"]}
+    assert by[(2.0, "on")]["slo_met"] is True
+    assert by[(2.0, "on")]["goodput_bids_rps"] == pytest.approx(0.9 * cap, rel=0.01)
+    assert by[(5.0, "on")]["slo_met"] is False  # 5x's refusals cost more than 2x's
+    text = console.export_text()
+    assert "calibrating the edge: patterns on at 2x" in text and "held:" in text
+    assert (
+        f"**{0.9 * cap / 4:,.1f}/s** (0.9 x capacity" in (tmp_path / "c" / "curve.md").read_text()
+    )
+
+
+def test_no_share_that_holds_keeps_the_lowest_and_says_so(tmp_path: Path) -> None:
+    curve(
+        "perfect-storm", [], Console(file=None), tmp_path / "c", levels=(2.0,), run_s=12.0,
+        warmup_s=2.0, ramp_s=30.0, ramp_to=1000.0, cost_probe=fake_cost,
+        runner=sustained_runner([], reject_cost=0.6),
+    )  # fmt: skip
+    result = json.loads((tmp_path / "c" / "curve.json").read_text())
+    assert [t["share"] for t in result["limits"]["edge_tries"]] == list(EDGE_SHARES)
+    assert all(t["broke"] == ["latency"] for t in result["limits"]["edge_tries"])
+    cap = result["capacity"]["bids_rps"]
+    assert result["limits"]["publisher_rate_per_s"] == pytest.approx(
+        EDGE_SHARES[-1] * cap / 4, rel=1e-3
+    )
+    assert "none held the SLO at 2x" in result["limits"]["edge_basis"]
+
+
+@pytest.mark.parametrize(
+    ("figures", "why"),
+    [
+        ({"offered_bids_rps": 1000.0, "sent_bids_rps": 1000.0, "failed_share": 0.0,
+          "slo_met": True}, []),
+        ({"offered_bids_rps": 1000.0, "sent_bids_rps": 900.0, "failed_share": 0.0,
+          "slo_met": True}, ["generator"]),
+        ({"offered_bids_rps": 1000.0, "sent_bids_rps": 1000.0, "failed_share": 0.08,
+          "slo_met": True}, ["errors"]),
+        ({"offered_bids_rps": 1000.0, "sent_bids_rps": 1000.0, "failed_share": 0.0,
+          "slo_met": False}, ["latency"]),
+    ],
+)  # fmt: skip
+def test_an_edge_run_holds_on_schedule_without_failures_within_the_slo(
+    figures: dict[str, Any], why: list[str]
+) -> None:
+    """Half its bids refused by design is no shortfall; timeouts and 5xx are."""
+    assert edge_holds(figures) == why
 
 
 def test_a_knee_no_steady_run_holds_is_inconclusive(tmp_path: Path) -> None:
@@ -727,6 +854,7 @@ def test_the_capacity_is_the_servers_and_the_limits_are_sized_from_its_knee(
     kwargs: dict[str, Any] = dict(
         levels=(2.0,), run_s=12.0, warmup_s=2.0, ramp_s=30.0, ramp_to=1500.0
     )
+    kwargs["cost_probe"] = fake_cost
     curve("perfect-storm", [], console, tmp_path / "c", runner=server_runner(calls), **kwargs)
     result = json.loads((tmp_path / "c" / "curve.json").read_text())
     cap = result["capacity"]
@@ -742,7 +870,7 @@ def test_the_capacity_is_the_servers_and_the_limits_are_sized_from_its_knee(
     md = (tmp_path / "c" / "curve.md").read_text()
     assert "all patterns off" in md and "limit **14**" in md
     assert "at 2x: on 1.00x capacity (goal >= 0.9x): met" in md and "below on: met" in md
-    assert "[1/3] capacity ramp, all patterns off" in console.export_text()
+    assert "[1/4] capacity ramp, all patterns off" in console.export_text()
 
     curve(
         "perfect-storm", [], Console(file=None), tmp_path / "k",
@@ -777,3 +905,60 @@ def test_goals_are_judged_from_the_figures() -> None:
     assert lines[1] == "- at 2x: on 1.00x capacity (goal >= 0.9x): met; off 0.00x, below on: met"
     assert lines[2].startswith("- at 5x: on 1.00x capacity (goal >= 0.7x): met")
     assert goals(result_of((1.0,)))[1:] == ["- at 2x: not measured", "- at 5x: not measured"]
+
+
+# --- r/a, measured on the target alone -------------------------------------------------------
+def test_r_over_a_is_the_targets_own_net_of_idle_and_draws_the_bound(tmp_path: Path) -> None:
+    """The measured defect: every curve so far said "r/a not measured", since the levels' CPU
+    fit gave r below zero (the target's CPU is capped by the generator on 2 cores in every
+    overloaded level). r/a now comes from the target alone, one kind of request per window;
+    the levels' fit is kept beside it."""
+    console = Console(record=True, width=200, force_terminal=False)
+    curve(
+        "perfect-storm", [], console, tmp_path / "c", levels=(2.0, 5.0), run_s=12.0,
+        warmup_s=2.0, ramp_s=30.0, ramp_to=1000.0, runner=fake_runner([]), cost_probe=fake_cost,
+    )  # fmt: skip
+    result = json.loads((tmp_path / "c" / "curve.json").read_text())
+    cost = result["cost"]
+    assert cost["a_us"] == pytest.approx(1200.0) and cost["r_us"] == pytest.approx(50.0)
+    assert cost["ratio"] == pytest.approx(50.0 / 1200.0, abs=1e-4)
+    assert cost["ratio_raw"] > cost["ratio"]  # the idle CPU weighs on the cheap 429 most
+    assert cost["shed_ratio"] == pytest.approx(330.0 / 1200.0, abs=1e-4)
+    assert cost["statuses"]["429"] == {"429": 9000} and "fit" in cost and cost["unfit"] is None
+    assert result["bound"] == {"2": round(bound_share(2.0, cost["ratio"]), 3),
+                               "5": round(bound_share(5.0, cost["ratio"]), 3)}  # fmt: skip
+    md = (tmp_path / "c" / "curve.md").read_text()
+    assert "**r/a = 0.042**" in md and "the target alone" in md
+    assert "bound at r/a = 0.04" in "".join(t.get_label() for t in _chart_lines(result))
+
+
+def _chart_lines(result: dict[str, Any]) -> list[Any]:
+    from spikegate.harness.charts import curve_figure
+
+    fig = curve_figure(result)
+    return [line for ax in fig.axes for line in ax.get_lines()]
+
+
+@pytest.mark.parametrize(
+    ("answered", "kind"),
+    [({"429": "200"}, "429"), ({"shed": "202"}, "shed"), ({"admitted": "429"}, "admitted")],
+)
+def test_cost_windows_answered_as_another_kind_give_no_ratio(
+    answered: dict[str, str], kind: str
+) -> None:
+    """A target whose edge let the hot publisher through (its 429 window all 200s) would
+    have had an admission's cost quoted as r: no ratio, and the reason named."""
+    cost = cost_figures(measured(answered=answered), NO_FIT)
+    assert cost["ratio"] is None and f"the {kind} windows were answered" in cost["unfit"]
+    md = summary_markdown({**result_of(), "cost": cost, "bound": {}})
+    assert "r/a not measured" in md and f"the {kind} windows were answered" in md
+
+
+def test_summarize_subtracts_the_idle_cpu_of_the_same_wall_time() -> None:
+    tree = measured(a=1000.0, r=40.0)["this_tree"]
+    per = tree["per_kind"]
+    assert per["429"]["cpu_us_per_request_net"] == pytest.approx(40.0)
+    idle_us = IDLE_CORES * 10.0 / 3000 * 1e6  # 13.3 us of idle per request at 300/s
+    assert per["429"]["cpu_us_per_request"] == pytest.approx(40.0 + idle_us, abs=0.1)
+    assert tree["r_over_a_net"] == pytest.approx(0.04)
+    assert tree["goodput_bound_429_net"]["2x"] == pytest.approx(bound_share(2.0, 0.04), abs=1e-3)
