@@ -367,7 +367,10 @@ def curve_command(
     ] = None,
     keep_edge: Annotated[
         bool,
-        typer.Option("--keep-edge", help="keep the scenario's edge rate (default: the knee)"),
+        typer.Option(
+            "--keep-edge",
+            help="keep the scenario's edge rate (default: calibrated at 2x the capacity)",
+        ),
     ] = False,
     keep_limits: Annotated[
         bool,
@@ -377,7 +380,8 @@ def curve_command(
         ),
     ] = False,
 ) -> None:
-    """Goodput and admitted p99 from 0.5x to 10x the measured capacity, patterns on vs off."""
+    """Goodput and admitted p99 from 0.5x to 10x the measured capacity, patterns on vs off,
+    with r/a measured on the target alone."""
     from spikegate.harness.curve import curve, parse_levels
 
     parsed = parse_levels(levels)

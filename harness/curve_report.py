@@ -94,6 +94,28 @@ def _edge_tries(limits: Mapping[str, Any], pct: str) -> str:
     )
 
 
+def _above_bound(result: Mapping[str, Any]) -> str:
+    """The levels whose patterns-on goodput passed the bound, in words ("" for none)."""
+    capacity = float(result.get("capacity", {}).get("bids_rps") or 0.0)
+    bound = result.get("bound") or {}
+    cost = result.get("cost") or {}
+    over = []
+    for k, pts in _by_level(result).items():
+        g, b = pts.get("on", {}).get("goodput_bids_rps"), bound.get(f"{k:g}")
+        if not (isinstance(g, int | float) and isinstance(b, int | float) and capacity > 0):
+            continue
+        if g / capacity > b + 0.01:
+            over.append(f"{k:g}x ({g / capacity:.2f} > {b:.2f})")
+    if not over:
+        return ""
+    return (
+        f" Patterns-on goodput passed the bound at {', '.join(over)}: r was measured at "
+        f"{_fmt(cost.get('rate_per_s'))} requests/s, where each one wakes the target's loop, "
+        "the dearest a refusal gets; thousands a second are read several per wake-up, and "
+        "cost less."
+    )
+
+
 def _cost_line(result: Mapping[str, Any]) -> str:
     """r/a and where it came from: measured on the target alone (a curve's `cost.method`), or
     fitted over the levels (curves from before), or why there is none."""
@@ -113,7 +135,7 @@ def _cost_line(result: Mapping[str, Any]) -> str:
             f"shed/a {_fmt(cost.get('shed_ratio'))}). {bound} The levels' own target CPU, "
             f"fitted against its answers, does not give it ({fitted}): on a machine shared "
             "with the generator the target's CPU is capped by the others in every overloaded "
-            "level."
+            "level." + _above_bound(result)
         )
     if cost.get("ratio") is not None:
         return (

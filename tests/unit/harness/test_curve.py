@@ -5,6 +5,7 @@ that writes the run directories a target with a known capacity would produce."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -929,6 +930,9 @@ def test_r_over_a_is_the_targets_own_net_of_idle_and_draws_the_bound(tmp_path: P
                                "5": round(bound_share(5.0, cost["ratio"]), 3)}  # fmt: skip
     md = (tmp_path / "c" / "curve.md").read_text()
     assert "**r/a = 0.042**" in md and "the target alone" in md
+    # the fake holds all of its capacity at 5x, above the bound of a 429 costing 50 us at
+    # 300/s: said, with why, rather than left as a point over its own upper bound
+    assert re.search(r"passed the bound at 2x \(1\.\d\d > 0\.96\), 5x \(1\.\d\d > 0\.83\)", md)
     assert "bound at r/a = 0.04" in "".join(t.get_label() for t in _chart_lines(result))
 
 
