@@ -60,19 +60,24 @@ def _capacity_line(result: Mapping[str, Any]) -> str:
     tries = cap.get("confirm")
     if not isinstance(tries, list) or not tries:
         return f"Capacity (the server's knee, found {knee}): **{capacity:g}/s**."
-    pct = str(result.get("slo", "p99")).split()[0]
+    said = _tried(tries, "rate_rps", "/s", str(result.get("slo", "p99")).split()[0])
+    return (
+        f"Capacity: **{capacity:g}/s**, the highest steady rate the server held with the same "
+        f"patterns off, confirmed on steady runs of a level's length from the ramp's knee "
+        f"{_fmt(cap.get('knee_bids_rps'))}/s down ({knee}): {said}."
+    )
+
+
+def _tried(tries: list[Mapping[str, Any]], key: str, unit: str, pct: str) -> str:
+    """Runs that each held or not, in words: '<t[key]><unit> held (admitted ..., p99 ...)'."""
     said = []
     for t in tries:
         how = "held" if not t.get("broke") else f"did not hold: {'+'.join(t['broke'])}"
         said.append(
-            f"{_fmt(t.get('rate_rps'))}/s {how} (admitted {_fmt(t.get('admitted_bids_rps'))}/s, "
-            f"{pct} {_fmt(t.get(f'admitted_{pct}_ms'))} ms)"
+            f"{_fmt(t.get(key))}{unit} {how} (admitted {_fmt(t.get('admitted_bids_rps'))}/s, "
+            f"{pct} {_fmt(t.get(f'admitted_{pct}_ms'))} ms, late {_pct(t.get('late_share'))})"
         )
-    return (
-        f"Capacity: **{capacity:g}/s**, the highest steady rate the server held with the same "
-        f"patterns off, confirmed on steady runs of a level's length from the ramp's knee "
-        f"{_fmt(cap.get('knee_bids_rps'))}/s down ({knee}): " + ", ".join(said) + "."
-    )
+    return ", ".join(said)
 
 
 def _edge_tries(limits: Mapping[str, Any], pct: str) -> str:
@@ -80,17 +85,9 @@ def _edge_tries(limits: Mapping[str, Any], pct: str) -> str:
     tries = limits.get("edge_tries")
     if not isinstance(tries, list) or not tries:
         return ""
-    said = []
-    for t in tries:
-        how = "held" if not t.get("broke") else f"did not hold: {'+'.join(t['broke'])}"
-        said.append(
-            f"{_fmt(t.get('share'))} x capacity {how} (admitted "
-            f"{_fmt(t.get('admitted_bids_rps'))}/s, {pct} {_fmt(t.get(f'admitted_{pct}_ms'))} "
-            f"ms, late {_pct(t.get('late_share'))})"
-        )
     return (
         f" The edge's calibration, patterns on at {_fmt(tries[0].get('multiple', 2.0))}x the "
-        "capacity: " + ", ".join(said) + "."
+        f"capacity: {_tried(tries, 'share', ' x capacity', pct)}."
     )
 
 

@@ -459,6 +459,17 @@ def test_the_summary_names_levels_the_generator_did_not_hold() -> None:
 
 
 # --- the command, with a fake runner ---------------------------------------------------------
+def offered_at(load: Any, t: int) -> float:
+    """The bid rate a fake run offers at second t: the ramp's line after its warmup, or the
+    steady rate."""
+    if load.shape != "ramp_to_knee":
+        return float(load.base_rps)
+    span = load.duration_s - load.warmup_s
+    return float(
+        load.base_rps + (load.peak_rps - load.base_rps) * max(0.0, t - load.warmup_s) / span
+    )
+
+
 def fake_runner(calls: list[str]) -> Any:
     def run(sc: Scenario, out: Path, console: Console) -> Path:
         calls.append(sc.name)
@@ -468,14 +479,7 @@ def fake_runner(calls: list[str]) -> Any:
         )
         rows = []
         for t in range(int(load.duration_s)):
-            if load.shape == "ramp_to_knee":
-                span = load.duration_s - load.warmup_s
-                rate = (
-                    load.base_rps
-                    + (load.peak_rps - load.base_rps) * max(0.0, t - load.warmup_s) / span
-                )
-            else:
-                rate = load.base_rps
+            rate = offered_at(load, t)
             admitted, p99, rejected = system(rate, "off" if off else "on")
             rows.append(row(t, round(rate), admitted, p99, rejected=rejected))
         return write_run(out, sc, requests=rows)
@@ -558,16 +562,11 @@ def sustained_runner(calls: list[str], sustains: float = SUSTAINS, reject_cost: 
         edge = sc.target.config.get("edge", {}).get("enabled", True)
         rows = []
         for t in range(int(load.duration_s)):
+            rate = offered_at(load, t)
             if load.shape == "ramp_to_knee":
-                span = load.duration_s - load.warmup_s
-                rate = (
-                    load.base_rps
-                    + (load.peak_rps - load.base_rps) * max(0.0, t - load.warmup_s) / span
-                )
                 admitted = round(rate)
                 p99 = 20.0 if rate <= 600.0 else 1800.0
             else:
-                rate = load.base_rps
                 cap = sc.target.publisher_rate_per_s * load.publishers if edge else rate
                 admitted = round(min(rate, cap))
                 work = admitted + reject_cost * (round(rate) - admitted)
@@ -817,10 +816,7 @@ def server_runner(calls: list[str]) -> Any:
         load, cfg = sc.load, sc.target.config
         rows, samples, refused = [], [], {"edge:rate_limited": 0.0, "auction:bulkhead_full": 0.0}
         for t in range(int(load.duration_s)):
-            rate = load.base_rps
-            if load.shape == "ramp_to_knee":
-                span = load.duration_s - load.warmup_s
-                rate += (load.peak_rps - load.base_rps) * max(0.0, t - load.warmup_s) / span
+            rate = offered_at(load, t)
             samples.append({**sample_row(t), "decisions_total": dict(refused)})
             n = offered = round(rate)
             limited = overloaded = 0
