@@ -43,11 +43,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
+from spikegate.contract.outcomes import ADMITTED, SHED
 from spikegate.harness.curve_cost import bound_share
 
-__all__ = ["KINDS", "cpu_s", "measure", "summarize"]
+__all__ = ["KINDS", "MEASURED", "cpu_s", "measure", "summarize"]
 
-KINDS = ("admitted", "429", "shed", "idle")
+MEASURED = (ADMITTED, "429", SHED)  # the kinds of request whose cost is measured
+KINDS = (*MEASURED, "idle")
 BID_KEY = "bench-key"
 HOT_KEY = "hot-key"
 _BID = {
@@ -84,14 +88,14 @@ async def _load(url: str, kind: str, pid: int, rate: float, duration_s: float) -
         before, t0 = cpu_s(pid), time.perf_counter()
         await asyncio.sleep(duration_s)
         return {"cpu_s": cpu_s(pid) - before, "wall_s": time.perf_counter() - t0, "n": 0}
-    path = "/impression" if kind == "shed" else "/bid"
+    path = "/impression" if kind == SHED else "/bid"
     key = HOT_KEY if kind == "429" else BID_KEY
     headers = {"X-Api-Key": key, "Content-Type": "application/json"}
     statuses: dict[str, int] = {}
     n = max(1, int(rate * duration_s))
 
     def body(i: int) -> bytes:
-        if kind == "shed":
+        if kind == SHED:
             ids = {f: f"{f[0]}{i}" for f in ("request_id", "bid_id", "publisher_id", "dsp")}
             return json.dumps({"impression_id": f"imp-{i}", **ids, "price": 1.0}).encode()
         return json.dumps({**_BID, "id": f"r{i}", "user": {"id": f"u{i % 50}"}}).encode()
@@ -131,28 +135,32 @@ def _window(url: str, kind: str, pid: int, rate: float, duration_s: float) -> di
 
 
 # --- the targets and the windows ------------------------------------------------------------
-def _target_env(
-    redis_url: str, bootstrap: str, dsps: list[dict[str, str]], spool: Path, **imp: Any
-) -> dict[str, str]:
-    publishers = {
-        "bench": {"api_key": BID_KEY, "rate_per_s": 1_000_000, "burst": 100_000},
-        # Far over its rate: one token per 100 s, so (nearly) every request is a 429.
-        "hot": {"api_key": HOT_KEY, "rate_per_s": 0.01, "burst": 1},
+def _target_config(
+    path: Path,
+    redis_url: str,
+    bootstrap: str,
+    dsps: list[dict[str, str]],
+    spool: Path,
+    **impressions: Any,
+) -> Path:
+    """The target's config file (SPIKEGATE_TARGET_CONFIG) for the cost windows: one publisher
+    far under its rate, one far over it, a bulkhead and breakers that a starved box cannot
+    trip; `impressions` overrides the impression logger's settings."""
+    config = {
+        "publishers": {
+            "bench": {"api_key": BID_KEY, "rate_per_s": 1_000_000, "burst": 100_000},
+            # Far over its rate: one token per 100 s, so (nearly) every request is a 429.
+            "hot": {"api_key": HOT_KEY, "rate_per_s": 0.01, "burst": 1},
+        },
+        "dsps": dsps,
+        "redis_url": redis_url,
+        "kafka_bootstrap": bootstrap,
+        "auction": {"limit": 256, "max_wait_ms": 0, "redis_timeout_ms": 500},
+        "breaker": {"slow_call_duration_s": 1.0},
+        "impressions": {"spool_dir": str(spool), **impressions},
     }
-    env = {
-        "SPIKEGATE__PUBLISHERS": json.dumps(publishers),
-        "SPIKEGATE__DSPS": json.dumps(dsps),
-        "SPIKEGATE__REDIS_URL": redis_url,
-        "SPIKEGATE__KAFKA_BOOTSTRAP": bootstrap,
-        "SPIKEGATE__AUCTION__LIMIT": "256",
-        "SPIKEGATE__AUCTION__MAX_WAIT_MS": "0",
-        "SPIKEGATE__AUCTION__REDIS_TIMEOUT_MS": "500",
-        "SPIKEGATE__BREAKER__SLOW_CALL_DURATION_S": "1.0",  # a starved box must not trip one
-        "SPIKEGATE__IMPRESSIONS__SPOOL_DIR": str(spool),
-    }
-    for name, value in imp.items():
-        env[f"SPIKEGATE__IMPRESSIONS__{name.upper()}"] = str(value)
-    return env
+    path.write_text(tomli_w.dumps(config), encoding="utf-8")
+    return path
 
 
 def _median(values: Sequence[float]) -> float:
@@ -167,7 +175,7 @@ def summarize(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]
     puts on goodput at 2x and 5x."""
     idle_cpu_per_s = _median([w["cpu_s"] / w["wall_s"] for w in runs["idle"]])
     per: dict[str, Any] = {}
-    for kind in ("admitted", "429", "shed"):
+    for kind in MEASURED:
         ws = runs[kind]
         raw = [w["cpu_s"] / w["n"] * 1e6 for w in ws]
         net = [(w["cpu_s"] - idle_cpu_per_s * w["wall_s"]) / w["n"] * 1e6 for w in ws]
@@ -181,8 +189,8 @@ def summarize(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]
             "rounds_us": [round(x, 1) for x in raw],
             "statuses": statuses,
         }
-    a, r, s = (per[k]["cpu_us_per_request"] for k in ("admitted", "429", "shed"))
-    a_net, r_net, s_net = (per[k]["cpu_us_per_request_net"] for k in ("admitted", "429", "shed"))
+    a, r, s = (per[k]["cpu_us_per_request"] for k in MEASURED)
+    a_net, r_net, s_net = (per[k]["cpu_us_per_request_net"] for k in MEASURED)
     return {
         "idle_cpu_share_of_core": round(idle_cpu_per_s, 4),
         "per_kind": per,
@@ -233,25 +241,27 @@ def measure(
         dead = f"127.0.0.1:{free_port()}"  # nothing listens: the shedding target's Kafka
         serving: dict[tuple[str, str], Any] = {}
         for variant, cls in targets.items():
-            main_env = _target_env(
-                redis.url, kafka.bootstrap, dsp_list, log_dir / f"spool-{variant}"
-            )
-            # The one worker holds one item, the queue one more: every offer sheds.
-            shed_env = _target_env(
-                redis.url, dead, dsp_list, log_dir / f"spool-shed-{variant}",
-                max_depth=1, workers=1, batch_size=1, codel="false",
+            main_cfg = _target_config(
+                log_dir / f"{variant}.toml", redis.url, kafka.bootstrap, dsp_list,
+                log_dir / f"spool-{variant}",
             )  # fmt: skip
-            main = stack.enter_context(cls(log_dir / variant, env=main_env))
-            shed = stack.enter_context(cls(log_dir / f"shed-{variant}", env=shed_env))
+            # The one worker holds one item, the queue one more: every offer sheds.
+            shed_cfg = _target_config(
+                log_dir / f"shed-{variant}.toml", redis.url, dead, dsp_list,
+                log_dir / f"spool-shed-{variant}",
+                max_depth=1, workers=1, batch_size=1, codel=False,
+            )  # fmt: skip
+            main = stack.enter_context(cls(log_dir / variant, config_path=main_cfg))
+            shed = stack.enter_context(cls(log_dir / f"shed-{variant}", config_path=shed_cfg))
             for kind in KINDS:
-                serving[variant, kind] = shed if kind == "shed" else main
+                serving[variant, kind] = shed if kind == SHED else main
 
         def window(variant: str, kind: str, duration_s: float) -> dict[str, Any]:
             t = serving[variant, kind]
             return _window(t.url, kind, t.pid, rate, duration_s)
 
         for variant in variants:
-            for kind in ("admitted", "429", "shed"):  # warm-up: imports, pools, caches
+            for kind in MEASURED:  # warm-up: imports, pools, caches
                 window(variant, kind, 1.0)
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {
             v: {k: [] for k in KINDS} for v in variants
