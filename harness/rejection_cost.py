@@ -47,6 +47,8 @@ import tomli_w
 
 from spikegate.contract.outcomes import ADMITTED, SHED
 from spikegate.harness.curve_cost import bound_share
+from spikegate.harness.errors import EnvironmentProblem
+from spikegate.harness.lifeline import child_env, spawn
 
 __all__ = ["KINDS", "MEASURED", "cpu_s", "measure", "summarize"]
 
@@ -127,10 +129,26 @@ async def _load(url: str, kind: str, pid: int, rate: float, duration_s: float) -
 
 
 def _window(url: str, kind: str, pid: int, rate: float, duration_s: float) -> dict[str, Any]:
+    """One window from its own load process: a child of the lifeline (it dies with the
+    harness, SIGKILL too, and carries the harness's mark), bounded to the window + 60 s."""
     cmd = [sys.executable, "-m", "spikegate.harness.rejection_cost", "--load", url]
     cmd += ["--kind", kind, "--pid", str(pid), "--rate", str(rate), "--window", str(duration_s)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60, check=True)
-    parsed: dict[str, Any] = json.loads(out.stdout)
+    proc = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(None))
+    try:
+        out, err = proc.communicate(timeout=duration_s + 60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise EnvironmentProblem(
+            f"the {kind} window's load process ran past {duration_s + 60:g} s and was killed"
+        ) from None
+    if proc.returncode != 0:
+        tail = err.decode(errors="replace").strip().splitlines()[-1:]
+        raise EnvironmentProblem(
+            f"the {kind} window's load process exited {proc.returncode}"
+            + (f": {tail[0]}" if tail else "")
+        )
+    parsed: dict[str, Any] = json.loads(out)
     return parsed
 
 

@@ -34,3 +34,15 @@ def test_each_kind_is_answered_as_what_it_measures_and_the_stack_stops(tmp_path:
     assert said == ["round 1 of 1: admitted, 429, shed, idle, 1 s each"]
     after = {p.pid for p in psutil.Process().children(recursive=True)}
     assert after <= before, "the cost stack left children running"
+
+
+@pytest.mark.timeout(60)
+def test_a_load_process_that_fails_is_an_environment_problem_naming_its_window() -> None:
+    """A window whose load process dies (here: the target pid it reads is gone) stops the
+    measurement with exit 4 and the process's last line, never a traceback or a bad figure."""
+    from spikegate.harness.errors import EnvironmentProblem
+    from spikegate.harness.rejection_cost import _window
+
+    with pytest.raises(EnvironmentProblem, match=r"the 429 window's load process exited 1: ") as e:
+        _window("http://127.0.0.1:9", "429", 2**22 + 7, 10.0, 0.2)
+    assert e.value.exit_code == 4
