@@ -397,32 +397,28 @@ def confirm_rates(knee_rps: float, tries: int = CONFIRM_TRIES) -> list[float]:
 
 
 def edge_holds(figures: Mapping[str, Any], keep_up: float = KEEP_UP) -> list[str]:
-    """Why a patterns-on calibration run did not hold (level_figures): [] when it did. Its
-    refusals are by design, so only the generator, failures (timeouts, 5xx: more than
-    1 - keep_up of the answers) and the SLO count."""
+    """Why a patterns-on calibration run did not hold: `holds` with its refusals by design."""
+    return holds(figures, keep_up, refusing=True)
+
+
+def holds(
+    figures: Mapping[str, Any], keep_up: float = KEEP_UP, *, refusing: bool = False
+) -> list[str]:
+    """Why a steady run did not hold its rate (level_figures): [] when it did. The generator,
+    errors and the SLO each named, as the knee names them. Errors: admitted bids under
+    keep_up of offered, or, for a run `refusing` by design (patterns on), failures (timeouts,
+    5xx) over 1 - keep_up of the answers."""
     offered = figures.get("offered_bids_rps") or 0.0
     if offered <= 0:
         return ["no bids offered"]
     why = []
     if (figures.get("sent_bids_rps") or 0.0) < keep_up * offered:
         why.append("generator")
-    if (figures.get("failed_share") or 0.0) > 1.0 - keep_up:
-        why.append("errors")
-    if not figures.get("slo_met"):
-        why.append("latency")
-    return why
-
-
-def holds(figures: Mapping[str, Any], keep_up: float = KEEP_UP) -> list[str]:
-    """Why a steady patterns-off run did not hold its rate (level_figures): [] when it did.
-    The generator, the server's admissions and the SLO each named, as the knee names them."""
-    offered = figures.get("offered_bids_rps") or 0.0
-    why = []
-    if offered <= 0:
-        return ["no bids offered"]
-    if (figures.get("sent_bids_rps") or 0.0) < keep_up * offered:
-        why.append("generator")
-    if (figures.get("admitted_bids_rps") or 0.0) < keep_up * offered:
+    if refusing:
+        short = (figures.get("failed_share") or 0.0) > 1.0 - keep_up
+    else:
+        short = (figures.get("admitted_bids_rps") or 0.0) < keep_up * offered
+    if short:
         why.append("errors")
     if not figures.get("slo_met"):
         why.append("latency")

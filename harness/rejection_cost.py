@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -181,17 +182,11 @@ def _target_config(
     return path
 
 
-def _median(values: Sequence[float]) -> float:
-    s = sorted(values)
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
-
-
 def summarize(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
     """Per kind the CPU per request (median over rounds; raw, and net of the idle CPU of the
     same wall time) and the statuses seen; r/a and shed/a raw and net, with the bound each
     puts on goodput at 2x and 5x."""
-    idle_cpu_per_s = _median([w["cpu_s"] / w["wall_s"] for w in runs["idle"]])
+    idle_cpu_per_s = statistics.median([w["cpu_s"] / w["wall_s"] for w in runs["idle"]])
     per: dict[str, Any] = {}
     for kind in MEASURED:
         ws = runs[kind]
@@ -202,8 +197,8 @@ def summarize(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]
             for s, c in w["statuses"].items():
                 statuses[s] = statuses.get(s, 0) + c
         per[kind] = {
-            "cpu_us_per_request": round(_median(raw), 1),
-            "cpu_us_per_request_net": round(_median(net), 1),
+            "cpu_us_per_request": round(statistics.median(raw), 1),
+            "cpu_us_per_request_net": round(statistics.median(net), 1),
             "rounds_us": [round(x, 1) for x in raw],
             "statuses": statuses,
         }
